@@ -1,0 +1,72 @@
+"""Datasets: a registry of named datasets and readers of on-disk formats, all giving ImageDataset/PairedDataset.
+
+A dataset spec is one of
+  - a registered name: ``digits``, ``mnist-subset``, ``synthetic-rgbir`` (``advkit list datasets``);
+  - ``FORMAT:PATH`` for a reader, e.g. ``cifar10:~/data/cifar-10-batches-py``, ``paired:~/nirscene1``;
+  - a bare ``PATH``, whose format is detected from its contents.
+
+    >>> ds = open_dataset("digits")
+    >>> ds.size, ds.channels, ds.num_classes
+    ((8, 8), 1, 10)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advkit.datasets.base import SPLITS, ImageDataset, PairedDataset, make_split, to_tensor
+from advkit.errors import DatasetError
+from advkit.registry import Registry
+
+Dataset = ImageDataset | PairedDataset
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+"""Named datasets that need no path: offline real data and generators."""
+
+FORMATS: Registry[Dataset] = Registry("dataset format")
+"""Readers of on-disk formats; each factory takes ``path`` plus options."""
+
+
+def _load_entries() -> None:
+    # importing the modules registers their entries
+    from advkit.datasets import offline, readers, synthetic  # noqa: F401
+
+
+def open_dataset(spec: str, **params: Any) -> Dataset:
+    """Open a dataset by name, ``FORMAT:PATH`` or bare path (format detected). Options go to the factory."""
+    _load_entries()
+    if spec in DATASETS:
+        return DATASETS.create(spec, **params)
+    fmt, sep, rest = spec.partition(":")
+    if sep and fmt in FORMATS:
+        return FORMATS.create(fmt, path=Path(rest).expanduser(), **params)
+    path = Path(spec).expanduser()
+    if path.exists():
+        from advkit.datasets.readers import detect_format
+
+        return FORMATS.create(detect_format(path), path=path, **params)
+    if sep and len(fmt) > 1:
+        raise DatasetError(FORMATS.unknown_message(fmt))
+    raise DatasetError(f"{DATASETS.unknown_message(spec)}, and no file or folder {spec!r} exists")
+
+
+def dataset_factories() -> tuple[Registry[Dataset], Registry[Dataset]]:
+    """The two registries, populated (for listings and conformance tests)."""
+    _load_entries()
+    return DATASETS, FORMATS
+
+
+__all__ = [
+    "DATASETS",
+    "FORMATS",
+    "SPLITS",
+    "Dataset",
+    "ImageDataset",
+    "PairedDataset",
+    "dataset_factories",
+    "make_split",
+    "open_dataset",
+    "to_tensor",
+]
+

@@ -1,0 +1,181 @@
+"""In-memory view of a labelled image dataset, one domain or an aligned RGB-IR pair.
+
+Images are stored as they come from disk (uint8 HWC, or float HWC in [0, 1]) and become float CHW tensors in
+[0, 1] only when a batch is taken, so a dataset of 50k CIFAR images stays 150 MB. Every sample keeps its index
+in the full dataset: reports record that index, so a run can be resumed, sharded or compared across models.
+
+    >>> import numpy as np
+    >>> ds = ImageDataset("toy", np.zeros((10, 4, 4, 1), np.uint8), np.arange(10) % 2, ["even", "odd"])
+    >>> x, y = ds.batch(ds.indices("test"))
+    >>> tuple(x.shape), x.dtype, len(ds.indices("train")) + len(ds.indices("test"))
+    ((2, 1, 4, 4), torch.float32, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from advkit.errors import DatasetError
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+DOMAINS = ("rgb", "ir", "gray")
+
+
+class ImageSource(Protocol):
+    """Anything indexable giving HWC images of one size: a numpy array, or a lazy reader of files."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+
+def make_split(labels: np.ndarray, *, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Deterministic stratified split: (N,) uint8 codes 0 train, 1 val, 2 test.
+
+    Each class is shuffled with its own seeded permutation, so the split of one class does not move when
+    another class gains samples, and both domains of a pair (which share ``labels``) get the same split.
+    """
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise DatasetError(f"split fractions must leave training data: test={test_fraction}, val={val_fraction}")
+    labels = np.asarray(labels)
+    split = np.zeros(len(labels), np.uint8)
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        order = members[np.random.default_rng([seed, int(cls)]).permutation(len(members))]
+        n_test = int(round(test_fraction * len(members)))
+        n_val = int(round(val_fraction * len(members)))
+        split[order[:n_test]] = SPLITS["test"]
+        split[order[n_test : n_test + n_val]] = SPLITS["val"]
+    return split
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, C) uint8 or float array -> (B, C, H, W) float32 tensor in [0, 1]."""
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8:
+        out = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+    elif arr.dtype == np.uint16:
+        out = torch.from_numpy(arr.astype(np.float32) / 65535.0)
+    else:
+        out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return out.permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
+
+
+@dataclass
+class ImageDataset:
+    """Labelled images of one domain with a fixed train/val/test split.
+
+    Attributes:
+        name: how the dataset was opened (registry name or path).
+        images: (N, H, W, C) uint8 / uint16 / float-in-[0, 1] source.
+        labels: (N,) int64 class indices into ``class_names``.
+        class_names: K names; K may exceed the classes present.
+        split: (N,) uint8 codes (0 train, 1 val, 2 test); a seeded stratified 80/20 split when omitted.
+        domain: "rgb", "ir" or "gray".
+    """
+
+    name: str
+    images: ImageSource
+    labels: np.ndarray
+    class_names: Sequence[str]
+    split: np.ndarray | None = None
+    domain: str = "rgb"
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.images) != len(self.labels):
+            raise DatasetError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) == 0:
+            raise DatasetError(f"{self.name}: the dataset has no images")
+        if len(self.images.shape) != 4:
+            raise DatasetError(f"{self.name}: images must be (N, H, W, C), got shape {tuple(self.images.shape)}")
+        if self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
+            raise DatasetError(
+                f"{self.name}: labels must lie in [0, {len(self.class_names) - 1}], "
+                f"got [{self.labels.min()}, {self.labels.max()}]"
+            )
+        if self.domain not in DOMAINS:
+            raise DatasetError(f"{self.name}: domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        self.split = make_split(self.labels) if self.split is None else np.asarray(self.split, dtype=np.uint8)
+        if self.split.shape != self.labels.shape:
+            raise DatasetError(f"{self.name}: split has {len(self.split)} entries for {len(self.labels)} images")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def indices(self, split: str = "all") -> np.ndarray:
+        """Sorted dataset indices of a split ("train", "val", "test" or "all")."""
+        if split == "all":
+            return np.arange(len(self))
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; choose from all, {', '.join(SPLITS)}")
+        return np.flatnonzero(self.split == SPLITS[split])
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) float32 in [0, 1] and labels (B,) int64 for the given dataset indices."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.images, np.ndarray):
+            raw = self.images[idx]
+        else:
+            raw = np.stack([self.images[int(i)] for i in idx]) if len(idx) else np.zeros((0, *self.images.shape[1:]))
+        return to_tensor(raw), torch.from_numpy(self.labels[idx])
+
+
+@dataclass
+class PairedDataset:
+    """Aligned RGB and IR images of the same scenes: one label, one split, identical H x W.
+
+    ``rgb`` is (N, H, W, 3) and ``ir`` is (N, H, W, 1); item i of both is the same scene.
+    """
+
+    name: str
+    rgb: ImageSource
+    ir: ImageSource
+    labels: np.ndarray
+    class_names: Sequence[str]
+    split: np.ndarray | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.rgb) != len(self.ir):
+            raise DatasetError(f"{self.name}: {len(self.rgb)} RGB images but {len(self.ir)} IR images")
+        if tuple(self.rgb.shape[1:3]) != tuple(self.ir.shape[1:3]):
+            raise DatasetError(
+                f"{self.name}: RGB images are {self.rgb.shape[1]}x{self.rgb.shape[2]} but IR images are "
+                f"{self.ir.shape[1]}x{self.ir.shape[2]}; aligned pairs need the same size"
+            )
+        if self.ir.shape[3] != 1:
+            raise DatasetError(f"{self.name}: IR images must have 1 channel, got {self.ir.shape[3]}")
+        # validates labels and fixes the split once, shared by both domains
+        self.split = self.domain("rgb").split
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def domain(self, domain: str) -> ImageDataset:
+        """One side of the pair as an ImageDataset with the shared labels and split."""
+        if domain not in ("rgb", "ir"):
+            raise DatasetError(f"a paired dataset has domains rgb and ir, not {domain!r}")
+        images = self.rgb if domain == "rgb" else self.ir
+        return ImageDataset(self.name, images, self.labels, self.class_names, self.split, domain, dict(self.meta))

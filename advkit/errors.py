@@ -1,0 +1,27 @@
+"""Errors a user can cause. The CLI prints them as one line (exit 1); anything else is a bug."""
+
+from __future__ import annotations
+
+
+class AdvkitError(Exception):
+    """A mistake in the user's input, files or settings, explained in one line."""
+
+
+class CheckpointError(AdvkitError):
+    """A checkpoint is missing, corrupt, unsafe to load or does not match its architecture."""
+
+
+class DatasetError(AdvkitError):
+    """A dataset name, path or file cannot be read as the format it claims."""
+
+
+class ReportError(AdvkitError):
+    """A report file is unreadable, or conflicts with the run being written."""
+
+
+class ConfigError(AdvkitError):
+    """A config file or option value is invalid."""
+
+
+class QueryBudgetExceeded(AdvkitError):
+    """A sample was queried beyond its budget: the attack must stop querying it first."""

@@ -1,0 +1,85 @@
+"""Name -> factory registries (architectures, datasets, attacks, ...), in the style of timm's.
+
+    >>> widgets = Registry("widget")
+    >>> @widgets.register("round-widget")
+    ... def make_round(size: int = 1) -> str:
+    ...     return f"round:{size}"
+    >>> widgets.create("round-widget", size=None)  # None keeps the default
+    'round:1'
+    >>> widgets.names("round*")
+    ['round-widget']
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from advkit.errors import AdvkitError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered factory with a one-line summary (the docstring's first line)."""
+
+    name: str
+    factory: Callable[..., T]
+    summary: str
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Registry(Generic[T]):
+    """A named collection of factories; unknown names fail with the close matches."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(
+        self, name: str, *, tags: tuple[str, ...] = ()
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``factory`` under ``name`` (names are unique)."""
+
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            self.add(name, factory, tags=tags)
+            return factory
+
+        return decorate
+
+    def add(self, name: str, factory: Callable[..., T], *, tags: tuple[str, ...] = ()) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        doc = (factory.__doc__ or "").strip().splitlines()
+        self._entries[name] = Entry(name, factory, doc[0] if doc else "", tags)
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise AdvkitError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(self.names())}"
+        return f"unknown {self.kind} {name!r}{hint}"
+
+    def create(self, name: str, **kwargs: Any) -> T:
+        """Build ``name``; keyword arguments that are None keep the factory's defaults."""
+        return self.entry(name).factory(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self, pattern: str = "*") -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
