@@ -12,7 +12,10 @@ whether it is attacked alone, in a batch of 256 or on rank 3 of 8.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 _MASK = (1 << 63) - 1
@@ -36,3 +39,21 @@ def generator(seed: int, stream: str = "", device: str | torch.device = "cpu") -
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, stream))
     return gen
+
+
+@contextmanager
+def seeded_globals(seed: int) -> Iterator[None]:
+    """Seed torch's and NumPy's global generators inside the block and restore them afterwards.
+
+    For code advkit does not own that draws from the globals: weight initialisation of ``nn.Module``
+    constructors, third-party attacks.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)

@@ -51,6 +51,18 @@ def open_dataset(spec: str, **params: Any) -> Dataset:
     raise DatasetError(f"{DATASETS.unknown_message(spec)}, and no file or folder {spec!r} exists")
 
 
+def open_images(spec: str, domain: str | None = None, **params: Any) -> ImageDataset:
+    """Open a dataset and pick one domain: ``domain`` is required for paired data ("rgb" or "ir")."""
+    ds = open_dataset(spec, **params)
+    if isinstance(ds, PairedDataset):
+        if domain is None:
+            raise DatasetError(f"{spec} holds aligned RGB-IR pairs: choose a side with --domain rgb or --domain ir")
+        return ds.domain(domain)
+    if domain is not None and domain != ds.domain:
+        raise DatasetError(f"{spec} has only the {ds.domain} domain, not {domain}")
+    return ds
+
+
 def dataset_factories() -> tuple[Registry[Dataset], Registry[Dataset]]:
     """The two registries, populated (for listings and conformance tests)."""
     _load_entries()
@@ -67,6 +79,7 @@ __all__ = [
     "dataset_factories",
     "make_split",
     "open_dataset",
+    "open_images",
     "to_tensor",
 ]
 

@@ -56,6 +56,12 @@ def make_split(labels: np.ndarray, *, test_fraction: float = 0.2, val_fraction: 
     return split
 
 
+def _split_counts(split: np.ndarray | None) -> str:
+    """'train/val/test 1438/0/359' for reprs."""
+    counts = np.bincount(np.asarray(split, dtype=np.int64), minlength=len(SPLITS)) if split is not None else [0] * 3
+    return "train/val/test " + "/".join(str(int(n)) for n in counts[: len(SPLITS)])
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, C) uint8 or float array -> (B, C, H, W) float32 tensor in [0, 1]."""
     arr = np.asarray(images)
@@ -110,6 +116,14 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:  # the default dataclass repr would print every pixel
+        h, w, c = self.images.shape[1:]
+        dtype = getattr(self.images, "dtype", "?")
+        return (
+            f"ImageDataset({self.name!r}, {len(self)} {self.domain} images {h}x{w}x{c} {dtype}, "
+            f"{self.num_classes} classes, {_split_counts(self.split)})"
+        )
 
     @property
     def channels(self) -> int:
@@ -172,6 +186,14 @@ class PairedDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:
+        h, w = self.rgb.shape[1:3]
+        dtypes = f"{getattr(self.rgb, 'dtype', '?')}/{getattr(self.ir, 'dtype', '?')}"
+        return (
+            f"PairedDataset({self.name!r}, {len(self)} RGB-IR pairs {h}x{w} {dtypes}, "
+            f"{len(self.class_names)} classes, {_split_counts(self.split)})"
+        )
 
     def domain(self, domain: str) -> ImageDataset:
         """One side of the pair as an ImageDataset with the shared labels and split."""

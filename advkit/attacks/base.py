@@ -1,0 +1,173 @@
+"""The attack interface: settings in the constructor, inputs at call time, results re-verified.
+
+Subclasses implement :meth:`Attack.run`; :meth:`Attack.__call__` checks the inputs, counts queries through the
+model wrapper, clips to [0, 1], and decides success with an independent forward pass: an attack's own claim of
+success is never trusted.
+
+    >>> import torch
+    >>> from advkit.models import ModelWrapper, Preprocessing
+    >>> class Blank(Attack):
+    ...     name = "blank"
+    ...     def run(self, model, x, y, target, seeds):
+    ...         model(torch.zeros_like(x))
+    ...         return RawResult(torch.zeros_like(x))
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    >>> result = Blank()(ModelWrapper(net, Preprocessing()), torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]))
+    >>> result.queries.tolist(), result.l0.tolist()[0] > 0
+    ([1, 1, 1], True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from advkit.errors import AdvkitError
+from advkit.models import ModelWrapper, QueryCounter
+from advkit.registry import Registry
+
+
+@dataclass
+class RawResult:
+    """What an attack's ``run`` returns: adversarial images and, when it knows them, iterations per sample."""
+
+    x_adv: torch.Tensor
+    iterations: torch.Tensor | None = None
+    moves: list[Any] | None = None
+
+
+@dataclass
+class AttackResult:
+    """Per-sample outcome of an attack on a batch of B images.
+
+    Attributes:
+        x_adv: (B, C, H, W) adversarial images in [0, 1] (the clean image where the attack gave up).
+        success: (B,) bool, re-verified: prediction != label (untargeted) or == target (targeted).
+        adv_pred: (B,) int64 prediction on ``x_adv``.
+        queries: (B,) int64 model evaluations spent on each sample by the attack.
+        iterations: (B,) int64 attack iterations per sample (-1 when the attack does not report them).
+        l0: (B,) int64 pixels changed (a pixel counts once whatever its channels).
+        l2, linf: (B,) float32 norms of x_adv - x over all channels.
+        moves: pixel-move records, for attacks that rearrange pixels.
+        params: the attack's settings.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    adv_pred: torch.Tensor
+    queries: torch.Tensor
+    iterations: torch.Tensor
+    l0: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    moves: list[Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L0 in changed pixels, L2, Linf) per sample for (B, C, H, W) images."""
+    delta = (x_adv - x).flatten(2)  # (B, C, H*W)
+    l0 = (delta.abs() > 0).any(dim=1).sum(dim=1)
+    flat = delta.flatten(1)
+    return l0, flat.norm(dim=1), flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(len(x))
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+    """Shapes, dtype and range of an attack's inputs; one-line errors."""
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise AdvkitError(f"attack inputs must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise AdvkitError(f"attack inputs must be float images in [0, 1], got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise AdvkitError("attack inputs contain NaN or infinite values")
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise AdvkitError(f"attack inputs must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
+    if y.shape != (x.shape[0],):
+        raise AdvkitError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if target is not None and target.shape != y.shape:
+        raise AdvkitError(f"targets must have shape ({x.shape[0]},), got {tuple(target.shape)}")
+
+
+class Attack:
+    """Base class. Subclasses set ``name`` and implement ``run``; constructors take keyword-only settings."""
+
+    name: ClassVar[str] = "attack"
+    supports_targeted: ClassVar[bool] = True
+
+    def params(self) -> dict[str, Any]:
+        """The attack's settings (recorded in reports)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def run(
+        self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor
+    ) -> RawResult:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        model: ModelWrapper,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        seeds: torch.Tensor | None = None,
+        max_queries: int | None = None,
+    ) -> AttackResult:
+        """Attack the batch ``x`` (B, C, H, W) in [0, 1] with labels ``y`` (B,).
+
+        ``target`` (B,) makes the attack targeted; ``seeds`` (B,) int64 gives each sample its own random
+        stream (default: the sample's position); ``max_queries`` caps model evaluations per sample.
+        """
+        check_inputs(x, y, target)
+        if target is not None and not self.supports_targeted:
+            raise AdvkitError(f"attack {self.name} has no targeted mode")
+        device = model.device
+        x, y = x.to(device), y.to(device)
+        target = None if target is None else target.to(device)
+        seeds = torch.arange(len(x)) if seeds is None else seeds.cpu()
+        counter = QueryCounter(len(x), max_queries, device)
+        with model.counting(counter):
+            raw = self.run(model, x, y, target, seeds)
+        return self._verify(model, x, y, target, raw, counter)
+
+    def _verify(
+        self,
+        model: ModelWrapper,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        raw: RawResult,
+        counter: QueryCounter,
+    ) -> AttackResult:
+        x_adv = raw.x_adv.detach().to(x.device, x.dtype).clamp(0, 1)
+        if x_adv.shape != x.shape:
+            raise RuntimeError(f"{self.name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+        with torch.no_grad():
+            adv_pred = model.logits(x_adv).argmax(1)  # independent check, not charged to the attack
+        success = adv_pred.eq(target) if target is not None else adv_pred.ne(y)
+        l0, l2, linf = perturbation_norms(x, x_adv)
+        iterations = raw.iterations if raw.iterations is not None else torch.full((len(x),), -1)
+        return AttackResult(
+            x_adv, success, adv_pred, counter.counts.clone(), iterations.to(torch.long), l0, l2.float(), linf.float(),
+            raw.moves, self.params(),
+        )
+
+
+ATTACKS: Registry[Attack] = Registry("attack")
+"""Every attack by name (``advkit list attacks``); ``ATTACKS.create(name, **settings)``."""
+
+
+def create_attack(name: str, **settings: Any) -> Attack:
+    """Build a registered attack; bad settings fail with one line naming them."""
+    from advkit.attacks import torchattacks_adapter  # noqa: F401  (registers entries)
+
+    return ATTACKS.create(name, **settings)
+
+
+def attack_names() -> list[str]:
+    from advkit.attacks import torchattacks_adapter  # noqa: F401
+
+    return ATTACKS.names()

@@ -1,0 +1,164 @@
+"""Every torchattacks attack by name, behind advkit's Attack interface.
+
+torchattacks (Kim, arXiv:2010.01950; github.com/Harry24k/adversarial-attacks-pytorch) attacks a model that
+takes [0, 1] images; advkit hands it the model wrapper, which owns normalisation and counts queries.
+
+Query accounting: an attack whose forward passes cover the whole batch is run batched. Attacks that evaluate
+subsets or populations (Square, OnePixel, Pixle, DeepFool, AutoAttack, ...) cannot be attributed sample by
+sample in a batch, so advkit notices the first such pass and attacks those samples one at a time instead,
+which makes every count exact. torchattacks draws from the global torch/NumPy generators: advkit seeds them
+from the per-sample seed inside a forked RNG state and restores them afterwards. Randomised attacks run
+batched (PGD's random start) therefore depend on the batch composition; advkit's own attacks do not.
+
+    >>> attack = create_torchattack("fgsm", eps="8/255")
+    >>> round(attack.settings["eps"], 4)
+    0.0314
+"""
+
+from __future__ import annotations
+
+import inspect
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from advkit.attacks.base import ATTACKS, Attack, RawResult
+from advkit.errors import AdvkitError, QueryBudgetExceeded
+from advkit.models import ModelWrapper, QueryCounter, UnattributedQuery
+from advkit.rng import seeded_globals
+
+# advkit name -> torchattacks class name; torchattacks' Pixle is "ta-pixle" (advkit's own is "pixle")
+TORCHATTACKS_NAMES = {
+    "gn": "GN", "fgsm": "FGSM", "bim": "BIM", "rfgsm": "RFGSM", "pgd": "PGD", "eotpgd": "EOTPGD", "ffgsm": "FFGSM",
+    "tpgd": "TPGD", "mifgsm": "MIFGSM", "upgd": "UPGD", "apgd": "APGD", "apgdt": "APGDT", "difgsm": "DIFGSM",
+    "tifgsm": "TIFGSM", "jitter": "Jitter", "nifgsm": "NIFGSM", "pgdrs": "PGDRS", "sinifgsm": "SINIFGSM",
+    "vmifgsm": "VMIFGSM", "vnifgsm": "VNIFGSM", "spsa": "SPSA", "jsma": "JSMA", "eadl1": "EADL1", "eaden": "EADEN",
+    "pifgsm": "PIFGSM", "pifgsmpp": "PIFGSMPP", "cw": "CW", "pgdl2": "PGDL2", "deepfool": "DeepFool",
+    "pgdrsl2": "PGDRSL2", "sparsefool": "SparseFool", "onepixel": "OnePixel", "ta-pixle": "Pixle", "fab": "FAB",
+    "autoattack": "AutoAttack", "square": "Square",
+}
+_NUM_CLASSES_PARAM = "n_classes"
+RGB_ONLY = {"tifgsm", "pifgsm", "pifgsmpp"}  # torchattacks builds 3-channel kernels for these
+
+
+def _torchattacks_class(class_name: str) -> type:
+    import torchattacks
+
+    return getattr(torchattacks, class_name)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in ("self", "model")}
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """CLI strings like "8/255" become numbers where torchattacks expects numbers."""
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if numeric and isinstance(value, str):
+        try:
+            value = float(Fraction(value))
+        except (ValueError, ZeroDivisionError):
+            raise AdvkitError(f"{name}: {key} must be a number, got {value!r}") from None
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise AdvkitError(f"{name}: {key} must be true or false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value
+
+
+class TorchattacksAttack(Attack):
+    """A torchattacks attack run through advkit (see the module docstring for accounting and seeding)."""
+
+    def __init__(self, *, name: str, class_name: str, settings: dict[str, Any]) -> None:
+        self.name = name  # type: ignore[misc]
+        self.class_name = class_name
+        self.settings = settings
+
+    def params(self) -> dict[str, Any]:
+        return {"torchattacks": self.class_name, **self.settings}
+
+    def _build(self, model: ModelWrapper, target: torch.Tensor | None) -> Any:
+        cls = _torchattacks_class(self.class_name)
+        settings = dict(self.settings)
+        if _NUM_CLASSES_PARAM in _defaults(cls) and _NUM_CLASSES_PARAM not in settings:
+            settings[_NUM_CLASSES_PARAM] = _num_classes(model)
+        atk = cls(model, **settings)
+        if target is not None:
+            try:
+                atk.set_mode_targeted_by_label(quiet=True)
+            except ValueError:
+                raise AdvkitError(f"torchattacks {self.class_name} has no targeted mode") from None
+        return atk
+
+    def run(
+        self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor
+    ) -> RawResult:
+        if self.name in RGB_ONLY and x.shape[1] != 3:
+            raise AdvkitError(f"torchattacks {self.class_name} works on 3-channel images only, got {x.shape[1]} channel(s)")
+        counter = model.counter
+        if counter is None:  # Attack.__call__ always counts; direct run() calls get a private counter
+            counter = QueryCounter(len(x))
+        try:
+            with seeded_globals(int(seeds[0])):
+                return RawResult(self._call(model, x, y, target))
+        except (UnattributedQuery, QueryBudgetExceeded):
+            counter.counts.zero_()  # the aborted batched attempt is not the attack's cost
+        return RawResult(self._per_sample(model, x, y, target, seeds, counter))
+
+    def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        atk = self._build(model, target)
+        return atk(x, target if target is not None else y).detach()
+
+    def _per_sample(
+        self,
+        model: ModelWrapper,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        seeds: torch.Tensor,
+        counter: QueryCounter,
+    ) -> torch.Tensor:
+        x_adv = x.clone()
+        for i in range(len(x)):
+            one = QueryCounter(1, counter.budget, counter.counts.device)
+            try:
+                with model.counting(one), seeded_globals(int(seeds[i])):
+                    x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], None if target is None else target[i : i + 1])
+            except QueryBudgetExceeded:
+                x_adv[i] = x[i]  # out of budget: the attack failed on this sample
+            counter.counts[i] = one.counts[0]
+        return x_adv
+
+
+def _num_classes(model: ModelWrapper) -> int:
+    known = model.preprocessing.num_classes
+    if known:
+        return known
+    raise AdvkitError("this attack needs the number of classes: pass --param n_classes=K")
+
+
+def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
+    """Build the torchattacks attack registered as ``name`` with validated settings."""
+    class_name = TORCHATTACKS_NAMES[name]
+    defaults = _defaults(_torchattacks_class(class_name))
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise AdvkitError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(defaults)}")
+    clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
+    return TorchattacksAttack(name=name, class_name=class_name, settings=clean)
+
+
+def _register() -> None:
+    for name, class_name in TORCHATTACKS_NAMES.items():
+        def factory(name: str = name, **settings: Any) -> Attack:
+            return create_torchattack(name, **settings)
+
+        factory.__doc__ = f"torchattacks.{class_name}" + (" (torchattacks' per-image Pixle)" if name == "ta-pixle" else "")
+        ATTACKS.add(name, factory, tags=("torchattacks",))
+
+
+_register()

@@ -1,0 +1,217 @@
+"""What every command shares: consoles, option types, config-file replay, progress, output.
+
+Results go to stdout (a Rich table, or JSON with ``--json``); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from advkit.errors import ConfigError
+from advkit.runtime import ProgressEvent, ProgressFn
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+# Options that describe how a command runs, not what it computes: kept out of recorded configs.
+NON_CONFIG = {"config", "json_output", "device", "debug", "overwrite", "unsafe_pickle", "quiet"}
+
+
+def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Eager callback of ``--config``: file values become defaults, so flags given on the line still win."""
+    if value is None:
+        return None
+    data = read_config_file(value)
+    names = {p.name for p in ctx.command.params if p.name}
+    normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(normalised) - names)
+    if unknown:
+        valid = ", ".join(sorted(names - NON_CONFIG))
+        raise typer.BadParameter(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {valid}")
+    ctx.default_map = {**(ctx.default_map or {}), **normalised}
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A flat mapping from a .toml, .yaml/.yml or .json file (a report's ``config`` attribute is JSON)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise typer.BadParameter(f"config {path} must be .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise typer.BadParameter(f"config {path} is not valid {path.suffix[1:]}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"config {path} must hold a mapping of option names to values")
+    return data
+
+
+def recorded_config(params: Mapping[str, Any], exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The command's resolved parameters as JSON-able values, minus run-only options (and ``exclude``)."""
+    return {k: plain(v) for k, v in sorted(params.items()) if k not in NON_CONFIG | exclude}
+
+
+def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of a complete run ``run_id`` with exactly this config, else None (so re-runs are no-ops)."""
+    if not report.exists():
+        return None
+    info = next((r for r in report.runs() if r.id == run_id and r.status == "complete"), None)
+    if info is None:
+        return None
+    data = report.read(run_id)
+    same = data.config == json.loads(json.dumps(plain(dict(config))))
+    return dict(data.summary) if same else None
+
+
+def plain(value: Any) -> Any:
+    """Paths, enums, tuples -> str, value, list (recursively) for JSON/TOML."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """A flat mapping as TOML (for ``--config`` replay files)."""
+    lines = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        lines.append(f"{key} = {json.dumps(plain(value))}")
+    return "\n".join(lines) + "\n"
+
+
+def command_line() -> str:
+    """The command as typed, for the report."""
+    return shlex.join(["advkit", *sys.argv[1:]])
+
+
+def parse_params(pairs: Sequence[str], what: str = "--param") -> dict[str, Any]:
+    """``key=value`` strings -> dict; values parsed as JSON when they can be (numbers, booleans, lists)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} takes key=value, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+# ---- shared option types -------------------------------------------------------------------------------------
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", callback=load_config, is_eager=True, help="Read option values from a .toml/.yaml/.json file; flags override."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice; the same seed gives the same report.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (cuda when present).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout instead of tables.")]
+UnsafePickleOpt = Annotated[
+    bool, typer.Option("--unsafe-pickle", help="Allow checkpoints that unpickle Python objects (runs code from the file!).")
+]
+ArchOpt = Annotated[str | None, typer.Option("--arch", help="Architecture of a bare state_dict checkpoint (advkit list models).")]
+DataParamOpt = Annotated[
+    list[str] | None, typer.Option("--data-param", help="Dataset option key=value (e.g. n_per_class=50, size=32).")
+]
+
+
+# ---- output ---------------------------------------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    """Human formatting of a table cell."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
+    return str(value)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    tab = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        tab.add_column(col, overflow="fold")
+    for row in rows:
+        tab.add_row(*(fmt(v) for v in row))
+    return tab
+
+
+def kv_table(title: str | None, data: Mapping[str, Any]) -> Table:
+    return table(title, ["", "value"], [(k, v) for k, v in data.items()])
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(plain(data), indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+# ---- progress -------------------------------------------------------------------------------------------------
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
+    """A ProgressFn that draws one Rich bar per task on stderr (silent when stderr is not a terminal)."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(event: ProgressEvent) -> None:
+        stats = "  ".join(f"{k} {fmt(v)}" for k, v in event.stats.items())
+        if event.task not in tasks:
+            tasks[event.task] = bar.add_task(event.task, total=event.total, stats=stats)
+        bar.update(tasks[event.task], completed=event.done, total=event.total, stats=stats)
+
+    with bar:
+        yield update
+
+
+def log(message: str) -> None:
+    """A status line on stderr."""
+    err.print(message, highlight=False, soft_wrap=True)

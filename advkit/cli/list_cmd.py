@@ -1,0 +1,59 @@
+"""``advkit list models|datasets|attacks [PATTERN]``: what the registries hold."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from advkit.cli.common import JsonOpt, emit_json, out, table
+from advkit.registry import Entry, Registry
+
+app = typer.Typer(help="List registered models, datasets and attacks.", no_args_is_help=True)
+PatternArg = Annotated[str, typer.Argument(help="Wildcard filter, e.g. 'res*'.")]
+
+
+def _show(title: str, entries: list[Entry[object]], json_output: bool) -> None:
+    if json_output:
+        emit_json([{"name": e.name, "summary": e.summary, "tags": list(e.tags)} for e in entries])
+    else:
+        out.print(table(title, ["name", "description"], [(e.name, e.summary) for e in entries]))
+
+
+def _entries(registry: Registry[object], pattern: str) -> list[Entry[object]]:
+    return registry.entries(pattern)
+
+
+@app.command("models")
+def list_models(pattern: PatternArg = "*", json_output: JsonOpt = False) -> None:
+    """Architectures for `advkit train --arch` and bare state_dict checkpoints."""
+    from advkit.models.architectures import ARCHITECTURES, architecture_names
+
+    architecture_names()  # registers torchvision's when it imports
+    _show("architectures", _entries(ARCHITECTURES, pattern), json_output)
+
+
+@app.command("datasets")
+def list_datasets(pattern: PatternArg = "*", json_output: JsonOpt = False) -> None:
+    """Named datasets, and the formats --data FORMAT:PATH reads."""
+    from advkit.datasets import dataset_factories
+
+    named, formats = dataset_factories()
+    if json_output:
+        emit_json({
+            "datasets": [{"name": e.name, "summary": e.summary} for e in named.entries(pattern)],
+            "formats": [{"name": e.name, "summary": e.summary} for e in formats.entries(pattern)],
+        })
+        return
+    out.print(table("datasets (--data NAME)", ["name", "description"], [(e.name, e.summary) for e in named.entries(pattern)]))
+    out.print(table("formats (--data FORMAT:PATH, or a bare PATH)", ["format", "description"],
+                    [(e.name, e.summary) for e in formats.entries(pattern)]))
+
+
+@app.command("attacks")
+def list_attacks(pattern: PatternArg = "*", json_output: JsonOpt = False) -> None:
+    """Attacks for `advkit attack NAME`."""
+    from advkit.attacks import ATTACKS, attack_names
+
+    attack_names()
+    _show("attacks", _entries(ATTACKS, pattern), json_output)

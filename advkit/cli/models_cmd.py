@@ -1,0 +1,47 @@
+"""``advkit models info CKPT``: what a checkpoint holds and where hooks can attach."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from advkit.cli.common import ArchOpt, JsonOpt, UnsafePickleOpt, emit_json, kv_table, out, table
+
+app = typer.Typer(help="Inspect model checkpoints.", no_args_is_help=True)
+
+
+@app.command("info")
+def info(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors/.pt/TorchScript) or module:factory.")],
+    arch: ArchOpt = None,
+    unsafe_pickle: UnsafePickleOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Architecture, parameter count, preprocessing and layer names usable as hook points."""
+    from advkit.models import layer_table, load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, architecture=arch, unsafe_pickle=unsafe_pickle)
+    pre = loaded.preprocessing
+    shape = (pre.channels, *pre.input_size) if pre.channels and pre.input_size else None
+    layers = layer_table(loaded.net, shape)
+    summary = {
+        "checkpoint": loaded.source,
+        "kind": loaded.kind,
+        "architecture": loaded.architecture,
+        "arch_kwargs": loaded.arch_kwargs,
+        "parameters": sum(p.numel() for p in loaded.net.parameters()),
+        "channels": pre.channels,
+        "input_size": list(pre.input_size) if pre.input_size else None,
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "domain": pre.domain,
+        "classes": list(pre.class_names),
+        **{f"extra.{k}": v for k, v in loaded.extra.items()},
+    }
+    if json_output:
+        emit_json({**summary, "layers": [{"name": l.name, "type": l.type, "output_shape": l.output_shape, "params": l.params} for l in layers]})
+        return
+    out.print(kv_table("model", {k: ("unknown" if v is None else v) for k, v in summary.items()}))
+    out.print(table("layers (hook points)", ["name", "type", "output shape", "params"],
+                    [(l.name, l.type, "x".join(map(str, l.output_shape)) if l.output_shape else "?", l.params) for l in layers]))

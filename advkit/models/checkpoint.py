@@ -1,0 +1,300 @@
+"""Saving and safely loading classifiers.
+
+Accepted checkpoints (``advkit models info`` tells what a file is):
+  - ``.safetensors`` written by advkit (architecture + preprocessing in the metadata), or any safetensors
+    state_dict plus ``architecture=`` (CLI ``--arch``);
+  - ``.pt`` / ``.pth``: advkit's ``{"advkit": {...}, "state_dict": {...}}`` or a plain state_dict, read with
+    ``torch.load(weights_only=True)``; files holding pickled Python objects are refused unless
+    ``unsafe_pickle=True`` (``--unsafe-pickle``), because unpickling runs code from the file;
+  - TorchScript archives (``torch.jit.save``): TorchScript code, not pickled Python;
+  - ``package.module:factory``: a Python callable of the user's own that returns an ``nn.Module``
+    (the user asked for that code to run by naming it).
+
+    >>> import tempfile, pathlib
+    >>> from advkit.models.architectures import create_architecture
+    >>> net = create_architecture("small-cnn", num_classes=10, in_channels=1, input_size=8)
+    >>> pre = Preprocessing(channels=1, input_size=(8, 8), class_names=tuple("0123456789"))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
+    >>> save_checkpoint(path, net, "small-cnn", {"num_classes": 10, "in_channels": 1, "input_size": 8}, pre)
+    >>> loaded = load_checkpoint(path)
+    >>> loaded.architecture, loaded.preprocessing.input_size
+    ('small-cnn', (8, 8))
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkit.errors import CheckpointError
+from advkit.models.architectures import create_architecture
+from advkit.models.preprocessing import Preprocessing
+
+FORMAT_VERSION = 1
+_FACTORY_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass
+class LoadedModel:
+    """A network with everything needed to use it in pixel space.
+
+    ``kind`` is one of "advkit", "state_dict", "torchscript", "factory", "pickle".
+    """
+
+    net: nn.Module
+    preprocessing: Preprocessing
+    architecture: str
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    kind: str = "advkit"
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: Path,
+    net: nn.Module,
+    architecture: str,
+    arch_kwargs: dict[str, Any],
+    preprocessing: Preprocessing,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write weights + architecture + preprocessing; ``.safetensors`` or ``.pt`` by suffix, atomically."""
+    path = Path(path)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "arch_kwargs": arch_kwargs,
+        "preprocessing": preprocessing.to_dict(),
+        "extra": extra or {},
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)})
+    elif path.suffix in (".pt", ".pth"):
+        torch.save({"advkit": meta, "state_dict": state}, tmp)
+    else:
+        raise CheckpointError(f"checkpoint {path} must end in .safetensors, .pt or .pth")
+    tmp.replace(path)
+
+
+def load_checkpoint(
+    spec: str | Path,
+    *,
+    architecture: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
+    unsafe_pickle: bool = False,
+    map_location: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a checkpoint file or a ``module:factory`` spec into a :class:`LoadedModel` (eval mode).
+
+    ``architecture``/``arch_kwargs`` are needed for bare state_dicts; ``preprocessing`` overrides what the
+    file carries. Every failure is a one-line :class:`CheckpointError`.
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    if not path.exists() and _FACTORY_SPEC.match(text):
+        loaded = _load_factory(text)
+    elif not path.exists():
+        raise CheckpointError(f"no such checkpoint: {text}")
+    elif path.is_dir():
+        raise CheckpointError(f"{text} is a folder, not a checkpoint file")
+    elif path.suffix == ".safetensors":
+        loaded = _load_safetensors(path, architecture, arch_kwargs)
+    elif _is_torchscript(path):
+        loaded = _load_torchscript(path, map_location)
+    else:
+        loaded = _load_torch(path, architecture, arch_kwargs, unsafe_pickle)
+    if preprocessing is not None:
+        loaded = replace(loaded, preprocessing=preprocessing)
+    loaded.net.to(map_location).eval()
+    return loaded
+
+
+def _build(architecture: str | None, arch_kwargs: dict[str, Any], state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    if architecture is None:
+        raise CheckpointError(f"{source} holds bare weights; name their architecture with --arch (see advkit list models)")
+    try:
+        net = create_architecture(architecture, **arch_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build {architecture} with {arch_kwargs}: {exc}") from None
+    _load_state(net, state, architecture, source)
+    return net
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], architecture: str, source: str) -> None:
+    """Strict load with a one-line explanation of the first mismatches."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_few(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {_few(shapes)}")
+    if problems:
+        raise CheckpointError(f"weights in {source} do not match architecture {architecture}: {'; '.join(problems)}")
+    net.load_state_dict(state)
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _from_meta(meta: dict[str, Any], source: str) -> tuple[str, dict[str, Any], Preprocessing, dict[str, Any]]:
+    try:
+        return (
+            str(meta["architecture"]),
+            dict(meta.get("arch_kwargs", {})),
+            Preprocessing.from_dict(meta.get("preprocessing", {})),
+            dict(meta.get("extra", {})),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{source} has malformed advkit metadata ({exc})") from None
+
+
+def _load_safetensors(path: Path, architecture: str | None, arch_kwargs: dict[str, Any] | None) -> LoadedModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+    if "advkit" in metadata:
+        try:
+            meta = json.loads(metadata["advkit"])
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path} has unreadable advkit metadata ({exc})") from None
+        arch, kwargs, pre, extra = _from_meta(meta, str(path))
+        net = _build(architecture or arch, {**kwargs, **(arch_kwargs or {})}, state, str(path))
+        return LoadedModel(net, pre, architecture or arch, kwargs, "advkit", str(path), extra)
+    net = _build(architecture, arch_kwargs or {}, state, str(path))
+    return LoadedModel(net, Preprocessing(), str(architecture), arch_kwargs or {}, "state_dict", str(path))
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold a ``code/`` folder; torch.save archives hold only ``data.pkl`` + tensors."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load_torchscript(path: Path, map_location: str | torch.device) -> LoadedModel:
+    files = {"advkit.json": ""}
+    try:
+        net = torch.jit.load(str(path), map_location=map_location, _extra_files=files)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a loadable TorchScript archive ({_first_line(exc)})") from None
+    pre, arch = Preprocessing(), "torchscript"
+    if files["advkit.json"]:
+        meta = json.loads(files["advkit.json"])
+        pre = Preprocessing.from_dict(meta.get("preprocessing", {}))
+        arch = str(meta.get("architecture", arch))
+    return LoadedModel(net, pre, arch, {}, "torchscript", str(path))
+
+
+def _load_torch(path: Path, architecture: str | None, arch_kwargs: dict[str, Any] | None, unsafe_pickle: bool) -> LoadedModel:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = _blocked_global(exc, path)
+        if blocked is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt pickle data)") from None
+        if not unsafe_pickle:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects ({blocked}); loading it would run code from the "
+                "file. Pass --unsafe-pickle only if you trust its source"
+            ) from None
+        warnings.warn(f"unpickling {path} with --unsafe-pickle: this runs any code the file contains", stacklevel=2)
+        obj = _unsafe_load(path)
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    if isinstance(obj, nn.Module):
+        return LoadedModel(obj, Preprocessing(), type(obj).__name__, {}, "pickle", str(path))
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict or an advkit checkpoint")
+    if "advkit" in obj and "state_dict" in obj:
+        arch, kwargs, pre, extra = _from_meta(obj["advkit"], str(path))
+        net = _build(architecture or arch, {**kwargs, **(arch_kwargs or {})}, _tensors(obj["state_dict"], path), str(path))
+        return LoadedModel(net, pre, architecture or arch, kwargs, "advkit", str(path), extra)
+    for key in ("state_dict", "model_state_dict", "model"):  # common training-script layouts
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    net = _build(architecture, arch_kwargs or {}, _tensors(obj, path), str(path))
+    return LoadedModel(net, Preprocessing(), str(architecture), arch_kwargs or {}, "state_dict", str(path))
+
+
+def _unsafe_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # arbitrary code ran; whatever it raised is the file's fault
+        raise CheckpointError(f"unpickling {path} failed ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _tensors(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path} state_dict has non-tensor entries: {_few([str(b) for b in bad])}")
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefixes
+
+
+def _blocked_global(exc: Exception, path: Path) -> str | None:
+    """What torch's weights-only unpickler refused, or None when the file is not valid pickle data at all."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return f"global {found.group(1)}"
+    try:  # a plain pickle (not a torch archive) uses opcodes the weights-only unpickler rejects: parse, never run
+        with open(path, "rb") as handle:
+            for _ in pickletools.genops(handle):
+                pass
+    except Exception:
+        return None
+    return "a plain pickle stream"
+
+
+def _load_factory(spec: str) -> LoadedModel:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CheckpointError(f"cannot import {module_name} for {spec}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise CheckpointError(f"{spec}: {module_name} has no callable {attr}")
+    net = factory()
+    if not isinstance(net, nn.Module):
+        raise CheckpointError(f"{spec} returned a {type(net).__name__}, not a torch.nn.Module")
+    pre = getattr(net, "advkit_preprocessing", None)
+    pre = Preprocessing.from_dict(pre) if isinstance(pre, dict) else pre if isinstance(pre, Preprocessing) else Preprocessing()
+    return LoadedModel(net, pre, spec, {}, "factory", spec)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,182 @@
+"""The model wrapper: the only thing attacks call.
+
+It takes images in [0, 1] pixel space, adapts channels (1 -> 3 by replication), normalises, runs the net in
+eval mode, selects the logits from tuple/dict outputs, and counts queries per sample against a budget.
+
+    >>> import torch
+    >>> from advkit.models.preprocessing import Preprocessing
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    >>> model = ModelWrapper(net, Preprocessing(channels=3, input_size=(4, 4), mean=(0.5,), std=(0.5,)))
+    >>> counter = QueryCounter(2, budget=10)
+    >>> with model.counting(counter):
+    ...     logits = model(torch.rand(2, 1, 4, 4))  # gray images are replicated to 3 channels
+    >>> tuple(logits.shape), counter.counts.tolist()
+    ((2, 5), [1, 1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkit.errors import AdvkitError, QueryBudgetExceeded
+from advkit.models.preprocessing import Preprocessing
+
+
+class QueryCounter:
+    """Per-sample counts of model evaluations for one attacked batch, with an optional per-sample budget.
+
+    Every input row a forward pass evaluates is one query for the sample it belongs to: an attack that
+    scores 8 candidates of sample 3 in one pass spends 8 queries of sample 3.
+    """
+
+    def __init__(self, n: int, budget: int | None = None, device: str | torch.device = "cpu") -> None:
+        if budget is not None and budget < 1:
+            raise ValueError(f"query budget must be >= 1, got {budget}")
+        self.counts = torch.zeros(n, dtype=torch.long, device=device)
+        self.budget = budget
+
+    def charge(self, rows: torch.Tensor) -> None:
+        """Count one query for each entry of ``rows`` (sample positions in this batch; repeats allowed)."""
+        rows = rows.to(self.counts.device)
+        counts = self.counts.index_add(0, rows, torch.ones_like(rows))
+        if self.budget is not None and int(counts.max()) > self.budget:  # one sync, only under a budget
+            over = int(torch.argmax(counts))
+            raise QueryBudgetExceeded(f"sample {over} of the batch would exceed its budget of {self.budget} queries")
+        self.counts = counts
+
+    def remaining(self) -> torch.Tensor:
+        """(n,) queries each sample may still spend (a large number without a budget)."""
+        if self.budget is None:
+            return torch.full_like(self.counts, torch.iinfo(torch.long).max)
+        return self.budget - self.counts
+
+
+class ModelWrapper(nn.Module):
+    """A classifier in [0, 1] pixel space with query accounting.
+
+    Args:
+        net: any module; its output may be a tensor, a tuple/list (first item), a dict (``"logits"`` or the
+            only value) or an object with ``.logits``.
+        preprocessing: the net's input contract (channels, size, mean/std, class names).
+
+    Shapes: ``forward(x)`` takes (B, C, H, W) float in [0, 1] and returns (B, K) logits.
+    """
+
+    def __init__(self, net: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.preprocessing = preprocessing
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1))
+        self._counter: QueryCounter | None = None
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.net.parameters():
+            return tensor.device
+        return self.mean.device
+
+    @property
+    def counter(self) -> QueryCounter | None:
+        """The counter charged by forward passes right now, if any."""
+        return self._counter
+
+    def train(self, mode: bool = True) -> ModelWrapper:
+        """The wrapped net always stays in eval mode: attacks must see the deployed model."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @contextmanager
+    def counting(self, counter: QueryCounter) -> Iterator[QueryCounter]:
+        """Charge every forward pass inside the block to ``counter``."""
+        previous, self._counter = self._counter, counter
+        try:
+            yield counter
+        finally:
+            self._counter = previous
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, K) for pixels x (B, C, H, W) in [0, 1].
+
+        ``rows`` (B,) maps each input to its sample in the active counter; it may be omitted when the input
+        batch is exactly the counted batch.
+        """
+        if self._counter is not None:
+            self._counter.charge(self._rows(x, rows))
+        return self.logits(x)
+
+    def probabilities(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax probabilities (B, K): all a black-box attack may see."""
+        return torch.softmax(self.forward(x, rows), dim=1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Uncounted forward pass; for the attack base's independent re-check of success only."""
+        return select_logits(self.net(self.normalise(self.adapt(x))))
+
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the shape against the contract and replicate 1-channel images for 3-channel nets."""
+        if x.dim() != 4:
+            raise AdvkitError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        pre = self.preprocessing
+        if pre.input_size is not None and tuple(x.shape[2:]) != tuple(pre.input_size):
+            h, w = pre.input_size
+            raise AdvkitError(f"the model takes {h}x{w} images, got {x.shape[2]}x{x.shape[3]}")
+        if pre.channels is not None and x.shape[1] != pre.channels:
+            if x.shape[1] == 1:
+                return x.expand(-1, pre.channels, -1, -1)
+            raise AdvkitError(f"the model takes {pre.channels}-channel images, got {x.shape[1]} channels")
+        return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def _rows(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        counter = self._counter
+        if counter is None:  # unreachable: forward only calls this while counting
+            raise RuntimeError('no active query counter')
+        if rows is not None:
+            if rows.shape != (x.shape[0],):
+                raise ValueError(f"rows must have shape ({x.shape[0]},), got {tuple(rows.shape)}")
+            return rows
+        if counter.counts.shape[0] == 1:  # one sample: every input belongs to it
+            return torch.zeros(x.shape[0], dtype=torch.long, device=counter.counts.device)
+        if x.shape[0] != counter.counts.shape[0]:
+            raise UnattributedQuery(
+                f"a forward pass of {x.shape[0]} images inside a counted batch of {counter.counts.shape[0]} "
+                "needs rows= to attribute its queries"
+            )
+        return torch.arange(x.shape[0], device=counter.counts.device)
+
+
+class UnattributedQuery(RuntimeError):
+    """A forward pass whose inputs cannot be matched to counted samples (an attack-side bug or a third-party
+    attack evaluating subsets; the torchattacks adapter then attacks one sample at a time)."""
+
+
+def select_logits(output: Any) -> torch.Tensor:
+    """Pick the (B, K) logits from what a net returns."""
+    if isinstance(output, torch.Tensor):
+        logits = output
+    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        logits = output[0]
+    elif isinstance(output, Mapping):
+        tensors = {k: v for k, v in output.items() if isinstance(v, torch.Tensor)}
+        if "logits" in tensors:
+            logits = tensors["logits"]
+        elif len(tensors) == 1:
+            logits = next(iter(tensors.values()))
+        else:
+            raise AdvkitError(f"the model returned a dict without 'logits' ({', '.join(map(str, output))})")
+    elif isinstance(getattr(output, "logits", None), torch.Tensor):
+        logits = output.logits
+    else:
+        raise AdvkitError(f"cannot find logits in a model output of type {type(output).__name__}")
+    if logits.dim() != 2:
+        raise AdvkitError(f"the model's logits must be (B, K), got shape {tuple(logits.shape)}")
+    return logits

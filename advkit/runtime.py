@@ -1,0 +1,46 @@
+"""Run-time plumbing shared by library functions: device choice and progress events (never printing).
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from advkit.errors import AdvkitError
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``None``/"auto" -> cuda when present, else cpu; otherwise the named device, checked to exist."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AdvkitError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdvkitError(f"device {name} requested but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise AdvkitError(f"device {name} requested but only {torch.cuda.device_count()} CUDA devices exist")
+    return device
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """``done`` of ``total`` items of ``task`` finished; ``stats`` are live numbers to show (loss, success...)."""
+
+    task: str
+    done: int
+    total: int
+    stats: dict[str, float | int | str] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def no_progress(_event: ProgressEvent) -> None:
+    """The default progress sink: library code reports, the CLI decides whether to show."""

@@ -1,0 +1,78 @@
+"""`advkit attack` end to end, and one-line errors (exit 1) or usage errors (exit 2) for every user mistake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+Cli = Callable[..., Any]
+
+
+def test_attack_writes_a_per_sample_report(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("attack", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "20",
+                 "--param", "eps=0.3", "--param", "steps=10", "--param", "alpha=0.05", "--out", "r.h5", "--save-images", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["attack_success_rate"] > 0.9 and summary["robust_accuracy"] < 0.1
+    with h5py.File(tmp_path / "r.h5") as f:
+        run = f["runs/attack-pgd"]
+        assert run.attrs["status"] == "complete" and run.attrs["kind"] == "attack"
+        samples = run["samples"]
+        attacked = samples["attacked"][:]
+        assert attacked.sum() == 20 and len(np.unique(samples["index"][:])) == len(attacked)
+        assert (samples["queries"][:][attacked] == 10).all()
+        assert samples["adv_images"].shape == (len(attacked), 1, 8, 8)
+        assert (samples["linf"][:][attacked] <= 0.3 + 1e-6).all()
+    shown = cli("report", "show", "r.h5")
+    assert shown.code == 0 and "attack-pgd" in shown.stdout
+
+
+def test_rerunning_a_finished_attack_does_not_redo_it(cli: Cli, digits_checkpoint: Path) -> None:
+    args = ["attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "5", "--out", "r.h5"]
+    assert cli(*args).code == 0
+    again = cli(*args)
+    assert again.code == 0 and "already" in again.stderr
+    changed = cli(*args, "--param", "eps=0.1")
+    assert changed.code == 1 and "different config" in changed.stderr and "\n" not in changed.stderr.strip()
+    assert cli(*args, "--param", "eps=0.1", "--run", "fgsm-small").code == 0
+
+
+def test_builtin_default_attacks_the_shipped_mnist_model(cli: Cli, tmp_path: Path) -> None:
+    result = cli("attack", "--n", "8", "--param", "eps=0.3", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["n_attacked"] == 8 and summary["clean_accuracy"] > 0.8
+    assert (tmp_path / "advkit-report.h5").exists()
+
+
+def _one_line_error(result: Any, code: int, fragment: str) -> None:
+    assert result.code == code, (result.code, result.stderr)
+    assert fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    model = ["--model", digits_checkpoint]
+    _one_line_error(cli("attack", "pgd", "--model", "nope.safetensors", "--data", "digits"), 1, "no such checkpoint")
+    _one_line_error(cli("attack", "pgdd", *model, "--data", "digits"), 1, "did you mean")
+    _one_line_error(cli("attack", "pgd", *model, "--data", "mnist-subset"), 1, "takes 8x8 images")
+    _one_line_error(cli("attack", "pgd", *model, "--data", "no/such/folder"), 1, "no file or folder")
+    _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--param", "epz=1"), 1, "has no setting epz")
+    _one_line_error(cli("attack", "pgd", *model), 2, "--data")
+    _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--bogus"), 2, "No such option")
+    _one_line_error(cli("train", "--data", "digits", "--out", "x.safetensors", "--arch", "resnet9"), 1, "unknown architecture")
+    _one_line_error(cli("train", "--data", "synthetic-rgbir", "--out", "x.safetensors"), 1, "--domain")
+    _one_line_error(cli("report", "show", "missing.h5"), 1, "no such report")
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all")
+    _one_line_error(cli("report", "show", "garbage.h5"), 1, "garbage.h5")
+    assert (tmp_path / "garbage.h5").read_bytes() == b"not hdf5 at all"
+    (tmp_path / "bad.toml").write_text("epochz = 3\n")
+    _one_line_error(cli("train", "--config", "bad.toml", "--data", "digits", "--out", "x.safetensors"), 2, "unknown key(s) epochz")
+    (tmp_path / "broken.toml").write_text("epochs = = 3\n")
+    _one_line_error(cli("train", "--config", "broken.toml"), 2, "not valid toml")
+    _one_line_error(cli("models", "info", tmp_path / "garbage.h5"), 1, "not a readable")
+    _one_line_error(cli("data", "info", "cifar10:" + str(tmp_path)), 1, "")

@@ -1,0 +1,117 @@
+"""`advkit train`, `models info`, `data info`, `list` and `report show`, end to end on real offline data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+Cli = Callable[..., Any]
+
+
+@pytest.mark.parametrize(
+    ("data", "extra", "min_accuracy"),
+    [
+        ("digits", [], 0.85),
+        ("mnist-subset", ["--epochs", "2"], 0.85),
+        ("synthetic-rgbir", ["--domain", "ir", "--epochs", "6", "--lr", "0.003", "--data-param", "n_per_class=100"], 0.4),
+    ],
+)
+def test_train_then_report_show(cli: Cli, tmp_path: Path, data: str, extra: list[str], min_accuracy: float) -> None:
+    result = cli("train", "--data", data, "--out", "m.safetensors", "--epochs", "3", *extra, "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["test_accuracy"] >= min_accuracy
+    assert (tmp_path / "m.safetensors").exists() and (tmp_path / "m.h5").exists()
+    assert not (tmp_path / "m.safetensors.state.pt").exists()
+    shown = cli("report", "show", "m.h5", "--json")
+    assert shown.code == 0, shown.stderr
+    (run,) = shown.json()
+    assert (run["run"], run["kind"], run["status"]) == ("train", "train", "complete")
+    assert run["summary"]["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    detail = cli("report", "show", "m.h5", "train", "--json").json()
+    assert len(detail["tables"]["history"]["epoch"]) == summary["epochs"]
+    table = cli("report", "show", "m.h5", "train")
+    assert table.code == 0 and "history" in table.stdout and "per class" in table.stdout
+
+
+def test_models_info_lists_layers_and_preprocessing(cli: Cli, digits_checkpoint: Path) -> None:
+    info = cli("models", "info", digits_checkpoint, "--json").json()
+    assert info["architecture"] == "small-cnn" and info["input_size"] == [8, 8] and info["channels"] == 1
+    assert info["classes"] == [str(i) for i in range(10)]
+    names = {layer["name"]: layer["output_shape"] for layer in info["layers"]}
+    assert names["block1"] == [32, 4, 4] and names["block2"] == [64, 4, 4]
+    assert info["parameters"] == sum(t.numel() for t in load_file(str(digits_checkpoint)).values())
+    assert cli("models", "info", digits_checkpoint).code == 0
+
+
+def test_list_commands(cli: Cli) -> None:
+    models = {m["name"] for m in cli("list", "models", "--json").json()}
+    assert {"small-cnn", "resnet20", "resnet18", "vgg11"} <= models
+    attacks = {a["name"] for a in cli("list", "attacks", "--json").json()}
+    assert {"pgd", "fgsm", "cw", "deepfool", "square", "onepixel", "autoattack", "ta-pixle"} <= attacks
+    datasets = cli("list", "datasets", "--json").json()
+    assert {"digits", "mnist-subset", "synthetic-rgbir"} <= {d["name"] for d in datasets["datasets"]}
+    assert {"cifar10", "mnist-idx", "svhn", "imagefolder", "paired"} <= {f["name"] for f in datasets["formats"]}
+    assert "resnet20" in cli("list", "models", "res*").stdout
+
+
+def test_data_info(cli: Cli) -> None:
+    digits = cli("data", "info", "digits", "--json").json()
+    assert digits["samples"] == 1797 and digits["domains"] == {"gray": {"channels": 1, "size": [8, 8]}}
+    assert sum(digits["splits"].values()) == 1797
+    paired = cli("data", "info", "synthetic-rgbir", "--data-param", "n_per_class=5", "--json").json()
+    assert paired["kind"] == "paired" and paired["domains"]["ir"]["channels"] == 1 and paired["samples"] == 50
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Kill training after its first epoch checkpoint; re-running finishes with the same weights."""
+    args = ["--data", "digits", "--epochs", "4", "--seed", "3", "--batch-size", "32"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full = tmp_path / "full.safetensors"
+    subprocess.run([sys.executable, "-m", "advkit", "train", *args, "--out", str(full)], check=True, env=env, capture_output=True)
+    resumed = tmp_path / "resumed.safetensors"
+    state = tmp_path / "resumed.safetensors.state.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "advkit", "train", *args, "--out", str(resumed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not resumed.exists(), "the kill should land between the first epoch and the end"
+    done = subprocess.run([sys.executable, "-m", "advkit", "train", *args, "--out", str(resumed), "--json"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert '"resumed_from_epoch": 0' not in done.stdout
+    a, b = load_file(str(full)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_checkpoint_is_not_overwritten(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "m.safetensors").write_bytes(b"precious")
+    result = cli("train", "--data", "digits", "--epochs", "1", "--out", "m.safetensors")
+    assert result.code == 1 and "--overwrite" in result.stderr
+    assert (tmp_path / "m.safetensors").read_bytes() == b"precious"
+
+
+def test_config_replay_reproduces_the_run(cli: Cli, tmp_path: Path) -> None:
+    assert cli("train", "--data", "digits", "--epochs", "1", "--lr", "0.002", "--out", "a.safetensors").code == 0
+    toml = cli("report", "show", "a.h5", "train", "--config")
+    assert toml.code == 0 and 'lr = 0.002' in toml.stdout
+    (tmp_path / "run.toml").write_text(toml.stdout.replace('"a.safetensors"', '"b.safetensors"'))
+    replay = cli("train", "--config", "run.toml", "--json")
+    assert replay.code == 0, replay.stderr
+    a = cli("report", "show", "a.h5", "train", "--json").json()
+    b = cli("report", "show", "b.h5", "train", "--json").json()
+    assert {k: v for k, v in a["config"].items() if k != "out_path"} == {k: v for k, v in b["config"].items() if k != "out_path"}
+    assert a["summary"]["test_accuracy"] == b["summary"]["test_accuracy"]

@@ -1,0 +1,306 @@
+"""Single-domain readers on fixtures in the real formats: CIFAR pickles, MNIST idx, SVHN .mat, image folders."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advkit.datasets import SPLITS, open_dataset
+from advkit.datasets.readers import ImageFiles, load_array_pickle, read_idx
+from advkit.errors import DatasetError
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Unsigned-byte idx: 0x00 0x00 0x08 ndim, big-endian uint32 sizes, values."""
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+# ------------------------------------------------------------------------------------------------------ CIFAR
+
+
+def test_cifar10_reads_batches_and_split(cifar10_dir: Path) -> None:
+    ds = open_dataset(f"cifar10:{cifar10_dir}")
+    assert len(ds) == 34 and ds.images.shape == (34, 32, 32, 3) and ds.images.dtype == np.uint8
+    assert ds.class_names[0] == "airplane" and len(ds.class_names) == 10
+    assert len(ds.indices("train")) == 30 and len(ds.indices("test")) == 4
+    assert ds.labels[ds.indices("test")].tolist() == [0, 1, 2, 3]
+    # channel-planar rows become HWC: pixel (0, 0) of image 0 is data[0], data[1024], data[2048]
+    raw = load_array_pickle(cifar10_dir / "data_batch_1")["data"]
+    assert ds.images[0, 0, 0].tolist() == [raw[0, 0], raw[0, 1024], raw[0, 2048]]
+
+
+def test_cifar10_accepts_the_parent_folder(cifar10_dir: Path) -> None:
+    assert len(open_dataset(f"cifar10:{cifar10_dir.parent}")) == 34
+
+
+def test_cifar10_val_fraction_carves_from_train(cifar10_dir: Path) -> None:
+    ds = open_dataset(f"cifar10:{cifar10_dir}", val_fraction=0.5)
+    assert len(ds.indices("test")) == 4 and len(ds.indices("val")) > 0
+    assert len(ds.indices("train")) + len(ds.indices("val")) == 30
+
+
+def test_cifar100_fine_and_coarse(cifar100_dir: Path) -> None:
+    fine = open_dataset(f"cifar100:{cifar100_dir}")
+    assert len(fine) == 12 and len(fine.class_names) == 100 and fine.class_names[5] == "fine5"
+    coarse = open_dataset(f"cifar100:{cifar100_dir}", labels="coarse")
+    assert len(coarse.class_names) == 20 and np.array_equal(fine.images, coarse.images)
+    with pytest.raises(DatasetError, match="fine"):
+        open_dataset(f"cifar100:{cifar100_dir}", labels="medium")
+
+
+def test_cifar_missing_batch_is_named(cifar10_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(cifar10_dir, tmp_path / "partial")
+    (copy / "data_batch_3").unlink()
+    with pytest.raises(DatasetError, match="data_batch_3"):
+        open_dataset(f"cifar10:{copy}")
+
+
+class _Exploit:
+    """Unpickling this would run a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_pickle_with_forbidden_global_is_refused_without_running(cifar10_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(cifar10_dir, tmp_path / "evil")
+    marker = tmp_path / "pwned"
+    with open(copy / "data_batch_2", "wb") as handle:
+        pickle.dump({b"data": _Exploit(marker), b"labels": [0]}, handle, protocol=2)
+    with pytest.raises(DatasetError, match="refusing to unpickle .*system"):
+        open_dataset(f"cifar10:{copy}")
+    assert not marker.exists()
+
+
+def test_cifar_pickle_refuses_builtins_too(tmp_path: Path) -> None:
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({b"data": eval}))  # a reference to builtins.eval
+    with pytest.raises(DatasetError, match="builtins.eval"):
+        load_array_pickle(path)
+
+
+def test_cifar_truncated_and_wrong_shape(cifar10_dir: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes((cifar10_dir / "data_batch_1").read_bytes()[:300])
+    with pytest.raises(DatasetError, match="truncated"):
+        load_array_pickle(truncated)
+    copy = shutil.copytree(cifar10_dir, tmp_path / "bad")
+    with open(copy / "test_batch", "wb") as handle:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, handle, protocol=2)
+    with pytest.raises(DatasetError, match="3072"):
+        open_dataset(f"cifar10:{copy}")
+
+
+def test_cifar_pickles_written_by_python3_protocols_load(tmp_path: Path) -> None:
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"p{protocol}"
+        path.write_bytes(pickle.dumps({"data": data, "labels": np.array([1, 2])}, protocol=protocol))
+        loaded = load_array_pickle(path)
+        assert np.array_equal(loaded["data"], data) and list(loaded["labels"]) == [1, 2]
+
+
+# -------------------------------------------------------------------------------------------------- MNIST idx
+
+
+def test_mnist_idx_plain_and_gz(mnist_dir: Path) -> None:
+    ds = open_dataset(f"mnist-idx:{mnist_dir}")
+    assert len(ds) == 17 and ds.images.shape == (17, 28, 28, 1) and ds.domain == "gray"
+    assert len(ds.indices("train")) == 12 and ds.labels[ds.indices("test")].tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(ds.images[:12, ..., 0], np.load(mnist_dir / "expected_train.npy"))
+
+
+def test_mnist_idx_header_is_parsed(tmp_path: Path) -> None:
+    values = np.arange(24, dtype=">i2").reshape(2, 3, 4)
+    path = tmp_path / "shorts.idx"
+    path.write_bytes(struct.pack(">BBBB", 0, 0, 0x0B, 3) + struct.pack(">3I", 2, 3, 4) + values.tobytes())
+    assert np.array_equal(read_idx(path), values) and read_idx(path).dtype == np.int16
+    (tmp_path / "g.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert np.array_equal(read_idx(tmp_path / "g.gz"), values)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    code_dtype=st.sampled_from(
+        [(0x08, ">u1"), (0x09, ">i1"), (0x0B, ">i2"), (0x0C, ">i4"), (0x0D, ">f4"), (0x0E, ">f8")]
+    ),
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+)
+def test_idx_round_trips_any_type_and_rank(code_dtype: tuple[int, str], shape: list[int]) -> None:
+    import tempfile
+
+    code, dtype = code_dtype
+    values = (np.arange(int(np.prod(shape))) % 100).astype(dtype).reshape(shape)
+    payload = struct.pack(">BBBB", 0, 0, code, len(shape)) + struct.pack(f">{len(shape)}I", *shape) + values.tobytes()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x-idx"
+        path.write_bytes(payload)
+        parsed = read_idx(path)
+    assert parsed.shape == tuple(shape) and parsed.dtype == np.dtype(dtype).newbyteorder("=")
+    assert np.array_equal(parsed, values)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x08\x03\x00\x00junk", "magic"),
+        (idx_bytes(np.zeros((2, 4, 4), np.uint8))[:-5], "header says"),
+        (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    ],
+)
+def test_mnist_idx_corrupt_files_raise(tmp_path: Path, payload: bytes, message: str) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(payload)
+    with pytest.raises(DatasetError, match=message):
+        read_idx(path)
+
+
+def test_mnist_idx_images_without_labels_raise(mnist_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(mnist_dir, tmp_path / "m")
+    (copy / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetError, match="t10k"):
+        open_dataset(f"mnist-idx:{copy}")
+
+
+# ------------------------------------------------------------------------------------------------------- SVHN
+
+
+def test_svhn_folder_maps_ten_to_zero(svhn_dir: Path) -> None:
+    ds = open_dataset(f"svhn:{svhn_dir}")
+    assert ds.images.shape == (10, 32, 32, 3)
+    assert ds.labels.tolist() == [0, 1, 2, 3, 0, 9, 0, 5, 6, 7]
+    assert ds.split.tolist() == [SPLITS["train"]] * 6 + [SPLITS["test"]] * 4
+    from scipy.io import loadmat
+
+    x = loadmat(svhn_dir / "train_32x32.mat")["X"]
+    assert np.array_equal(ds.images[1], x[..., 1])
+
+
+def test_svhn_single_file(svhn_dir: Path) -> None:
+    ds = open_dataset(f"svhn:{svhn_dir / 'test_32x32.mat'}")
+    assert len(ds) == 4 and set(ds.split.tolist()) == {SPLITS["test"]}
+
+
+def test_svhn_bad_mat_raises(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    savemat(tmp_path / "train_32x32.mat", {"X": np.zeros((3, 3), np.uint8), "y": np.ones((1, 1))})
+    with pytest.raises(DatasetError, match="X must be"):
+        open_dataset(f"svhn:{tmp_path}")
+    (tmp_path / "train_32x32.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(DatasetError, match="train_32x32.mat"):
+        open_dataset(f"svhn:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------------------------- image folder
+
+
+def test_imagefolder_mixed_png_tiff_npy_with_splits(imagefolder_dir: Path) -> None:
+    ds = open_dataset(f"imagefolder:{imagefolder_dir}")
+    assert isinstance(ds.images, ImageFiles)
+    assert ds.images.shape == (10, 10, 12, 3) and ds.domain == "rgb"
+    assert list(ds.class_names) == ["cat", "dog"]
+    assert len(ds.indices("train")) == 6 and len(ds.indices("test")) == 4
+    x, y = ds.batch(ds.indices("all"))
+    assert tuple(x.shape) == (10, 3, 10, 12) and y.tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]
+    assert {p.suffix for p in ds.images.paths} == {".png", ".tif", ".npy"}
+
+
+def test_imagefolder_channels_and_resize(imagefolder_dir: Path) -> None:
+    gray = open_dataset(f"imagefolder:{imagefolder_dir}", channels=1, size=8)
+    assert gray.images.shape == (10, 8, 8, 1) and gray.domain == "gray"
+    assert gray.images[0].shape == (8, 8, 1) and gray.images[0].dtype == np.uint8
+
+
+def test_imagefolder_without_split_folders_uses_make_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i in range(5):
+            write_png(tmp_path / cls / f"{i}.png", rng.integers(0, 256, (6, 6), dtype=np.uint8))
+    first, second = open_dataset(str(tmp_path)), open_dataset(str(tmp_path))
+    assert first.images.shape == (10, 6, 6, 1) and first.domain == "gray"
+    assert np.array_equal(first.split, second.split) and len(first.indices("test")) == 2
+
+
+def test_imagefolder_rgba_drops_alpha_and_gray_expands(tmp_path: Path) -> None:
+    rgba = np.random.default_rng(1).integers(0, 256, (5, 5, 4), dtype=np.uint8)
+    write_png(tmp_path / "x" / "a_rgba.png", rgba)
+    write_png(tmp_path / "x" / "b_gray.png", rgba[..., 0])
+    ds = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0)
+    assert ds.images.shape == (2, 5, 5, 3)  # channels follow the first image: RGBA -> 3
+    assert np.array_equal(ds.images[0], rgba[..., :3])
+    assert np.array_equal(ds.images[1], np.repeat(rgba[..., :1], 3, axis=2))
+    gray = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0, channels=1)
+    luma = np.rint(rgba[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+    assert np.array_equal(gray.images[0][..., 0], luma)
+
+
+def test_imagefolder_sixteen_bit_tiff(tmp_path: Path) -> None:
+    import tifffile
+
+    image = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    (tmp_path / "c").mkdir()
+    tifffile.imwrite(tmp_path / "c" / "deep.tiff", image)
+    ds = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0)
+    assert ds.images.dtype == np.uint16 and np.array_equal(ds.images[0][..., 0], image)
+    x, _ = ds.batch([0])
+    assert abs(float(x.max()) - 63000 / 65535) < 1e-6
+
+
+def test_imagefolder_different_sizes_raise_with_hint(tmp_path: Path) -> None:
+    write_png(tmp_path / "c" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    write_png(tmp_path / "c" / "b.png", np.zeros((28, 28, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"different sizes \(32x32 in c/a.png, 28x28 in c/b.png\); pass size="):
+        open_dataset(f"imagefolder:{tmp_path}")
+    assert open_dataset(f"imagefolder:{tmp_path}", size=16).images.shape == (2, 16, 16, 3)
+
+
+def test_imagefolder_corrupt_image_is_named(tmp_path: Path) -> None:
+    write_png(tmp_path / "c" / "good.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "c" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(DatasetError, match="broken.png"):
+        open_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_imagefolder_truncated_image_fails_on_read_naming_it(tmp_path: Path) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    write_png(tmp_path / "c" / "cut.png", image)
+    data = (tmp_path / "c" / "cut.png").read_bytes()
+    (tmp_path / "c" / "cut.png").write_bytes(data[: len(data) // 2])
+    ds = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0)  # the header is intact
+    with pytest.raises(DatasetError, match="cut.png"):
+        ds.batch([0])
+
+
+def test_imagefolder_without_images_raises(tmp_path: Path) -> None:
+    (tmp_path / "empty_class").mkdir()
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with pytest.raises(DatasetError, match="no images"):
+        open_dataset(f"imagefolder:{tmp_path}")
+    write_png(tmp_path / "loose.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DatasetError, match="class folders"):
+        open_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_imagefolder_bad_channels_option(imagefolder_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="channels must be 1 or 3"):
+        open_dataset(f"imagefolder:{imagefolder_dir}", channels=2)

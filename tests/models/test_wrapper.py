@@ -1,0 +1,92 @@
+"""The model wrapper: pixel space, channels, output selection, query accounting and budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.errors import AdvkitError, QueryBudgetExceeded
+from advkit.models import ModelWrapper, Preprocessing, QueryCounter, UnattributedQuery, capture, layer_table, select_logits
+
+
+class Linear(nn.Module):
+    def __init__(self, channels: int = 3, output: str = "tensor") -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels * 4 * 4, 5)
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.fc(x.flatten(1))
+        return {"tensor": logits, "tuple": (logits, x), "dict": {"logits": logits, "aux": x}}[self.output]
+
+
+def test_normalisation_matches_manual() -> None:
+    net = Linear()
+    model = ModelWrapper(net, Preprocessing(3, (4, 4), (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)))
+    x = torch.rand(2, 3, 4, 4)
+    manual = net.fc(((x - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.6, 0.7]).view(1, 3, 1, 1)).flatten(1))
+    assert torch.allclose(model(x), manual)
+
+
+@pytest.mark.parametrize("output", ["tensor", "tuple", "dict"])
+def test_tuple_and_dict_outputs(output: str) -> None:
+    net = Linear(output=output)
+    model = ModelWrapper(net, Preprocessing(3, (4, 4)))
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(model(x), net.fc(x.flatten(1)))
+
+
+def test_gray_images_replicate_for_rgb_nets_and_mismatches_fail() -> None:
+    model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
+    gray = torch.rand(1, 1, 4, 4)
+    assert torch.equal(model(gray), model(gray.expand(-1, 3, -1, -1)))
+    with pytest.raises(AdvkitError, match="takes 4x4 images, got 5x5"):
+        model(torch.rand(1, 3, 5, 5))
+    with pytest.raises(AdvkitError, match="3-channel images, got 2"):
+        model(torch.rand(1, 2, 4, 4))
+
+
+def test_wrapper_keeps_the_net_in_eval_mode() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(48, 5))
+    model = ModelWrapper(net, Preprocessing(3, (4, 4))).train()
+    x = torch.rand(4, 3, 4, 4)
+    assert not net.training and torch.equal(model(x), model(x))
+
+
+def test_query_counting_per_row_and_budget() -> None:
+    model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
+    counter = QueryCounter(3, budget=4)
+    with model.counting(counter):
+        model(torch.rand(3, 3, 4, 4))  # one query each
+        model(torch.rand(4, 3, 4, 4), rows=torch.tensor([2, 2, 2, 0]))  # 3 candidates of sample 2
+        assert counter.counts.tolist() == [2, 1, 4]
+        with pytest.raises(QueryBudgetExceeded, match="budget of 4"):
+            model(torch.rand(1, 3, 4, 4), rows=torch.tensor([2]))
+        assert counter.counts.tolist() == [2, 1, 4]  # the refused pass is not counted
+        with pytest.raises(UnattributedQuery):
+            model(torch.rand(2, 3, 4, 4))
+    model(torch.rand(2, 3, 4, 4))  # outside the block nothing is counted
+    assert counter.counts.tolist() == [2, 1, 4]
+    assert model.logits is not None and counter.remaining().tolist() == [2, 3, 0]
+
+
+def test_select_logits_errors() -> None:
+    with pytest.raises(AdvkitError, match="without 'logits'"):
+        select_logits({"a": torch.zeros(1, 2), "b": torch.zeros(1, 2)})
+    with pytest.raises(AdvkitError, match=r"\(B, K\)"):
+        select_logits(torch.zeros(2, 3, 4))
+
+
+def test_hooks_are_removed_even_on_error() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(RuntimeError):
+        with capture(net, ["0"]):
+            net(torch.zeros(1, 3, 8, 8))  # wrong channels raises inside the block
+    assert not net[0]._forward_hooks
+    rows = layer_table(net, (1, 8, 8))
+    assert [(r.name, r.output_shape) for r in rows] == [("0", (2, 6, 6)), ("1", (2, 6, 6))]
+    assert not net[0]._forward_hooks
+    with pytest.raises(AdvkitError, match="no layer 'conv9'"):
+        with capture(net, ["conv9"]):
+            pass
