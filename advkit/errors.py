@@ -25,3 +25,7 @@ class ConfigError(AdvkitError):
 
 class QueryBudgetExceeded(AdvkitError):
     """A sample was queried beyond its budget: the attack must stop querying it first."""
+
+
+class SettingsError(AdvkitError, ValueError):
+    """An attack or method setting is unknown or out of range (a ValueError for library callers)."""

@@ -57,3 +57,43 @@ def seeded_globals(seed: int) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(np_state)
+
+
+# ---- counter-based random numbers --------------------------------------------------------------------------
+# Batched attacks need per-sample random streams without a Python loop over per-sample torch.Generators: a
+# number is a hash of (sample key, draw counter), computed for the whole batch at once on its device. The same
+# sample at the same draw gets the same number whatever the batch, shard or device.
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer mixer (Mueller's hash) on int64 tensors holding values in [0, 2^32)."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32  # products stay below 2^59: no int64 overflow
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    return (x >> 16) ^ x
+
+
+def counter_bits(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """32 random bits (int64 in [0, 2^32)) for each (key, counter); ``keys`` (N,) broadcast against ``counters`` (N, ...).
+
+        >>> keys = torch.tensor([derive_seed(0, 'a', 1), derive_seed(0, 'a', 2)])
+        >>> bits = counter_bits(keys, torch.arange(3).expand(2, 3))
+        >>> bool(torch.equal(bits[1], counter_bits(keys[1:], torch.arange(3)[None])[0]))
+        True
+    """
+    keys = keys.view(-1, *([1] * (counters.dim() - 1)))
+    k0, k1 = keys & _M32, (keys >> 32) & _M32
+    c0, c1 = counters & _M32, (counters >> 32) & _M32
+    h = _mix32(c0 ^ k0)
+    h = _mix32(h ^ k1 ^ 0x9E3779B9)
+    return _mix32(h ^ c1 ^ 0x7F4A7C15)
+
+
+def counter_randint(keys: torch.Tensor, counters: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
+    """Integers uniform in [0, high) (``high`` < 2^31, broadcastable) for each (key, counter)."""
+    return (counter_bits(keys, counters) * high) >> 32
+
+
+def counter_uniform(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """Floats uniform in [0, 1) (float64, so they never round up to 1) for each (key, counter)."""
+    return counter_bits(keys, counters).double() / 2.0**32

@@ -92,7 +92,10 @@ def augment(x: torch.Tensor, settings: TrainSettings, gen: torch.Generator) -> t
         padded = F.pad(x, (t, t, t, t))
         shifts = torch.randint(0, 2 * t + 1, (x.shape[0], 2), generator=gen)
         h, w = x.shape[2:]
-        x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
+        rows = shifts[:, :1] + torch.arange(h)  # (B, H) source row of each output row
+        cols = shifts[:, 1:] + torch.arange(w)  # (B, W)
+        batch = torch.arange(x.shape[0]).view(-1, 1, 1)
+        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
     if settings.hflip:
         flip = torch.rand(x.shape[0], generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)

@@ -19,12 +19,13 @@ success is never trusted.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, QueryCounter
 from advkit.registry import Registry
 
@@ -160,14 +161,26 @@ ATTACKS: Registry[Attack] = Registry("attack")
 """Every attack by name (``advkit list attacks``); ``ATTACKS.create(name, **settings)``."""
 
 
+def _register_all() -> None:
+    from advkit.attacks import pixle, torchattacks_adapter  # noqa: F401  (importing registers the entries)
+
+
 def create_attack(name: str, **settings: Any) -> Attack:
     """Build a registered attack; bad settings fail with one line naming them."""
-    from advkit.attacks import torchattacks_adapter  # noqa: F401  (registers entries)
-
-    return ATTACKS.create(name, **settings)
+    _register_all()
+    params = inspect.signature(ATTACKS.entry(name).factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(settings) - set(params))
+        if unknown:
+            raise SettingsError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(params)}")
+    try:
+        return ATTACKS.create(name, **settings)
+    except SettingsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 def attack_names() -> list[str]:
-    from advkit.attacks import torchattacks_adapter  # noqa: F401
-
+    _register_all()
     return ATTACKS.names()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from advkit.attacks.base import ATTACKS, Attack, RawResult
-from advkit.errors import AdvkitError, QueryBudgetExceeded
+from advkit.errors import AdvkitError, QueryBudgetExceeded, SettingsError
 from advkit.models import ModelWrapper, QueryCounter, UnattributedQuery
 from advkit.rng import seeded_globals
 
@@ -60,11 +60,11 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
         try:
             value = float(Fraction(value))
         except (ValueError, ZeroDivisionError):
-            raise AdvkitError(f"{name}: {key} must be a number, got {value!r}") from None
+            raise SettingsError(f"{name}: {key} must be a number, got {value!r}") from None
     if isinstance(default, tuple) and isinstance(value, list):
         value = tuple(value)
     if isinstance(default, bool) and not isinstance(value, bool):
-        raise AdvkitError(f"{name}: {key} must be true or false, got {value!r}")
+        raise SettingsError(f"{name}: {key} must be true or false, got {value!r}")
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
         value = int(value)
     return value
@@ -147,7 +147,7 @@ def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
     defaults = _defaults(_torchattacks_class(class_name))
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
-        raise AdvkitError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(defaults)}")
+        raise SettingsError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(defaults)}")
     clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
     return TorchattacksAttack(name=name, class_name=class_name, settings=clean)
 

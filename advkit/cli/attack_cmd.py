@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 DEFAULT_ATTACK = "pgd"
 BUILTIN_MODEL = "mnist-subset-small-cnn.safetensors"
 BUILTIN_DATA = "mnist-subset"
+# MNIST needs a larger budget than torchattacks' CIFAR defaults (eps 8/255 barely moves MNIST): Madry et al.'s settings
+BUILTIN_PARAMS = {"pgd": {"eps": 0.3, "alpha": 0.01, "steps": 40}}
 
 
 def builtin_checkpoint() -> Path:
@@ -70,7 +72,11 @@ def attack(
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
     dev = resolve_device(device)
-    attack_obj = create_attack(name, **parse_params(param or []))
+    settings = parse_params(param or [])
+    if model is None:
+        settings = {**BUILTIN_PARAMS.get(name, {}), **settings}
+        log(f"built-in demo: {name} {settings} against a small CNN trained on {BUILTIN_DATA} (advkit train)")
+    attack_obj = create_attack(name, **settings)
     loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
     ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)

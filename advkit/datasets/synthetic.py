@@ -3,14 +3,16 @@
 Each image is one object on a background (datasets.md section 6 and 6b). The class is the object's shape family
 (disk, square, triangle, cross, ring, horizontal / vertical / diagonal stripes, checker, two blobs) at a random
 position (+-30% of the half-size), scale (0.35-0.6 of the half-size) and rotation (+-15 degrees), drawn as a soft mask.
-Object and background get two different materials from a table of (R, G, B, NIR) reflectances, so the contrast
-can invert between the views as in real pairs (vegetation is bright in NIR, blue paint dark). A shared
-low-frequency texture and illumination ramp multiply all bands, so both views share edges; sensor noise is
-independent per view.
+Object and background get two materials from a table of (R, G, B, NIR) reflectances, +-15% jitter per band,
+chosen to differ visibly in both views; their contrast can still invert between the views, as in real pairs
+(vegetation is bright in NIR, blue paint dark). A shared low-frequency texture and illumination ramp multiply all
+bands, so both views share edges; sensor noise N(0, 0.02) is independent per view. ``thermal=True`` replaces NIR
+with a blurred object/background temperature map (LWIR-like).
 
 Output: a PairedDataset with ``rgb`` (N, S, S, 3) and ``ir`` (N, S, S, 1) uint8, labels ``i % num_classes`` (so
-any prefix is balanced), class names = shape names and the ``make_split`` split. 2,000 images take about 0.3 s
-and the arrays are byte-identical for the same arguments.
+any prefix is balanced), class names = shape names and the ``make_split`` split. 2,000 images take about 0.5 s
+and the arrays are byte-identical for the same arguments. The small-cnn (15 epochs, 200 per class) reaches about
+0.92 test accuracy on RGB and on IR.
 
 ``write_paired`` stores any PairedDataset in the layouts A-D that ``advkit.datasets.readers`` reads.
 
@@ -126,16 +128,36 @@ def _masks(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
 # ------------------------------------------------------------------------------------------------ appearance
 
 
+def _partner_table(min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each material, the materials that differ from it by >= ``min_contrast`` in NIR and in RGB (Euclidean).
+
+    Pairs that look alike in one view (vegetation vs red paint in NIR, water vs asphalt in RGB) would hide the
+    object, i.e. make its label noise, in that view; contrast can still invert between the views.
+    Returns a (K, K) table of partner indices (padded with -1) and the (K,) partner counts.
+    """
+    refl = _REFLECTANCE
+    nir_gap = np.abs(refl[:, None, 3] - refl[None, :, 3])
+    rgb_gap = np.linalg.norm(refl[:, None, :3] - refl[None, :, :3], axis=2)
+    visible = (nir_gap >= min_contrast) & (rgb_gap >= min_contrast)
+    table = np.full(visible.shape, -1, dtype=np.int64)
+    for m, row in enumerate(visible):
+        table[m, : row.sum()] = np.flatnonzero(row)
+    return table, visible.sum(axis=1)
+
+
+_PARTNERS, _PARTNER_COUNT = _partner_table(min_contrast=0.09)
+
+
 def _materials(labels: np.ndarray, bias: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) jittered reflectances of background and object; the two materials always differ."""
+    """(N, 4) jittered reflectances of background and object, two materials visibly different in both views."""
     n, k = len(labels), len(_REFLECTANCE)
-    background = rng.integers(0, k, size=n)
-    obj = (background + rng.integers(1, k, size=n)) % k
-    # with probability ``bias`` the object has its class's material, which adds a colour cue
+    first = rng.integers(0, k, size=n)
+    pick = rng.random(n)
+    # with probability ``bias`` the object has its class's material (a colour cue), else the background is drawn first
     tied = rng.random(n) < bias
-    class_material = labels % k
-    obj = np.where(tied, class_material, obj)
-    background = np.where(tied & (background == class_material), (background + 1) % k, background)
+    anchor = np.where(tied, labels % k, first)
+    partner = _PARTNERS[anchor, (pick * _PARTNER_COUNT[anchor]).astype(np.int64)]
+    background, obj = np.where(tied, partner, anchor), np.where(tied, anchor, partner)
     jitter = rng.uniform(0.85, 1.15, size=(2, n, 4))
     return _REFLECTANCE[background] * jitter[0], _REFLECTANCE[obj] * jitter[1]
 

@@ -142,7 +142,7 @@ ATTACK_SUMMARY: dict[str, str] = {
     "l0_mean": "Mean `l0` over successful samples.",
     "l2_mean": "Mean `l2` over successful samples.",
     "linf_mean": "Mean `linf` over successful samples.",
-    "time_per_image": "Mean `time` over all samples (seconds).",
+    "time_per_image": "Mean `time` over attacked samples (seconds).",
 }
 """Keys of :func:`advkit.report.summary.attack_summary`."""
 

@@ -59,7 +59,7 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
     - ``attack_success_rate`` = mean(success) over attacked samples;
     - ``queries_mean``/``queries_median`` and ``l0_mean``/``l2_mean``/``linf_mean`` over ``hit`` samples,
       i.e. the cost of a successful attack;
-    - ``time_per_image`` = mean(time) over all samples.
+    - ``time_per_image`` = mean(time) over attacked samples (skipped ones cost no attack time).
 
     Every mean over an empty set is NaN.
     """
@@ -94,5 +94,5 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
         if name in samples:
             out[f"{name}_mean"] = _mean(_column(samples, name, n)[hit])
     if "time" in samples:
-        out["time_per_image"] = _mean(_column(samples, "time", n))
+        out["time_per_image"] = _mean(_column(samples, "time", n)[attacked])
     return out

@@ -131,3 +131,13 @@ def test_writer_layouts_on_disk(small_pair: PairedDataset, tmp_path: Path) -> No
     header = (tmp_path / "c" / "manifest.csv").read_text().splitlines()[0]
     assert header == "id,label,split,rgb,ir"
     assert write_paired(small_pair, tmp_path / "d.h5", "D").name == "d.h5"
+
+
+def test_object_and_background_materials_differ_visibly_in_both_views() -> None:
+    from advkit.datasets.synthetic import _PARTNER_COUNT, _PARTNERS, _REFLECTANCE
+
+    for material, (row, count) in enumerate(zip(_PARTNERS, _PARTNER_COUNT, strict=True)):
+        partners = row[:count]
+        assert count >= 3 and material not in partners
+        assert np.all(np.abs(_REFLECTANCE[partners, 3] - _REFLECTANCE[material, 3]) >= 0.09)
+        assert np.all(np.linalg.norm(_REFLECTANCE[partners, :3] - _REFLECTANCE[material, :3], axis=1) >= 0.09)

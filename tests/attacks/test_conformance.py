@@ -1,4 +1,5 @@
-"""torchattacks through advkit: every registered attack runs, is re-verified, and its queries are exact."""
+"""Conformance of every registered attack (advkit and torchattacks): bounds, re-verified success, budget,
+seeds and settings; plus the torchattacks adapter's exact query accounting."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from advkit.models import ModelWrapper
 
 # small settings so every attack finishes quickly on 8x8 digits
 FAST = {
+    "pixle": {"restarts": 3, "max_iterations": 5, "x_dimensions": [1, 2], "y_dimensions": [1, 2]},
     "square": {"n_queries": 30, "eps": 0.3}, "onepixel": {"steps": 2, "popsize": 4}, "ta-pixle": {"restarts": 2, "max_iterations": 3},
     "autoattack": {"eps": 0.3}, "eadl1": {"max_iterations": 10, "binary_search_steps": 2},
     "eaden": {"max_iterations": 10, "binary_search_steps": 2}, "cw": {"steps": 10}, "deepfool": {"steps": 5},
@@ -30,9 +32,17 @@ def batch(digits: ImageDataset, digits_model: ModelWrapper) -> tuple[torch.Tenso
 
 
 @pytest.mark.parametrize("name", [n for n in attack_names() if n not in RGB_ONLY])
-def test_every_torchattacks_attack_runs_and_is_verified(name: str, digits_model: ModelWrapper, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_every_attack_conforms(name: str, digits_model: ModelWrapper, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = batch
-    result = create_attack(name, **FAST.get(name, {}))(digits_model, x, y)
+    seeds = torch.tensor([7, 8, 9])
+    attack = create_attack(name, **FAST.get(name, {}))
+    result = attack(digits_model, x, y, seeds=seeds)
+    again = attack(digits_model, x, y, seeds=seeds)
+    assert torch.equal(result.x_adv, again.x_adv), f"{name} is not reproducible for a fixed seed"
+    capped = attack(digits_model, x, y, seeds=seeds, max_queries=3)
+    assert int(capped.queries.max()) <= 3
+    with pytest.raises(ValueError, match="no setting"):
+        create_attack(name, no_such_setting=1)
     assert result.x_adv.shape == x.shape and float(result.x_adv.min()) >= 0 and float(result.x_adv.max()) <= 1
     with torch.no_grad():
         independent = digits_model.logits(result.x_adv).argmax(1)

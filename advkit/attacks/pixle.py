@@ -1,0 +1,374 @@
+"""Pixle: a black-box L0 attack that rearranges a few pixels of the image, batched and with exact query counts.
+
+Pomponi, Scardapane, Uncini, "Pixle: a fast and effective black-box attack based on rearranging pixels",
+IJCNN 2022, https://arxiv.org/abs/2202.02236 (reference code: github.com/jaryP/PixleAttack; torchattacks.Pixle).
+
+Each iteration samples a patch of the *clean* image (a random top-left corner and a size drawn from
+``x_dimensions`` x ``y_dimensions``) and copies its pixels to destinations chosen by ``pixel_mapping`` in the
+current base image; a candidate that lowers the loss (true-class probability, or 1 - target probability) is
+remembered, one that succeeds stops the attack. At the end of each restart the best candidate so far becomes
+the base. ``update_each_iteration=True`` is the greedy variant: the base changes at every improvement and only
+``max_iterations`` iterations run (restarts are not used, as in the reference code).
+
+What advkit does differently from torchattacks (methods.md section 1):
+  - all unfinished images of a batch advance together; ``candidates_per_pass`` candidates of each image are
+    scored in one forward pass; a sample leaves the batch as soon as it succeeds or runs out of budget;
+  - one query per candidate (the reference evaluates each candidate twice, for the loss and for success)
+    plus one for the clean image; every evaluated candidate is counted, including candidates of a pass that
+    come after the one that succeeded;
+  - coordinates are (row, column) everywhere, so non-square images work (the reference indexes rows with x
+    and can go out of range when W > H), and the similarity/distance mappings pick the pixel they score
+    (the reference transposes it);
+  - patch corners and random destinations are uniform over the whole image (the reference never picks
+    the last row or column);
+  - if two moves of one candidate write the same pixel, the later one wins, on every device;
+  - random numbers come from per-sample counter-based streams (:func:`advkit.rng.counter_randint`), so a
+    sample's attack is the same whatever the batch it is in;
+  - an image that is already adversarial is returned unchanged after one query, and an image the attack
+    never improved is returned clean (the reference returns its last random candidate);
+  - the moves are recorded as a :class:`~advkit.attacks.moves.MoveProgram`, so they can be replayed.
+  Kept from the reference on purpose: while no candidate has improved the loss, a restart's base becomes its
+  last random candidate (a random walk that the paper's code relies on), and source pixels always come from
+  the clean image. ``swap=True`` (the paper's swap variant, PixleAttack only) also writes the displaced
+  destination values back into the source patch.
+
+Shapes and ranges: x (B, C, H, W) in [0, 1], any C (1-channel IR works) and any H x W.
+
+    >>> import torch
+    >>> from advkit.models import ModelWrapper, Preprocessing
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 5, 3))
+    >>> model = ModelWrapper(net, Preprocessing(channels=2, input_size=(6, 5)))
+    >>> x = torch.rand(4, 2, 6, 5, generator=torch.Generator().manual_seed(0))
+    >>> y = model(x).argmax(1)
+    >>> result = Pixle(x_dimensions=1, y_dimensions=1, restarts=5, max_iterations=4)(model, x, y)
+    >>> bool((result.queries <= 1 + 5 * 4).all()), result.x_adv.shape
+    (True, torch.Size([4, 2, 6, 5]))
+    >>> all(torch.equal(p.apply(x[i]), result.x_adv[i]) for i, p in enumerate(result.moves))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from advkit.attacks.base import ATTACKS, Attack, RawResult
+from advkit.attacks.moves import MoveProgram, Step, apply_moves, last_writer_mask
+from advkit.errors import AdvkitError
+from advkit.models import ModelWrapper, QueryCounter
+from advkit.rng import counter_randint, counter_uniform
+
+PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
+Dimension = int | float
+_CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
+_MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
+
+
+def _dimension_pair(name: str, value: Dimension | tuple[Dimension, Dimension] | list[Dimension]) -> tuple[Dimension, Dimension]:
+    """A patch side as (low, high): ints are pixels (>= 1), floats in (0, 1] fractions of the image side."""
+    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be one value or a (low, high) pair, got {value!r}")
+    for d in pair:
+        if isinstance(d, bool) or not isinstance(d, (int, float)):
+            raise ValueError(f"{name} values must be ints (pixels) or floats in (0, 1] (fractions), got {d!r}")
+        if isinstance(d, int) and d < 1:
+            raise ValueError(f"{name} pixel counts must be >= 1, got {d}")
+        if isinstance(d, float) and not 0 < d <= 1:
+            raise ValueError(f"{name} fractions must lie in (0, 1], got {d}")
+    return pair[0], pair[1]
+
+
+def _resolve(pair: tuple[Dimension, Dimension], side: int, name: str) -> tuple[int, int]:
+    low, high = (max(1, d if isinstance(d, int) else round(side * d)) for d in pair)
+    low, high = min(low, side), min(high, side)
+    if low > high:
+        raise AdvkitError(f"{name} gives a patch side range [{low}, {high}] on a {side}-pixel side")
+    return low, high
+
+
+@dataclass
+class _Moves:
+    """Per-sample move records on the device: (N, S, M) positions/flags and (N,) step counts."""
+
+    dst: torch.Tensor
+    src: torch.Tensor
+    from_clean: torch.Tensor
+    valid: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def empty(cls, n: int, steps: int, width: int, device: torch.device) -> _Moves:
+        zeros = torch.zeros(n, steps, width, dtype=torch.long, device=device)
+        flags = torch.zeros(n, steps, width, dtype=torch.bool, device=device)
+        return cls(zeros, zeros.clone(), flags, flags.clone(), torch.zeros(n, dtype=torch.long, device=device))
+
+    def append(self, rows: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
+        """Add one step (dst, src, from_clean, valid), each (R, M), to the records of ``rows``."""
+        n = self.count[rows]
+        for record, new in zip((self.dst, self.src, self.from_clean, self.valid), step):
+            record[rows, n] = new
+        self.count[rows] = n + 1
+
+    def programs(self, height: int, width: int, keep: torch.Tensor) -> list[MoveProgram]:
+        """One MoveProgram per sample (empty where ``keep`` is False)."""
+        dst, src, clean, valid, count, keep_np = (t.cpu().numpy() for t in (self.dst, self.src, self.from_clean, self.valid, self.count, keep))
+        programs = []
+        for i in range(len(count)):
+            steps = [Step(dst[i, s][valid[i, s]], src[i, s][valid[i, s]], clean[i, s][valid[i, s]])
+                     for s in range(int(count[i]))] if keep_np[i] else []
+            programs.append(MoveProgram(height, width, steps))
+        return programs
+
+
+class Pixle(Attack):
+    """Pixle (IJCNN 2022), batched; see the module docstring for the algorithm and the deliberate changes.
+
+    Args:
+        x_dimensions, y_dimensions: patch width and height as pixels (int >= 1) or fractions of the image side
+            (float in (0, 1]); one value or a (low, high) range drawn per candidate. Default (2, 10).
+        pixel_mapping: where patch pixels go: "random", "similarity", "similarity_random", "distance",
+            "distance_random" (the *_random ones sample, the others take the best-scoring pixel).
+        restarts: outer steps (int >= 1); the base image is updated after each.
+        max_iterations: candidates per restart (greedy variant: in total).
+        update_each_iteration: the greedy variant.
+        swap: also move the displaced destination values back into the source patch.
+        candidates_per_pass: candidates of one image scored per forward pass (more = fewer passes, but a
+            successful image may have spent up to this many - 1 extra queries). Greedy mode uses 1.
+    """
+
+    name: ClassVar[str] = "pixle"
+
+    def __init__(
+        self,
+        *,
+        x_dimensions: Dimension | tuple[Dimension, Dimension] = (2, 10),
+        y_dimensions: Dimension | tuple[Dimension, Dimension] = (2, 10),
+        pixel_mapping: str = "random",
+        restarts: int = 20,
+        max_iterations: int = 10,
+        update_each_iteration: bool = False,
+        swap: bool = False,
+        candidates_per_pass: int = 1,
+    ) -> None:
+        self.x_dimensions = _dimension_pair("x_dimensions", x_dimensions)
+        self.y_dimensions = _dimension_pair("y_dimensions", y_dimensions)
+        if pixel_mapping not in PIXEL_MAPPINGS:
+            raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, got {pixel_mapping!r}")
+        for key, value in (("restarts", restarts), ("max_iterations", max_iterations), ("candidates_per_pass", candidates_per_pass)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        for key, flag in (("update_each_iteration", update_each_iteration), ("swap", swap)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{key} must be true or false, got {flag!r}")
+        self.pixel_mapping = pixel_mapping
+        self.restarts = restarts
+        self.max_iterations = max_iterations
+        self.update_each_iteration = update_each_iteration
+        self.swap = swap
+        self.candidates_per_pass = 1 if update_each_iteration else candidates_per_pass
+
+    # ---- one batch of candidates -----------------------------------------------------------------------------
+    def _draw(
+        self, keys: torch.Tensor, draw: torch.Tensor, clean: torch.Tensor, base: torch.Tensor, shape: tuple[int, int],
+        bounds: tuple[tuple[int, int], tuple[int, int]],
+    ) -> tuple[torch.Tensor, ...]:
+        """Moves of N candidates: (N, M) dst, src, from_clean, valid. ``draw`` (N,) numbers the candidate per sample."""
+        (h, w), ((lo_y, hi_y), (lo_x, hi_x)) = shape, bounds
+        patch = hi_y * hi_x
+        slots = _CORNER_SLOTS + 2 * patch
+        counters = draw.unsqueeze(1) * slots + torch.arange(slots, device=draw.device)  # (N, slots)
+        corner = counter_randint(keys, counters[:, :4], torch.tensor([h, w, hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device))
+        row, col = corner[:, 0:1], corner[:, 1:2]
+        ph = torch.minimum(lo_y + corner[:, 2:3], h - row)  # clipped to the image, as in the reference
+        pw = torch.minimum(lo_x + corner[:, 3:4], w - col)
+        offset = torch.arange(patch, device=draw.device)
+        dr, dc = offset // hi_x, offset % hi_x  # patch pixels in row-major order
+        valid = (dr < ph) & (dc < pw)
+        src = (row + dr) * w + (col + dc)
+        dst = self._destinations(keys, counters[:, _CORNER_SLOTS:], clean, base, src, valid, h * w)
+        from_clean = torch.ones_like(valid)
+        if self.swap:  # the displaced destination values go back into the patch, read before the move
+            dst, src = torch.cat([dst, src], 1), torch.cat([src, dst], 1)
+            from_clean = torch.cat([from_clean, ~from_clean], 1)
+            valid = torch.cat([valid, valid], 1)
+        return dst, src, from_clean, last_writer_mask(dst, valid, h * w)
+
+    def _destinations(
+        self, keys: torch.Tensor, counters: torch.Tensor, clean: torch.Tensor, base: torch.Tensor, src: torch.Tensor,
+        valid: torch.Tensor, length: int,
+    ) -> torch.Tensor:
+        patch = src.shape[1]
+        if self.pixel_mapping == "random":
+            return counter_randint(keys, counters[:, :patch], length)
+        values = clean.gather(2, src.clamp(max=length - 1).unsqueeze(1).expand(-1, clean.shape[1], -1))  # (N, C, P)
+        diff = (base.unsqueeze(2) - values.unsqueeze(3)).abs().mean(1)  # (N, P, L): distance of every pixel to each source
+        if self.pixel_mapping.startswith("similarity"):
+            score = 1.0 / (1.0 + diff)
+            score = score.masked_fill(score == 1, 0.0)  # identical pixels are not worth moving onto
+        else:
+            score = diff
+        score = score.scatter(2, src.clamp(max=length - 1).unsqueeze(2), float("-inf"))  # never the pixel itself
+        if not self.pixel_mapping.endswith("_random"):
+            return score.argmax(2)
+        cdf = torch.softmax(score.double(), 2).cumsum(2)
+        u = counter_uniform(keys, counters[:, patch:]).unsqueeze(2) * cdf[:, :, -1:]
+        return torch.searchsorted(cdf, u).squeeze(2).clamp(max=length - 1)
+
+    # ---- the attack ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(
+        self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor
+    ) -> RawResult:
+        n, c, h, w = x.shape
+        bounds = (_resolve(self.y_dimensions, h, "y_dimensions"), _resolve(self.x_dimensions, w, "x_dimensions"))
+        counter = model.counter or QueryCounter(n, device=x.device)
+        state = _Search(self, model, counter, x, target if target is not None else y, target is not None, seeds.to(x.device), bounds)
+        if self.update_each_iteration:
+            state.greedy()
+        else:
+            state.restarts()
+        return state.result()
+
+
+class _Search:
+    """The mutable state of one Pixle run on a batch; all tensors stay on the model's device.
+
+    ``base`` is the image candidates are built on. Once any candidate has improved the loss, ``base`` is
+    always the best image found (the reference copies the best candidate into the base at each restart's
+    end); before that it is the last random candidate of the previous restart.
+    """
+
+    def __init__(
+        self, attack: Pixle, model: ModelWrapper, counter: QueryCounter, x: torch.Tensor, goal: torch.Tensor, targeted: bool,
+        keys: torch.Tensor, bounds: tuple[tuple[int, int], tuple[int, int]],
+    ) -> None:
+        self.attack, self.model, self.counter = attack, model, counter
+        self.n, self.c, self.h, self.w = x.shape
+        self.goal, self.targeted, self.keys, self.bounds = goal, targeted, keys, bounds
+        self.clean = x.flatten(2)  # (N, C, H*W)
+        self.base = self.clean.clone()
+        self.has_best = torch.zeros(self.n, dtype=torch.bool, device=x.device)
+        steps = attack.max_iterations if attack.update_each_iteration else attack.restarts
+        self.moves = _Moves.empty(self.n, steps, bounds[0][1] * bounds[1][1] * (2 if attack.swap else 1), x.device)
+        self.iterations = torch.zeros(self.n, dtype=torch.long, device=x.device)
+        probs = model.probabilities(x, torch.arange(self.n, device=x.device))  # the clean image: one query each
+        if not bool(torch.isfinite(probs).all()):
+            raise AdvkitError("the model returned NaN or infinite outputs on clean images")
+        self.best_loss = self._loss(probs, goal)
+        self.done = self._success(probs, goal)  # already adversarial: nothing to do
+
+    def _loss(self, probs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """True-class probability (untargeted) or 1 - target probability, for probs (..., K) and goal (...)."""
+        p = probs.gather(-1, goal.unsqueeze(-1)).squeeze(-1)
+        return 1 - p if self.targeted else p
+
+    def _success(self, probs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        hit = probs.argmax(-1) == goal
+        return hit if self.targeted else ~hit
+
+    def _affordable(self, idx: torch.Tensor, k: int) -> torch.Tensor:
+        """Mask over idx of samples that can pay k more queries."""
+        if self.counter.budget is None:
+            return torch.ones_like(idx, dtype=torch.bool)
+        return self.counter.counts[idx] + k <= self.counter.budget
+
+    def _draw(self, idx: torch.Tensor, first_draw: int, count: int) -> tuple[torch.Tensor, ...]:
+        """Moves of ``count`` consecutive candidates of each sample in idx, built on its current base: 4 x (A, count, M)."""
+        rows = idx.repeat_interleave(count)
+        draw = first_draw + torch.arange(count, device=idx.device).repeat(len(idx))
+        per_row = 1 if self.attack.pixel_mapping == "random" else self.c * self.h * self.w * self.bounds[0][1] * self.bounds[1][1]
+        chunk = max(1, _MAPPING_ELEMENTS // per_row)  # similarity mappings score every pixel for every patch pixel
+        parts = [
+            self.attack._draw(self.keys[r], d, self.clean[r], self.base[r], (self.h, self.w), self.bounds)
+            for r, d in zip(rows.split(chunk), draw.split(chunk))
+        ]
+        return tuple(torch.cat(ms).view(len(idx), count, -1) for ms in zip(*parts))
+
+    def _score(self, idx: torch.Tensor, moves: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Build and query the candidates of idx given moves (A, k, M): candidates (A, k, C, L), loss and success (A, k)."""
+        a, k = moves[0].shape[:2]
+        rows = idx.repeat_interleave(k)
+        candidates = apply_moves(self.base[rows], self.clean[rows], *(m.reshape(a * k, -1) for m in moves))
+        probs = self.model.probabilities(candidates.view(a * k, self.c, self.h, self.w), rows).view(a, k, -1)
+        goal = self.goal[idx].unsqueeze(1).expand(a, k)
+        return candidates.view(a, k, self.c, -1), self._loss(probs, goal), self._success(probs, goal)
+
+    def _adopt(self, rows: torch.Tensor, images: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
+        """The candidates (R, C, L) built on the base of rows with moves step (R, M) become their new base."""
+        self.base[rows] = images
+        self.moves.append(rows, step)
+
+    def restarts(self) -> None:
+        attack = self.attack
+        n_it, k_max = attack.max_iterations, attack.candidates_per_pass
+        for restart in range(attack.restarts):
+            idx = (~self.done).nonzero().squeeze(1)
+            idx = idx[self._affordable(idx, 1)]
+            if len(idx) == 0:
+                break
+            first = restart * n_it
+            plan = self._draw(idx, first, n_it)  # the base is fixed for the whole restart: draw all its candidates
+            going = torch.ones(len(idx), dtype=torch.bool, device=idx.device)
+            best_it = torch.full((len(idx),), -1, dtype=torch.long, device=idx.device)  # improving candidate this restart
+            last_it = torch.full_like(best_it, -1)
+            for it in range(0, n_it, k_max):
+                k = min(k_max, n_it - it)
+                local = (going & self._affordable(idx, k)).nonzero().squeeze(1)  # the one host sync of a pass
+                if len(local) == 0:
+                    break
+                rows = idx[local]
+                moves = tuple(m[local, it : it + k] for m in plan)
+                _, loss, success = self._score(rows, moves)
+                # the reference tries candidates one by one: only those up to the first success count
+                order = torch.arange(k, device=idx.device)
+                first_hit = torch.where(success, order, k).amin(1)  # (A,) k when none succeeded
+                hit = first_hit < k
+                low, arg = loss.masked_fill(order > first_hit.unsqueeze(1), float("inf")).min(1)
+                improved = low < self.best_loss[rows]
+                self.best_loss[rows] = torch.where(improved, low, self.best_loss[rows])
+                best_it[local] = torch.where(hit, it + first_hit, torch.where(improved, it + arg, best_it[local]))
+                last_it[local] = it + torch.where(hit, first_hit, k - 1)
+                self.iterations[rows] += torch.where(hit, first_hit + 1, k)
+                self.done[rows[hit]] = True
+                going[local[hit]] = False
+            self._end_restart(idx, plan, best_it, last_it)
+
+    def _end_restart(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], best_it: torch.Tensor, last_it: torch.Tensor) -> None:
+        """The improving candidate (or, before any improvement, the last one) becomes the base."""
+        improved = best_it >= 0
+        self.has_best[idx[improved]] = True
+        keep = torch.where(improved, best_it, torch.where(self.has_best[idx], -1, last_it))
+        local = (keep >= 0).nonzero().squeeze(1)
+        if len(local) == 0:
+            return
+        rows, pick = idx[local], keep[local]
+        step = tuple(m[local, pick] for m in plan)
+        self._adopt(rows, apply_moves(self.base[rows], self.clean[rows], *step), step)
+
+    def greedy(self) -> None:
+        n_it = self.attack.max_iterations
+        everyone = torch.arange(self.n, device=self.clean.device)
+        plan = self._draw(everyone, 0, n_it) if self.attack.pixel_mapping == "random" else None
+        for it in range(n_it):
+            local = (~self.done & self._affordable(everyone, 1)).nonzero().squeeze(1)
+            if len(local) == 0:
+                break
+            moves = tuple(m[local, it : it + 1] for m in plan) if plan else self._draw(local, it, 1)
+            cands, loss, success = self._score(local, moves)
+            take = (loss[:, 0] < self.best_loss[local]) | success[:, 0]
+            self.best_loss[local] = torch.minimum(loss[:, 0], self.best_loss[local])
+            self._adopt(local[take], cands[take, 0], tuple(m[take, 0] for m in moves))
+            self.has_best[local[take]] = True
+            self.iterations[local] += 1
+            self.done[local[success[:, 0]]] = True
+
+    def result(self) -> RawResult:
+        keep = self.has_best
+        x_adv = torch.where(keep.view(-1, 1, 1), self.base, self.clean).view(self.n, self.c, self.h, self.w)
+        return RawResult(x_adv, self.iterations, self.moves.programs(self.h, self.w, keep))
+
+
+ATTACKS.add("pixle", Pixle, tags=("advkit", "black-box", "L0"))

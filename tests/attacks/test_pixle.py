@@ -1,0 +1,125 @@
+"""advkit's Pixle: faithful search, exact replay, batch-independence, exact query accounting, any shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.attacks import create_attack
+from advkit.attacks.pixle import PIXEL_MAPPINGS, Pixle
+from advkit.attacks.runner import sample_seeds, select_samples
+from advkit.datasets import ImageDataset
+from advkit.errors import AdvkitError
+from advkit.models import ModelWrapper, Preprocessing
+
+
+def linear_model(c: int, h: int, w: int, classes: int = 4, seed: int = 0) -> ModelWrapper:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, classes))
+    return ModelWrapper(net, Preprocessing(c, (h, w)))
+
+
+def images(n: int, c: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("c", "h", "w"), [(1, 6, 11), (3, 12, 5), (4, 7, 7)])
+@pytest.mark.parametrize("mapping", PIXEL_MAPPINGS)
+def test_any_shape_replays_exactly_and_changes_only_moved_pixels(c: int, h: int, w: int, mapping: str) -> None:
+    model = linear_model(c, h, w)
+    x = images(5, c, h, w)
+    y = model(x).argmax(1)
+    result = Pixle(x_dimensions=(1, 3), y_dimensions=(1, 2), pixel_mapping=mapping, restarts=4, max_iterations=5)(model, x, y)
+    for i, program in enumerate(result.moves or []):
+        assert torch.equal(program.apply(x[i]), result.x_adv[i])
+        changed = (result.x_adv[i] != x[i]).flatten(1).any(0).nonzero().squeeze(1)
+        assert set(changed.tolist()) <= set(program.changed_positions().tolist())
+        # every value in x_adv comes from the clean image: Pixle rearranges, it never invents values
+        clean_pixels = {tuple(p) for p in x[i].flatten(1).T.tolist()}
+        assert {tuple(p) for p in result.x_adv[i].flatten(1).T.tolist()} <= clean_pixels
+
+
+@pytest.mark.parametrize("variant", [{"swap": True}, {"update_each_iteration": True}, {"candidates_per_pass": 3}])
+def test_variants_replay_exactly(variant: dict[str, object]) -> None:
+    model = linear_model(2, 9, 6)
+    x = images(6, 2, 9, 6)
+    y = model(x).argmax(1)
+    result = Pixle(restarts=3, max_iterations=6, x_dimensions=(1, 3), y_dimensions=(1, 3), **variant)(model, x, y)  # type: ignore[arg-type]
+    assert result.moves is not None
+    for i, program in enumerate(result.moves):
+        assert torch.equal(program.apply(x[i]), result.x_adv[i])
+
+
+@pytest.mark.parametrize("variant", [{}, {"pixel_mapping": "similarity_random"}, {"update_each_iteration": True}, {"candidates_per_pass": 4}])
+def test_results_do_not_depend_on_the_batch(variant: dict[str, object]) -> None:
+    model = linear_model(1, 8, 8, classes=3)
+    x = images(6, 1, 8, 8)
+    y = model(x).argmax(1)
+    seeds = torch.tensor([101, 102, 103, 104, 105, 106])
+    attack = Pixle(restarts=5, max_iterations=5, x_dimensions=(1, 2), y_dimensions=(1, 2), **variant)  # type: ignore[arg-type]
+    together = attack(model, x, y, seeds=seeds)
+    for i in range(6):
+        alone = attack(model, x[i : i + 1], y[i : i + 1], seeds=seeds[i : i + 1])
+        assert torch.equal(alone.x_adv[0], together.x_adv[i])
+        assert alone.queries.item() == together.queries[i].item()
+        assert alone.iterations.item() == together.iterations[i].item()
+
+
+def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+    plan = select_samples(digits_model, digits, n=40, seed=0)
+    x, y = digits.batch(plan.attack_index)
+    result = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10)(
+        digits_model, x, y, seeds=sample_seeds(0, "pixle", plan.attack_index))
+    assert torch.equal(result.queries, 1 + result.iterations)
+    assert int(result.queries.max()) <= 1 + 10 * 10
+    assert float(result.success.float().mean()) > 0.7
+    assert bool((result.iterations[~result.success] == 100).all())  # failures used the whole budget
+    batched = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, candidates_per_pass=5)(
+        digits_model, x, y, seeds=sample_seeds(0, "pixle", plan.attack_index))
+    assert torch.equal(batched.success, result.success)  # same search, fewer passes
+    assert bool((batched.queries >= result.queries).all()) and bool((batched.queries <= result.queries + 4).all())
+
+
+def test_budget_is_never_exceeded(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+    x, y = digits.batch(select_samples(digits_model, digits, n=10, seed=0).attack_index)
+    for k in (1, 3):
+        result = Pixle(restarts=20, max_iterations=10, candidates_per_pass=k)(digits_model, x, y, max_queries=7)
+        assert int(result.queries.max()) <= 7
+
+
+def test_targeted_success_means_reaching_the_target() -> None:
+    model = linear_model(1, 6, 6, classes=3)
+    x = images(8, 1, 6, 6)
+    y = model(x).argmax(1)
+    target = (y + 1) % 3
+    result = Pixle(restarts=20, max_iterations=10, x_dimensions=(1, 3), y_dimensions=(1, 3))(model, x, y, target=target)
+    with torch.no_grad():
+        pred = model(result.x_adv).argmax(1)
+    assert torch.equal(result.success, pred == target)
+
+
+def test_already_adversarial_images_are_returned_after_one_query() -> None:
+    model = linear_model(1, 5, 5)
+    x = images(3, 1, 5, 5)
+    wrong = (model(x).argmax(1) + 1) % 4
+    result = Pixle()(model, x, wrong)
+    assert bool(result.success.all()) and torch.equal(result.x_adv, x) and result.queries.tolist() == [1, 1, 1]
+
+
+def test_nan_models_and_bad_settings_are_clear_errors() -> None:
+    class NaNNet(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 3), float("nan"))
+
+    with pytest.raises(AdvkitError, match="NaN"):
+        Pixle()(ModelWrapper(NaNNet(), Preprocessing()), images(2, 1, 4, 4), torch.tensor([0, 1]))
+    for kwargs, message in [({"restarts": 0}, "restarts"), ({"max_iterations": 1.5}, "max_iterations"),
+                            ({"pixel_mapping": "nearest"}, "pixel_mapping"), ({"x_dimensions": 0}, ">= 1"),
+                            ({"y_dimensions": 1.5}, r"\(0, 1\]"), ({"x_dimensions": (1, 2, 3)}, "pair"), ({"swap": "yes"}, "swap")]:
+        with pytest.raises(ValueError, match=message):
+            Pixle(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(AdvkitError, match="has no setting restart; its settings"):
+        create_attack("pixle", restart=3)
+    with pytest.raises(AdvkitError, match="patch side range"):
+        Pixle(x_dimensions=(5, 2))(linear_model(1, 8, 8), images(1, 1, 8, 8), torch.tensor([0]))

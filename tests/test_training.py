@@ -1,0 +1,39 @@
+"""Training helpers: augmentation, settings validation, resume refusal on changed settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advkit.datasets import ImageDataset
+from advkit.errors import AdvkitError, CheckpointError
+from advkit.models import create_architecture
+from advkit.training import TrainSettings, augment, fit_preprocessing, train_classifier
+
+
+def test_translation_is_a_zero_padded_shift() -> None:
+    x = torch.rand(5, 2, 6, 7)
+    out = augment(x, TrainSettings(translate=2), torch.Generator().manual_seed(4))
+    shifts = torch.randint(0, 5, (5, 2), generator=torch.Generator().manual_seed(4))
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        assert torch.equal(out[i], padded[i, :, dy : dy + 6, dx : dx + 7])
+
+
+def test_settings_are_validated() -> None:
+    for kwargs, message in [({"epochs": 0}, "epochs"), ({"lr": -1.0}, "learning rate"), ({"optimizer": "lbfgs"}, "unknown optimizer"),
+                            ({"schedule": "step"}, "unknown schedule"), ({"translate": -1}, "translate")]:
+        with pytest.raises(AdvkitError, match=message):
+            TrainSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_resume_refuses_a_state_written_with_other_settings(digits: ImageDataset, tmp_path: Path) -> None:
+    state = tmp_path / "state.pt"
+    net = create_architecture("small-cnn", in_channels=1, input_size=8)
+    pre = fit_preprocessing(digits)
+    train_classifier(net, digits, TrainSettings(epochs=1), preprocessing=pre, state_path=state)
+    with pytest.raises(CheckpointError, match=r"different settings \(lr: 0.001 vs 0.01\)"):
+        train_classifier(net, digits, TrainSettings(epochs=1, lr=0.01), preprocessing=pre, state_path=state)
