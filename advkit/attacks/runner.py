@@ -1,23 +1,24 @@
-"""Attack a dataset: choose samples, attack them in batches, yield per-sample report columns.
+"""Attack a dataset: choose samples and targets, attack them in batches, yield per-sample report columns.
 
 Samples are scanned in a seeded order of the chosen split; by default only correctly classified ones are
-attacked until ``n`` are found, and misclassified ones are recorded as not attacked (they count against
-clean and robust accuracy, not against the attack). Each sample's random stream is seeded by (seed, attack,
-dataset index), so results do not depend on the batch size or on resuming.
+attacked until ``n`` (or ``per_class`` per class) are found, and misclassified ones are recorded as not
+attacked: they count against clean and robust accuracy, not against the attack. Each sample's random stream
+is seeded by (seed, attack, dataset index), so results do not depend on the batch size, on resuming, or on
+how samples are sharded across torchrun ranks.
 
     >>> from advkit.datasets import open_dataset
     >>> from advkit.models import ModelWrapper, Preprocessing, create_architecture
     >>> ds = open_dataset("digits")
     >>> model = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), Preprocessing())
     >>> plan = select_samples(model, ds, split="test", n=4, seed=0, only_correct=False)
-    >>> len(plan.attack_index)
-    4
+    >>> len(plan.attack_index), plan.target is None
+    (4, True)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,17 +29,40 @@ from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper
 from advkit.rng import derive_seed, generator
-from advkit.runtime import ProgressEvent, ProgressFn, no_progress
+
+TARGET_MODES = ("random", "least-likely")
 
 
 @dataclass
 class SamplePlan:
-    """Scanned samples (dataset indices, in scan order) with clean predictions, and the ones to attack."""
+    """Scanned samples (dataset indices in scan order) with clean predictions; the ones to attack, with targets."""
 
     scanned_index: np.ndarray
     label: np.ndarray
     clean_pred: np.ndarray
     attack_index: np.ndarray
+    target: np.ndarray | None = None  # (len(attack_index),) for targeted attacks
+
+    def target_of(self, indices: np.ndarray) -> np.ndarray | None:
+        if self.target is None:
+            return None
+        lookup = dict(zip(self.attack_index.tolist(), self.target.tolist()))
+        return np.array([lookup[int(i)] for i in indices], np.int64)
+
+
+def parse_target(spec: str | None, class_names: Sequence[str]) -> str | int | None:
+    """``--targeted`` value -> None, "random", "least-likely" or a class index (given as index or name)."""
+    if spec is None or spec in TARGET_MODES:
+        return spec
+    if spec in class_names:
+        return list(class_names).index(spec)
+    try:
+        label = int(spec)
+    except ValueError:
+        raise AdvkitError(f"--targeted takes random, least-likely, a class index or a class name; got {spec!r}") from None
+    if not 0 <= label < len(class_names):
+        raise AdvkitError(f"target label {label} is outside the {len(class_names)} classes (0-{len(class_names) - 1})")
+    return label
 
 
 @torch.no_grad()
@@ -48,33 +72,67 @@ def select_samples(
     *,
     split: str = "test",
     n: int | None = None,
+    per_class: int | None = None,
     seed: int = 0,
     only_correct: bool = True,
+    target: str | int | None = None,
     batch_size: int = 256,
 ) -> SamplePlan:
-    """Scan ``split`` in a seeded order until ``n`` attackable samples are found (all when ``n`` is None)."""
+    """Scan ``split`` in a seeded order until ``n`` attackable samples (and ``per_class`` per class) are found.
+
+    ``target`` is None (untargeted), "random" (a seeded class other than the label), "least-likely" (the
+    class the model finds least likely on the clean image) or a class index; with a fixed class, samples of
+    that class are skipped.
+    """
     pool = dataset.indices(split)
     if len(pool) == 0:
         raise AdvkitError(f"{dataset.name} has no {split} samples")
-    if n is not None and n < 1:
-        raise AdvkitError(f"--n must be >= 1, got {n}")
+    for name, value in (("--n", n), ("--per-class", per_class)):
+        if value is not None and value < 1:
+            raise AdvkitError(f"{name} must be >= 1, got {value}")
+    if isinstance(target, int):
+        pool = pool[dataset.labels[pool] != target]
     order = pool[torch.randperm(len(pool), generator=generator(seed, "selection")).numpy()]
-    scanned, preds, chosen = [], [], []
+    taken = np.zeros(dataset.num_classes, np.int64)
+    scanned, preds, chosen, least = [], [], [], []
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x, y = dataset.batch(idx)
-        pred = model.logits(x.to(model.device)).argmax(1).cpu().numpy()
-        for i, p, label in zip(idx, pred, y.numpy()):
-            if n is not None and len(chosen) >= n:
+        logits = model.logits(x.to(model.device))
+        for i, p, low, label in zip(idx, logits.argmax(1).tolist(), logits.argmin(1).tolist(), y.tolist()):
+            if _full(len(chosen), taken, n, per_class):
                 break
             scanned.append(i)
             preds.append(p)
-            if p == label or not only_correct:
+            if (p == label or not only_correct) and (per_class is None or taken[label] < per_class):
                 chosen.append(i)
-        if n is not None and len(chosen) >= n:
+                least.append(low)
+                taken[label] += 1
+        if _full(len(chosen), taken, n, per_class):
             break
+    attack_index = np.asarray(chosen, np.int64)
+    targets = _targets(target, attack_index, dataset.labels[attack_index], np.asarray(least, np.int64), dataset.num_classes, seed)
     scanned_arr = np.asarray(scanned, np.int64)
-    return SamplePlan(scanned_arr, dataset.labels[scanned_arr], np.asarray(preds, np.int64), np.asarray(chosen, np.int64))
+    return SamplePlan(scanned_arr, dataset.labels[scanned_arr], np.asarray(preds, np.int64), attack_index, targets)
+
+
+def _full(count: int, taken: np.ndarray, n: int | None, per_class: int | None) -> bool:
+    if n is not None and count >= n:
+        return True
+    return per_class is not None and bool((taken >= per_class).all())
+
+
+def _targets(mode: str | int | None, index: np.ndarray, label: np.ndarray, least: np.ndarray, k: int, seed: int) -> np.ndarray | None:
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        return np.full(len(index), mode, np.int64)
+    if mode == "least-likely":
+        return least
+    if k < 2:
+        raise AdvkitError("a targeted attack needs at least 2 classes")
+    offset = np.array([derive_seed(seed, "target", int(i)) % (k - 1) for i in index], np.int64)
+    return offset + (offset >= label)  # uniform over the classes other than the label
 
 
 def sample_seeds(seed: int, attack_name: str, indices: np.ndarray) -> torch.Tensor:
@@ -92,7 +150,9 @@ def skipped_columns(plan: SamplePlan, done: set[int], dataset: ImageDataset, sav
     idx, label, pred = plan.scanned_index[keep], plan.label[keep], plan.clean_pred[keep]
     n = len(idx)
     images = {"adv_images": dataset.batch(idx)[0].numpy()} if save_images else {}
-    return {**images,
+    targets = {"target": label.copy()} if plan.target is not None else {}
+    return {
+        **images, **targets,
         "index": idx, "label": label, "pred": pred, "attacked": np.zeros(n, bool), "adv_pred": pred,
         "success": np.zeros(n, bool), "queries": np.zeros(n, np.int64), "iterations": np.zeros(n, np.int64),
         "l0": np.zeros(n, np.int64), "l2": np.zeros(n, np.float32), "linf": np.zeros(n, np.float32),
@@ -100,28 +160,34 @@ def skipped_columns(plan: SamplePlan, done: set[int], dataset: ImageDataset, sav
     }
 
 
+def batches(indices: np.ndarray, batch_size: int, rounds: int | None = None) -> list[np.ndarray]:
+    """Split into batches; pad with empty batches up to ``rounds`` (torchrun ranks advance in lockstep)."""
+    parts = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    return parts + [indices[:0]] * max(0, (rounds or 0) - len(parts))
+
+
 def attack_batches(
     attack: Attack,
     model: ModelWrapper,
     dataset: ImageDataset,
     plan: SamplePlan,
+    todo: list[np.ndarray],
     *,
-    done: set[int],
     seed: int = 0,
-    batch_size: int = 64,
     max_queries: int | None = None,
     save_images: bool = False,
-    progress: ProgressFn = no_progress,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Attack the planned samples not in ``done``, yielding one dict of per-sample columns per batch."""
-    todo = np.array([i for i in plan.attack_index if int(i) not in done], np.int64)
+) -> Iterator[dict[str, np.ndarray] | None]:
+    """Attack each batch of dataset indices in ``todo``, yielding its per-sample columns (None for an empty batch)."""
     clean = dict(zip(plan.scanned_index.tolist(), plan.clean_pred.tolist()))
-    total, finished, successes, queries = len(plan.attack_index), len(plan.attack_index) - len(todo), 0, []
-    for start in range(0, len(todo), batch_size):
-        idx = todo[start : start + batch_size]
+    for idx in todo:
+        if len(idx) == 0:
+            yield None
+            continue
         x, y = dataset.batch(idx)
+        target = plan.target_of(idx)
         began = time.perf_counter()
-        result = attack(model, x, y, seeds=sample_seeds(seed, attack.name, idx), max_queries=max_queries)
+        result = attack(model, x, y, target=None if target is None else torch.from_numpy(target),
+                        seeds=sample_seeds(seed, attack.name, idx), max_queries=max_queries)
         elapsed = (time.perf_counter() - began) / len(idx)
         columns = {
             "index": idx, "label": y.numpy(), "pred": np.array([clean[int(i)] for i in idx], np.int64),
@@ -131,14 +197,29 @@ def attack_batches(
             "l2": result.l2.cpu().numpy(), "linf": result.linf.cpu().numpy(),
             "time": np.full(len(idx), elapsed, np.float32),
         }
+        if target is not None:
+            columns["target"] = target
         if save_images:
             columns["adv_images"] = result.x_adv.cpu().numpy().astype(np.float32)
-        finished += len(idx)
-        successes += int(columns["success"].sum())
-        queries.extend(columns["queries"].tolist())
-        progress(ProgressEvent(f"attack {attack.name}", finished, total, {
-            "success": successes / max(finished - (total - len(todo)), 1),
-            "median queries": float(np.median(queries)),
-            "img/s": 1.0 / max(elapsed, 1e-9),
-        }))
         yield columns
+
+
+def worst_case(per_attack: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-sample worst case over attacks run on the same samples: robust only if every attack failed.
+
+    Returns columns index, label, pred, attacked, success (any attack), success_by_attack (N, A) and
+    best_attack (index into the attack order of the first successful attack, -1 if none).
+    """
+    names = list(per_attack)
+    first = per_attack[names[0]]
+    for name in names[1:]:
+        if not np.array_equal(per_attack[name]["index"], first["index"]):
+            raise AdvkitError(f"attacks {names[0]} and {name} were run on different samples; cannot combine them")
+    by_attack = np.stack([per_attack[n]["success"] & per_attack[n]["attacked"] for n in names], axis=1)
+    any_success = by_attack.any(axis=1)
+    return {
+        "index": first["index"], "label": first["label"], "pred": first["pred"],
+        "attacked": np.stack([per_attack[n]["attacked"] for n in names], 1).any(1),
+        "success": any_success, "success_by_attack": by_attack,
+        "best_attack": np.where(any_success, by_attack.argmax(1), -1).astype(np.int64),
+    }

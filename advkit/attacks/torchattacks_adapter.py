@@ -79,13 +79,18 @@ class TorchattacksAttack(Attack):
         self.settings = settings
 
     def params(self) -> dict[str, Any]:
-        return {"torchattacks": self.class_name, **self.settings}
+        """Every setting the torchattacks class runs with, defaults included (recorded in reports)."""
+        defaults = {k: v for k, v in _defaults(_torchattacks_class(self.class_name)).items() if isinstance(v, (int, float, str, bool, tuple))}
+        return {"torchattacks": self.class_name, **defaults, **self.settings}
 
-    def _build(self, model: ModelWrapper, target: torch.Tensor | None) -> Any:
+    def _build(self, model: ModelWrapper, target: torch.Tensor | None, seed: int) -> Any:
         cls = _torchattacks_class(self.class_name)
         settings = dict(self.settings)
-        if _NUM_CLASSES_PARAM in _defaults(cls) and _NUM_CLASSES_PARAM not in settings:
+        defaults = _defaults(cls)
+        if _NUM_CLASSES_PARAM in defaults and _NUM_CLASSES_PARAM not in settings:
             settings[_NUM_CLASSES_PARAM] = _num_classes(model)
+        if "seed" in defaults and "seed" not in settings:  # AutoAttack's default seed=None means "the clock"
+            settings["seed"] = seed % 2**31
         atk = cls(model, **settings)
         if target is not None:
             try:
@@ -104,13 +109,13 @@ class TorchattacksAttack(Attack):
             counter = QueryCounter(len(x))
         try:
             with seeded_globals(int(seeds[0])):
-                return RawResult(self._call(model, x, y, target))
+                return RawResult(self._call(model, x, y, target, int(seeds[0])))
         except (UnattributedQuery, QueryBudgetExceeded):
             counter.counts.zero_()  # the aborted batched attempt is not the attack's cost
         return RawResult(self._per_sample(model, x, y, target, seeds, counter))
 
-    def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        atk = self._build(model, target)
+    def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seed: int) -> torch.Tensor:
+        atk = self._build(model, target, seed)
         return atk(x, target if target is not None else y).detach()
 
     def _per_sample(
@@ -127,7 +132,7 @@ class TorchattacksAttack(Attack):
             one = QueryCounter(1, counter.budget, counter.counts.device)
             try:
                 with model.counting(one), seeded_globals(int(seeds[i])):
-                    x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], None if target is None else target[i : i + 1])
+                    x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], None if target is None else target[i : i + 1], int(seeds[i]))
             except QueryBudgetExceeded:
                 x_adv[i] = x[i]  # out of budget: the attack failed on this sample
             counter.counts[i] = one.counts[0]

@@ -1,30 +1,42 @@
-"""``advkit attack NAME --model CKPT --data DATASET``: attack a checkpoint and write a per-sample report."""
+"""``advkit attack NAME... --model CKPT --data DATASET``: attack a checkpoint and write a per-sample report.
+
+Also runs under ``torchrun --nproc_per_node=N -m advkit attack ...``: every rank attacks its share of the
+planned samples and rank 0 writes the merged report.
+"""
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, finished_run,
-    kv_table,
-    log, out, parse_params, progress_bar, recorded_config,
+    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json,
+    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
+from advkit.runtime import ProgressEvent
 
 if TYPE_CHECKING:
+    from advkit.attacks import Attack
+    from advkit.attacks.runner import SamplePlan
     from advkit.datasets import ImageDataset
+    from advkit.distributed import World
     from advkit.models import ModelWrapper
+    from advkit.report import Report
 
-DEFAULT_ATTACK = "pgd"
+DEFAULT_ATTACK = "pixle"
 BUILTIN_MODEL = "mnist-subset-small-cnn.safetensors"
 BUILTIN_DATA = "mnist-subset"
 # MNIST needs a larger budget than torchattacks' CIFAR defaults (eps 8/255 barely moves MNIST): Madry et al.'s settings
-BUILTIN_PARAMS = {"pgd": {"eps": 0.3, "alpha": 0.01, "steps": 40}}
+BUILTIN_PARAMS = {"pgd": {"eps": 0.3, "alpha": 0.01, "steps": 40}, "fgsm": {"eps": 0.3}}
+SUMMARY_ROWS = ("clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_mean", "queries_median",
+                "l0_mean", "l2_mean", "linf_mean", "time_per_image", "n_attacked")
 
 
 def builtin_checkpoint() -> Path:
@@ -34,20 +46,22 @@ def builtin_checkpoint() -> Path:
 
 def attack(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Attack name (advkit list attacks).")] = DEFAULT_ATTACK,
+    names: Annotated[list[str] | None, typer.Argument(help="Attack name(s) (advkit list attacks); several give a worst case.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory (default: built-in MNIST CNN).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset name, FORMAT:PATH or PATH (default: mnist-subset).")] = None,
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset to attack.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to attack: test, val, train or all.")] = "test",
-    n: Annotated[int | None, typer.Option("--n", help="Number of samples to attack (default 100; 0 = all).")] = 100,
+    n: Annotated[int | None, typer.Option("--n", "--num-samples", help="Samples to attack (0 = all); use --num-samples under torchrun.")] = 100,
+    per_class: Annotated[int | None, typer.Option("--per-class", help="At most this many samples of each class.")] = None,
     include_misclassified: Annotated[bool, typer.Option("--include-misclassified", help="Also attack samples the model already gets wrong.")] = False,
-    param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value (e.g. eps=8/255, steps=20).")] = None,
+    targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Per-sample budget of model evaluations.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images attacked together (does not change advkit attacks' results).")] = 128,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report to write or resume.")] = Path("advkit-report.h5"),
-    run: Annotated[str | None, typer.Option("--run", help="Run name inside the report (default: attack-NAME).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name (several attacks: prefix of their run names).")] = None,
     save_images: Annotated[bool, typer.Option("--save-images", help="Store adversarial images in the report.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished run of the same name.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs of the same name.")] = False,
     data_param: DataParamOpt = None,
     arch: ArchOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
@@ -56,55 +70,161 @@ def attack(
     json_output: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Attack correctly classified samples and report success, queries and perturbation sizes per sample.
+    """Attack correctly classified samples; report success, queries and perturbation sizes per sample.
 
-    With neither --model nor --data, attacks advkit's built-in small CNN on the MNIST subset.
+    With neither --model nor --data, attacks advkit's built-in small CNN on the MNIST subset. Re-running an
+    interrupted command resumes it from the report.
     """
     from advkit.attacks import create_attack
-    from advkit.attacks.runner import attack_batches, select_samples, skipped_columns
+    from advkit.attacks.runner import parse_target, select_samples
     from advkit.datasets import open_images
+    from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint
-    from advkit.report import Report, attack_summary
+    from advkit.report import Report
     from advkit.runtime import resolve_device
 
     if (model is None) != (data is None):
         raise typer.BadParameter("pass both --model and --data, or neither to use the built-in MNIST model", param_hint="--model/--data")
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if max_queries is not None and max_queries < 1:
+        raise typer.BadParameter("must be >= 1 (each sample needs at least one query)", param_hint="--max-queries")
+    names = list(dict.fromkeys(names or [DEFAULT_ATTACK]))
+    settings = _settings_per_attack(names, parse_params(param or []), builtin=model is None)
+    attacks = {name: create_attack(name, **settings[name]) for name in names}
     dev = resolve_device(device)
-    settings = parse_params(param or [])
-    if model is None:
-        settings = {**BUILTIN_PARAMS.get(name, {}), **settings}
-        log(f"built-in demo: {name} {settings} against a small CNN trained on {BUILTIN_DATA} (advkit train)")
-    attack_obj = create_attack(name, **settings)
-    loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
-    ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
-    wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
-    _check_compatible(wrapped, ds)
-    run_id = run or f"attack-{name}"
-    cfg = {**recorded_config(ctx.params, exclude={"batch_size"}), "attack_params": attack_obj.params()}
-    report = Report(out_path)
-    finished = finished_run(report, run_id, cfg) if not overwrite else None
+    world = init_world(dev)
+    dev = rank_device(dev)
+    try:
+        loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
+        ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+        wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
+        _check_compatible(wrapped, ds)
+        plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
+                              only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
+        if world.is_root:
+            where = "the built-in small CNN" if model is None else loaded.source
+            log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
+                f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
+        base_config = recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"})
+        report = Report(out_path)
+        summaries: dict[str, dict[str, Any]] = {}
+        for name, attack_obj in attacks.items():
+            run_id = _run_id(run, name, len(names))
+            cfg = {**base_config, "attack": name, "attack_params": attack_obj.params()}
+            summaries[name] = _attack_run(report, run_id, cfg, attack_obj, wrapped, ds, plan, world, seed=seed,
+                                          batch_size=batch_size, max_queries=max_queries, save_images=save_images,
+                                          overwrite=overwrite)
+        if len(names) > 1 and world.is_root:
+            summaries["worst case"] = _worst_case_run(report, run, names, base_config, seed, overwrite)
+    finally:
+        world.close()
+    if world.is_root:
+        _print_summaries(summaries, ds.name, out_path, json_output)
+
+
+def _settings_per_attack(names: list[str], params: dict[str, Any], builtin: bool) -> dict[str, dict[str, Any]]:
+    """Split ``--param`` into per-attack settings: ``NAME.key`` for one attack, ``key`` for all of them."""
+    per: dict[str, dict[str, Any]] = {name: dict(BUILTIN_PARAMS.get(name, {})) if builtin else {} for name in names}
+    for key, value in params.items():
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix in per:
+            per[prefix][rest] = value
+        elif dot:
+            raise AdvkitError(f"--param {key}: {prefix} is not one of the attacks in this command ({', '.join(names)})")
+        else:
+            for settings in per.values():
+                settings[key] = value
+    return per
+
+
+def _run_id(run: str | None, name: str, count: int) -> str:
+    if run is None:
+        return f"attack-{name}"
+    return run if count == 1 else f"{run}-{name}"
+
+
+def _attack_run(
+    report: Report, run_id: str, cfg: dict[str, Any], attack_obj: Attack, model: ModelWrapper, ds: ImageDataset,
+    plan: SamplePlan, world: World, *, seed: int, batch_size: int, max_queries: int | None, save_images: bool, overwrite: bool,
+) -> dict[str, Any]:
+    """One attack over the plan, resumable; rank 0 journals the merged rows. Returns the run summary."""
+    from advkit.attacks.runner import attack_batches, batches, skipped_columns
+    from advkit.distributed import World, merge_columns, shard
+    from advkit.report import attack_summary
+
+    finished = world.broadcast(finished_run(report, run_id, cfg) if world.is_root and not overwrite else None)
     if finished is not None:
-        log(f"run {run_id} in {out_path} is already complete with this config (use --overwrite to redo it)")
-        _print_summary(name, ds.name, out_path, run_id, finished, json_output)
-        return
-    with report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
-        done = set(int(i) for i in writer.done_indices)
-        if done:
-            log(f"resuming {run_id} in {out_path}: {len(done)} samples already recorded")
-        plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, seed=seed, only_correct=not include_misclassified)
-        skipped = skipped_columns(plan, done, ds, save_images)
-        if len(skipped["index"]):
-            writer.append(skipped)
-        log(f"{name} on {len(plan.attack_index)} of {len(plan.scanned_index)} scanned {split} samples of {ds.name} ({dev})")
-        with progress_bar() as progress:
-            for columns in attack_batches(attack_obj, wrapped, ds, plan, done=done, seed=seed, batch_size=batch_size,
-                                          max_queries=max_queries, save_images=save_images, progress=progress):
-                writer.append(columns)
+        if world.is_root:
+            log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
+        return finished
+    writer = report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) if world.is_root else None
+    try:
+        done = world.broadcast(set(int(i) for i in writer.done_indices) if writer else None)
+        if writer and done:
+            log(f"resuming {run_id}: {len(done)} samples already in {report.path}")
+        if writer:
+            skipped = skipped_columns(plan, done, ds, save_images)
+            if len(skipped["index"]):
+                writer.append(skipped)
+        todo = np.array([i for i in plan.attack_index.tolist() if i not in done], np.int64)
+        rounds = -(-len(shard(todo, World(0, world.size))) // batch_size)  # rank 0 has the largest share
+        progress = _AttackProgress(attack_obj.name, len(plan.attack_index), len(plan.attack_index) - len(todo))
+        with progress_bar(enabled=world.is_root) as show:
+            for columns in attack_batches(attack_obj, model, ds, plan, batches(shard(todo, world), batch_size, rounds),
+                                          seed=seed, max_queries=max_queries, save_images=save_images):
+                merged = merge_columns(world.gather(columns) or [])
+                if writer and merged is not None:
+                    writer.append(merged)
+                    show(progress.update(merged))
+        if writer is None:
+            return {}
         summary = attack_summary(writer.samples())
         writer.finish(summary)
-    _print_summary(name, ds.name, out_path, run_id, summary, json_output)
+        return summary
+    finally:
+        if writer:
+            writer.close()
+
+
+class _AttackProgress:
+    """Live numbers for the progress bar: images/s, success so far, median queries."""
+
+    def __init__(self, name: str, total: int, already: int) -> None:
+        self.name, self.total, self.done, self.started = name, total, already, time.perf_counter()
+        self.fresh = self.successes = 0
+        self.queries: list[int] = []
+
+    def update(self, columns: dict[str, np.ndarray]) -> ProgressEvent:
+        self.done += len(columns["index"])
+        self.fresh += len(columns["index"])
+        self.successes += int(columns["success"].sum())
+        self.queries.extend(columns["queries"].tolist())
+        rate = self.fresh / max(time.perf_counter() - self.started, 1e-9)
+        return ProgressEvent(f"attack {self.name}", self.done, self.total, {
+            "img/s": rate, "success": self.successes / self.fresh, "median queries": float(np.median(self.queries)),
+        })
+
+
+def _worst_case_run(report: Report, run: str | None, names: list[str], base_config: dict[str, Any], seed: int, overwrite: bool) -> dict[str, Any]:
+    """Combine the attack runs into a per-sample worst case (a run of kind "worst-case")."""
+    from advkit.attacks.runner import worst_case
+    from advkit.report import attack_summary
+
+    per_attack = {name: report.read(_run_id(run, name, len(names))).samples for name in names}
+    combined = worst_case(per_attack)
+    summary = {k: v for k, v in attack_summary(combined).items() if k in ("n", "n_attacked", "n_success", "clean_accuracy", "robust_accuracy", "attack_success_rate")}
+    for name in names:
+        summary[f"robust_accuracy.{name}"] = attack_summary(per_attack[name])["robust_accuracy"]
+    run_id = f"{run or 'attack'}-worst-case"
+    cfg = {**base_config, "attacks": names, "runs": [_run_id(run, name, len(names)) for name in names]}
+    finished = None if overwrite else finished_run(report, run_id, cfg)
+    if finished is not None:
+        return finished
+    with report.start_run(run_id, kind="worst-case", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
+        writer.append(combined)
+        writer.finish(summary)
+    return summary
 
 
 def _check_compatible(model: ModelWrapper, ds: ImageDataset) -> None:
@@ -118,10 +238,15 @@ def _check_compatible(model: ModelWrapper, ds: ImageDataset) -> None:
         raise AdvkitError(f"{ds.name} has {ds.num_classes} classes but the model outputs {pre.num_classes}")
 
 
-def _print_summary(name: str, data: str, path: Path, run_id: str, summary: dict[str, object], json_output: bool) -> None:
+def _print_summaries(summaries: dict[str, dict[str, Any]], data: str, path: Path, json_output: bool) -> None:
     if json_output:
-        emit_json({"report": str(path), "run": run_id, **summary})
+        single = len(summaries) == 1
+        emit_json({"report": str(path), **next(iter(summaries.values()))} if single else {"report": str(path), "attacks": summaries})
         return
-    out.print(kv_table(f"{name} on {data}", {**summary, "report": f"{path} (run {run_id})"}))
-
-
+    names = list(summaries)
+    rows = [[key.replace("_", " "), *(summaries[n].get(key, "") for n in names)] for key in SUMMARY_ROWS
+            if any(key in summaries[n] for n in names)]
+    out.print(table(f"{data}: report {path}", ["", *names], rows))
+    if "worst case" in summaries:
+        worst = summaries["worst case"]
+        out.print(kv_table("robust accuracy per attack", {k.split(".", 1)[1]: v for k, v in worst.items() if k.startswith("robust_accuracy.")}))

@@ -1,0 +1,99 @@
+"""`advkit attack` protocols: per-class selection, targets, several attacks (worst case), resume, torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from advkit.report import Report
+
+Cli = Callable[..., Any]
+PIXLE = ["--param", "restarts=8", "--param", "max_iterations=8", "--param", "x_dimensions=[1,2]", "--param", "y_dimensions=[1,2]"]
+
+
+def test_per_class_selection(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "0", "--per-class", "3",
+                 "--out", "r.h5", "--json")
+    assert result.code == 0, result.stderr
+    samples = Report(tmp_path / "r.h5").read("attack-fgsm").samples
+    attacked_labels = samples["label"][samples["attacked"]]
+    assert np.bincount(attacked_labels, minlength=10).tolist() == [3] * 10
+
+
+@pytest.mark.parametrize("mode", ["random", "least-likely", "7"])
+def test_targeted_attacks_record_targets_and_verify_them(cli: Cli, digits_checkpoint: Path, tmp_path: Path, mode: str) -> None:
+    result = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "12", "--targeted", mode,
+                 *PIXLE, "--out", "r.h5", "--save-images", "--json")
+    assert result.code == 0, result.stderr
+    s = Report(tmp_path / "r.h5").read("attack-pixle").samples
+    attacked = s["attacked"]
+    assert (s["target"][attacked] != s["label"][attacked]).all()
+    assert ((s["adv_pred"] == s["target"]) == s["success"])[attacked].all()
+    if mode == "7":
+        assert (s["target"][attacked] == 7).all() and (s["label"] != 7).all()
+
+
+def test_bad_targets_are_one_line_errors(cli: Cli, digits_checkpoint: Path) -> None:
+    for spec, message in [("12", "outside the 10 classes"), ("most-likely", "--targeted takes")]:
+        result = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--targeted", spec)
+        assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    zero = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--max-queries", "0")
+    assert zero.code == 2 and "max-queries" in zero.stderr
+
+
+def test_several_attacks_give_a_per_sample_worst_case(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("attack", "fgsm", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "30",
+                 "--param", "fgsm.eps=0.05", *[p.replace("restarts", "pixle.restarts") if p.startswith("restarts") else p for p in PIXLE[:2]],
+                 "--param", "pixle.x_dimensions=[1,2]", "--param", "pixle.y_dimensions=[1,2]", "--out", "r.h5", "--json")
+    assert result.code == 0, result.stderr
+    report = Report(tmp_path / "r.h5")
+    fgsm, pixle = (report.read(f"attack-{n}").samples for n in ("fgsm", "pixle"))
+    worst = report.read("attack-worst-case")
+    assert np.array_equal(fgsm["index"], pixle["index"])
+    expected = fgsm["success"] | pixle["success"]
+    assert np.array_equal(worst.samples["success"], expected)
+    robust = (fgsm["pred"] == fgsm["label"]) & ~expected
+    assert worst.summary["robust_accuracy"] == pytest.approx(robust.mean())
+    assert worst.summary["robust_accuracy"] <= min(worst.summary["robust_accuracy.fgsm"], worst.summary["robust_accuracy.pixle"])
+    assert set(result.json()["attacks"]) == {"fgsm", "pixle", "worst case"}
+
+
+def test_interrupted_attack_resumes_to_the_same_report(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    args = ["attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "24", *PIXLE, "--batch-size", "8"]
+    assert cli(*args, "--out", "full.h5").code == 0
+    # a run interrupted after its first batch: journal the first 8 attacked samples, then stop
+    full = Report(tmp_path / "full.h5").read("attack-pixle")
+    partial = Report(tmp_path / "part.h5").start_run("attack-pixle", kind="attack", config=full.config, seed=0)
+    first = {k: v[:8] for k, v in full.samples.items()}
+    partial.append(first)
+    partial.close()
+    resumed = cli(*args, "--batch-size", "5", "--out", "part.h5")
+    assert resumed.code == 0 and "resuming" in resumed.stderr
+    again = Report(tmp_path / "part.h5").read("attack-pixle").samples
+    for key in ("index", "success", "queries", "iterations", "l0", "adv_pred"):
+        assert np.array_equal(again[key], full.samples[key]), key
+
+
+def test_torchrun_two_ranks_match_one_process(digits_checkpoint: Path, tmp_path: Path) -> None:
+    common = ["attack", "pixle", "--model", str(digits_checkpoint), "--data", "digits", "--num-samples", "20", *PIXLE, "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "advkit", *common, "--out", str(tmp_path / "one.h5")],
+                            capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr
+    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                              "-m", "advkit", *common, "--out", str(tmp_path / "two.h5")],
+                             capture_output=True, text=True, env=env, timeout=240)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    one = Report(tmp_path / "one.h5").read("attack-pixle").samples
+    two = Report(tmp_path / "two.h5").read("attack-pixle").samples
+    assert set(one) == set(two)
+    for key in one:
+        if key != "time":
+            assert np.array_equal(one[key], two[key]), key
