@@ -64,9 +64,7 @@ class Registry(Generic[T]):
             raise AdvkitError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(self.names())}"
-        return f"unknown {self.kind} {name!r}{hint}"
+        return f"unknown {self.kind} {name!r}{suggest(name, self.names())}"
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build ``name``; keyword arguments that are None keep the factory's defaults."""
@@ -83,3 +81,9 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """"; did you mean a, b?" for close matches of ``name``, else "; choose from ..." (for one-line errors)."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(choices)}"

@@ -27,7 +27,7 @@ import torch
 
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, QueryCounter
-from advkit.registry import Registry
+from advkit.registry import Registry, suggest
 
 
 @dataclass
@@ -147,7 +147,10 @@ class Attack:
         if x_adv.shape != x.shape:
             raise RuntimeError(f"{self.name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
         with torch.no_grad():
-            adv_pred = model.logits(x_adv).argmax(1)  # independent check, not charged to the attack
+            logits = model.logits(x_adv)  # independent check, not charged to the attack
+        if not bool(torch.isfinite(logits).all()):
+            raise AdvkitError(f"the model returned NaN or infinite outputs on {self.name}'s adversarial images")
+        adv_pred = logits.argmax(1)
         success = adv_pred.eq(target) if target is not None else adv_pred.ne(y)
         l0, l2, linf = perturbation_norms(x, x_adv)
         iterations = raw.iterations if raw.iterations is not None else torch.full((len(x),), -1)
@@ -172,7 +175,7 @@ def create_attack(name: str, **settings: Any) -> Attack:
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(settings) - set(params))
         if unknown:
-            raise SettingsError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(params)}")
+            raise SettingsError(f"{name} has no setting {', '.join(unknown)}{suggest(unknown[0], list(params))}")
     try:
         return ATTACKS.create(name, **settings)
     except SettingsError:

@@ -99,6 +99,8 @@ def select_samples(
         idx = order[start : start + batch_size]
         x, y = dataset.batch(idx)
         logits = model.logits(x.to(model.device))
+        if not bool(torch.isfinite(logits).all()):
+            raise AdvkitError("the model returned NaN or infinite outputs on clean images")
         for i, p, low, label in zip(idx, logits.argmax(1).tolist(), logits.argmin(1).tolist(), y.tolist()):
             if _full(len(chosen), taken, n, per_class):
                 break

@@ -26,6 +26,7 @@ import torch
 from advkit.attacks.base import ATTACKS, Attack, RawResult
 from advkit.errors import AdvkitError, QueryBudgetExceeded, SettingsError
 from advkit.models import ModelWrapper, QueryCounter, UnattributedQuery
+from advkit.registry import suggest
 from advkit.rng import seeded_globals
 
 # advkit name -> torchattacks class name; torchattacks' Pixle is "ta-pixle" (advkit's own is "pixle")
@@ -152,7 +153,7 @@ def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
     defaults = _defaults(_torchattacks_class(class_name))
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
-        raise SettingsError(f"{name} has no setting {', '.join(unknown)}; its settings: {', '.join(defaults)}")
+        raise SettingsError(f"{name} has no setting {', '.join(unknown)}{suggest(unknown[0], list(defaults))}")
     clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
     return TorchattacksAttack(name=name, class_name=class_name, settings=clean)
 

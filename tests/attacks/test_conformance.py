@@ -94,7 +94,7 @@ def test_same_seed_same_result(digits_model: ModelWrapper, batch: tuple[torch.Te
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(AdvkitError, match="has no setting epss; its settings: eps"):
+    with pytest.raises(AdvkitError, match="has no setting epss; did you mean eps"):
         create_attack("fgsm", epss=0.1)
     with pytest.raises(AdvkitError, match="must be a number"):
         create_attack("pgd", eps="a lot")

@@ -119,7 +119,7 @@ def test_nan_models_and_bad_settings_are_clear_errors() -> None:
                             ({"y_dimensions": 1.5}, r"\(0, 1\]"), ({"x_dimensions": (1, 2, 3)}, "pair"), ({"swap": "yes"}, "swap")]:
         with pytest.raises(ValueError, match=message):
             Pixle(**kwargs)  # type: ignore[arg-type]
-    with pytest.raises(AdvkitError, match="has no setting restart; its settings"):
+    with pytest.raises(AdvkitError, match="has no setting restart; did you mean restarts"):
         create_attack("pixle", restart=3)
     with pytest.raises(AdvkitError, match="patch side range"):
         Pixle(x_dimensions=(5, 2))(linear_model(1, 8, 8), images(1, 1, 8, 8), torch.tensor([0]))
