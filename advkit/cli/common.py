@@ -37,13 +37,32 @@ def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | N
         return None
     data = read_config_file(value)
     names = {p.name for p in ctx.command.params if p.name}
-    normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
+    normalised = replayable({str(k).replace("-", "_"): v for k, v in data.items()})
     unknown = sorted(set(normalised) - names)
     if unknown:
         valid = ", ".join(sorted(names - NON_CONFIG))
         raise typer.BadParameter(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {valid}")
     ctx.default_map = {**(ctx.default_map or {}), **normalised}
     return value
+
+
+def replayable(config: dict[str, Any]) -> dict[str, Any]:
+    """Turn what a report records about its attack back into the options that produced it.
+
+    Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
+    than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
+    record the ``attacks`` and ``runs`` they combine.
+    """
+    config = dict(config)
+    if "attack" in config:
+        config.setdefault("names", [config.pop("attack")])
+    if "attack_params" in config:
+        settings = {k: v for k, v in config.pop("attack_params").items() if k != "torchattacks"}
+        config.setdefault("param", [f"{k}={json.dumps(v)}" for k, v in settings.items()])
+    if "attacks" in config:
+        config.setdefault("names", config.pop("attacks"))
+    config.pop("runs", None)
+    return config
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -101,13 +120,19 @@ def plain(value: Any) -> Any:
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
-    """A flat mapping as TOML (for ``--config`` replay files)."""
-    lines = []
-    for key, value in data.items():
-        if value is None:
-            continue
-        lines.append(f"{key} = {json.dumps(plain(value))}")
-    return "\n".join(lines) + "\n"
+    """A mapping as TOML key = value lines (for ``--config`` replay files); None values are left out."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in data.items() if value is not None)
+
+
+def _toml_value(value: Any) -> str:
+    value = plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # numbers and strings: JSON's spelling is valid TOML
 
 
 def command_line() -> str:

@@ -97,3 +97,15 @@ def test_torchrun_two_ranks_match_one_process(digits_checkpoint: Path, tmp_path:
     for key in one:
         if key != "time":
             assert np.array_equal(one[key], two[key]), key
+
+
+def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    first = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "10", *PIXLE, "--out", "a.h5")
+    assert first.code == 0, first.stderr
+    toml = cli("report", "show", "a.h5", "attack-pixle", "--config")
+    (tmp_path / "replay.toml").write_text(toml.stdout)
+    replay = cli("attack", "--config", "replay.toml", "--out", "b.h5")
+    assert replay.code == 0, replay.stderr
+    a, b = (Report(tmp_path / f).read("attack-pixle") for f in ("a.h5", "b.h5"))
+    assert a.config == b.config
+    assert np.array_equal(a.samples["queries"], b.samples["queries"]) and np.array_equal(a.samples["success"], b.samples["success"])
