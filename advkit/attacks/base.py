@@ -165,7 +165,7 @@ ATTACKS: Registry[Attack] = Registry("attack")
 
 
 def _register_all() -> None:
-    from advkit.attacks import pixle, torchattacks_adapter  # noqa: F401  (importing registers the entries)
+    from advkit.attacks import pixle, torchattacks_adapter, white_pixle  # noqa: F401  (importing registers the entries)
 
 
 def create_attack(name: str, **settings: Any) -> Attack:

@@ -15,6 +15,7 @@ from advkit.models import ModelWrapper
 # small settings so every attack finishes quickly on 8x8 digits
 FAST = {
     "pixle": {"restarts": 3, "max_iterations": 5, "x_dimensions": [1, 2], "y_dimensions": [1, 2]},
+    "white-pixle": {"restarts": 3, "max_iterations": 5, "pixels_per_iteration": 2}, "white-pixle-sorted": {"attack_limit": 8},
     "square": {"n_queries": 30, "eps": 0.3}, "onepixel": {"steps": 2, "popsize": 4}, "ta-pixle": {"restarts": 2, "max_iterations": 3},
     "autoattack": {"eps": 0.3}, "eadl1": {"max_iterations": 10, "binary_search_steps": 2},
     "eaden": {"max_iterations": 10, "binary_search_steps": 2}, "cw": {"steps": 10}, "deepfool": {"steps": 5},

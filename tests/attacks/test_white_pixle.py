@@ -1,0 +1,96 @@
+"""WhitePixle and its sorted variant: exact replay, gradient-guided choices, batch independence, accounting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.attacks.white_pixle import SortedWhitePixle, WhitePixle, input_gradient
+from advkit.errors import AdvkitError
+from advkit.models import ModelWrapper, Preprocessing
+
+
+def model_and_batch(c: int = 3, h: int = 9, w: int = 7, n: int = 6) -> tuple[ModelWrapper, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, 3))
+    model = ModelWrapper(net, Preprocessing(c, (h, w)))
+    x = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(2))
+    return model, x, model(x).argmax(1)
+
+
+@pytest.mark.parametrize("attack", [
+    WhitePixle(pixels_per_iteration=3, restarts=4, max_iterations=6),
+    WhitePixle(pixels_per_iteration=(0.05, 0.2), mode="lth", restarts=3, max_iterations=4),
+    SortedWhitePixle(pixels_per_iteration=2, attack_limit=0.3),
+    SortedWhitePixle(pixels_per_iteration=3, attack_limit=12, swap=True),
+])
+def test_replay_is_exact_and_only_moved_positions_change(attack: WhitePixle | SortedWhitePixle) -> None:
+    model, x, y = model_and_batch()
+    result = attack(model, x, y)
+    assert result.moves is not None
+    for i, program in enumerate(result.moves):
+        assert torch.equal(program.apply(x[i]), result.x_adv[i])
+        changed = set((result.x_adv[i] != x[i]).flatten(1).any(0).nonzero().squeeze(1).tolist())
+        assert changed <= set(program.changed_positions().tolist())
+
+
+def test_results_do_not_depend_on_the_batch() -> None:
+    model, x, y = model_and_batch(n=5)
+    seeds = torch.arange(50, 55)
+    attack = WhitePixle(pixels_per_iteration=(1, 4), restarts=4, max_iterations=5)
+    together = attack(model, x, y, seeds=seeds)
+    for i in range(5):
+        alone = attack(model, x[i : i + 1], y[i : i + 1], seeds=seeds[i : i + 1])
+        assert torch.equal(alone.x_adv[0], together.x_adv[i]) and alone.queries.item() == together.queries[i].item()
+
+
+def test_htl_moves_values_of_unimportant_pixels_onto_important_ones() -> None:
+    model, x, y = model_and_batch(n=4)
+    magnitude, _ = input_gradient(model, x, y, torch.arange(4))
+    result = SortedWhitePixle(pixels_per_iteration=1, attack_limit=1)(model, x, y)
+    for i, program in enumerate(result.moves or []):
+        step = program.steps[0]
+        assert step.dst[0] == int(magnitude[i].argmax()) and step.src[0] == int(magnitude[i].argmin())
+
+
+def test_zero_gradient_pixels_are_never_sources() -> None:
+    # the net only looks at the left half of the image: the right half has zero gradient
+    class LeftHalf(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(1 * 8 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x[:, :, :, :4].flatten(1))
+
+    torch.manual_seed(0)
+    model = ModelWrapper(LeftHalf(), Preprocessing(1, (8, 8)))
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    result = WhitePixle(pixels_per_iteration=3, restarts=5, max_iterations=10)(model, x, model(x).argmax(1))
+    sources = {int(s) % 8 for p in result.moves or [] for step in p.steps for s in step.src}
+    assert sources and max(sources) < 4
+
+
+def test_query_accounting() -> None:
+    model, x, y = model_and_batch()
+    result = WhitePixle(pixels_per_iteration=2, restarts=3, max_iterations=5)(model, x, y)
+    # one gradient pass per restart started (the first also scores the clean image) plus one per candidate
+    assert bool((result.queries >= 1 + result.iterations).all())
+    assert bool((result.queries <= 3 + result.iterations).all())
+    capped = WhitePixle(pixels_per_iteration=2, restarts=3, max_iterations=5)(model, x, y, max_queries=4)
+    assert int(capped.queries.max()) <= 4
+    sorted_result = SortedWhitePixle(attack_limit=5)(model, x, y)
+    assert torch.equal(sorted_result.queries, 1 + sorted_result.iterations)
+
+
+def test_settings_and_targets_are_checked() -> None:
+    model, x, y = model_and_batch(n=2)
+    with pytest.raises(AdvkitError, match="no targeted mode"):
+        WhitePixle()(model, x, y, target=(y + 1) % 3)
+    for kwargs, message in [({"pixels_per_iteration": 0}, "pixels_per_iteration"), ({"mode": "up"}, "mode"),
+                            ({"restarts": 0}, "restarts"), ({"pixels_per_iteration": (1, 2, 3)}, "pair")]:
+        with pytest.raises(ValueError, match=message):
+            WhitePixle(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="half"):
+        SortedWhitePixle(attack_limit=0.8)
