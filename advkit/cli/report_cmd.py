@@ -12,7 +12,8 @@ from advkit.cli.common import JsonOpt, emit_json, fmt, kv_table, out, table, to_
 
 app = typer.Typer(help="Read HDF5 reports.", no_args_is_help=True)
 
-HEADLINE = ("test_accuracy", "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_median")
+HEADLINE = ("test_accuracy", "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_median",
+            "source_success_rate", "transfer_rate", "random.transfer_rate")
 
 
 @app.command("show")

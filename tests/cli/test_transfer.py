@@ -1,0 +1,81 @@
+"""`advkit transfer` end to end on the synthetic aligned RGB-IR pairs, and its one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from advkit.attacks.transfer import programs_from_table, transfer_delta
+from advkit.cli import main
+from advkit.datasets import PairedDataset, open_dataset
+from advkit.models import ModelWrapper, load_checkpoint
+from advkit.report import Report
+
+Cli = Callable[..., Any]
+DATA = ["--data", "synthetic-rgbir", "--data-param", "n_per_class=60"]
+
+
+@pytest.fixture(scope="module")
+def domain_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("domains")
+    paths = {}
+    for domain in ("rgb", "ir"):
+        paths[domain] = folder / f"{domain}.safetensors"
+        try:
+            main(["train", *DATA, "--domain", domain, "--epochs", "8", "--lr", "0.003", "--out", str(paths[domain]), "--json"])
+        except SystemExit as exc:
+            assert not exc.code
+    return paths
+
+
+def test_transfer_both_directions_with_controls(cli: Cli, domain_models: dict[str, Path], tmp_path: Path) -> None:
+    result = cli("transfer", "--source-model", domain_models["rgb"], "--target-model", domain_models["ir"], *DATA,
+                 "--n", "12", "--param", "restarts=4", "--param", "max_iterations=6", "--out", "t.h5", "--json")
+    assert result.code == 0, result.stderr
+    directions = result.json()["directions"]
+    assert set(directions) == {"rgb->ir", "ir->rgb"}
+    ds = open_dataset("synthetic-rgbir", n_per_class=60)
+    assert isinstance(ds, PairedDataset)
+    models = {d: ModelWrapper(*(lambda m: (m.net, m.preprocessing))(load_checkpoint(p))) for d, p in domain_models.items()}
+    for key, (src, tgt) in {"rgb->ir": ("rgb", "ir"), "ir->rgb": ("ir", "rgb")}.items():
+        run = Report(tmp_path / "t.h5").read(f"transfer-white-pixle-{src}-{tgt}")
+        s = run.samples
+        assert run.summary["transfer_rate"] == pytest.approx(s["tgt_success"].mean())
+        assert run.summary["random.transfer_rate"] == pytest.approx(s["random_tgt_success"].mean())
+        assert run.summary["both_fooled_rate"] == pytest.approx((s["tgt_success"] & s["src_success"]).mean())
+        x_src, y = ds.domain(src).batch(s["index"])
+        x_tgt, _ = ds.domain(tgt).batch(s["index"])
+        with torch.no_grad():  # every kept pair was classified correctly by both models
+            assert bool((models[src].logits(x_src).argmax(1) == y).all() and (models[tgt].logits(x_tgt).argmax(1) == y).all())
+        moves = run.tables["moves"]
+        for j, index in enumerate(s["index"]):
+            program = programs_from_table(moves, int(index), 32, 32)
+            with torch.no_grad():
+                replayed = models[tgt].logits(program.apply(x_tgt[j])[None]).argmax(1).item()
+                attacked = models[src].logits(program.apply(x_src[j])[None]).argmax(1).item()
+            assert replayed == s["tgt_adv_pred"][j] and attacked == s["src_adv_pred"][j]
+
+
+def test_additive_deltas_change_channels_by_mean_or_replication() -> None:
+    delta = torch.arange(12.0).view(1, 3, 2, 2)
+    assert torch.equal(transfer_delta(delta, 1), delta.mean(1, keepdim=True))
+    gray = torch.ones(1, 1, 2, 2)
+    assert torch.equal(transfer_delta(gray, 3), torch.ones(1, 3, 2, 2))
+
+
+def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path], digits_checkpoint: Path) -> None:
+    rgb, ir = domain_models["rgb"], domain_models["ir"]
+    cases = [
+        (["--source-model", rgb, "--target-model", ir, "--data", "digits"], "single domain"),
+        (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "takes 1-channel images but the rgb images have 3"),
+        (["--source-model", rgb, "--target-model", digits_checkpoint, *DATA, "--direction", "rgb->ir"], "takes 8x8"),
+        (["--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd"], "does not move pixels"),
+    ]
+    for args, message in cases:
+        result = cli("transfer", *args)
+        assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--direction", "up").code == 2
