@@ -14,8 +14,10 @@ checkpoint of epoch k continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from torch import nn
 
 from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError, CheckpointError
-from advkit.models import ModelWrapper, Preprocessing, select_logits
+from advkit.models import ModelWrapper, Preprocessing
 from advkit.rng import generator
 from advkit.runtime import ProgressEvent, ProgressFn, no_progress
 
@@ -71,6 +73,7 @@ class TrainOutcome:
     test_pred: np.ndarray
     resumed_from_epoch: int = 0
     settings: dict[str, object] = field(default_factory=dict)
+    best_epoch: int = 0
 
 
 def fit_preprocessing(dataset: ImageDataset, *, channels: int | None = None, normalise: bool = True) -> Preprocessing:
@@ -129,6 +132,22 @@ def predict(model: ModelWrapper, dataset: ImageDataset, indices: np.ndarray, bat
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
 
+class Objective(Protocol):
+    """A training loss: (model, pixel batch, labels, dataset indices, epoch) -> (loss, logits on what was trained).
+
+    The net is in train mode when it is called; objectives that attack the model switch it to eval mode for the
+    attack (see ``advkit.defenses.finetune``).
+    """
+
+    def __call__(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def cross_entropy(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain supervised training."""
+    logits = model.logits(x)
+    return F.cross_entropy(logits, y), logits
+
+
 def train_classifier(
     net: nn.Module,
     dataset: ImageDataset,
@@ -138,11 +157,16 @@ def train_classifier(
     device: torch.device | str = "cpu",
     state_path: Path | None = None,
     progress: ProgressFn = no_progress,
+    objective: Objective = cross_entropy,
+    validate: Callable[[ModelWrapper], float] | None = None,
+    fingerprint: dict[str, object] | None = None,
 ) -> TrainOutcome:
     """Train ``net`` on the train split of ``dataset``; evaluate on val (or test) each epoch and on test at the end.
 
     With ``state_path``, the full training state is saved there after every epoch and, if the file exists
-    when training starts, training resumes after its last epoch.
+    when training starts, training resumes after its last epoch (``fingerprint``, e.g. an adversarial method's
+    settings, must match too). With ``validate`` (a score of the model, higher is better, e.g. robust validation
+    accuracy), the best epoch's weights are kept and restored at the end.
     """
     device = torch.device(device)
     net.to(device)
@@ -151,23 +175,34 @@ def train_classifier(
     if len(train_idx) == 0:
         raise AdvkitError(f"{dataset.name} has no training images")
     steps = (len(train_idx) + settings.batch_size - 1) // settings.batch_size
-    opt, history = _optimizer(net, settings), {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": []}
+    opt = _optimizer(net, settings)
+    history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": [], "val_score": []}
     sched = _scheduler(opt, settings, steps)
-    start = _resume(state_path, net, opt, sched, history, settings) if state_path else 0
+    signature = {**asdict(settings), **(fingerprint or {})}
+    best: dict[str, object] = {}
+    start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
     for epoch in range(start, settings.epochs):
-        loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress)
+        loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress, objective)
         eval_idx = dataset.indices(eval_split)
         eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean())
-        for key, value in zip(history, (epoch + 1, loss, acc, eval_acc)):
+        score = validate(model) if validate else float("nan")
+        if validate and (not best or score > float(best["score"])):  # type: ignore[arg-type]
+            best.update(score=score, epoch=epoch + 1, net={k: v.detach().clone() for k, v in net.state_dict().items()})
+        for key, value in zip(history, (epoch + 1, loss, acc, eval_acc, score)):
             history[key].append(value)
         done = (epoch + 1) * len(train_idx)
-        progress(ProgressEvent("train", done, settings.epochs * len(train_idx), {"epoch": epoch + 1, "loss": loss, "acc": acc, f"{eval_split}_acc": eval_acc}))
+        stats = {"epoch": epoch + 1, "loss": loss, "acc": acc, f"{eval_split}_acc": eval_acc, **({"val_score": score} if validate else {})}
+        progress(ProgressEvent("train", done, settings.epochs * len(train_idx), stats))
         if state_path:
-            _save_state(state_path, net, opt, sched, history, settings)
+            _save_state(state_path, net, opt, sched, history, signature, best)
+    if best:
+        net.load_state_dict(best["net"])  # type: ignore[arg-type]
     test_idx = dataset.indices("test")
     pred = predict(model, dataset, test_idx)
     accuracy = float((pred == dataset.labels[test_idx]).mean()) if len(test_idx) else float("nan")
-    return TrainOutcome(history, accuracy, test_idx, dataset.labels[test_idx], pred, start, asdict(settings))
+    outcome = TrainOutcome(history, accuracy, test_idx, dataset.labels[test_idx], pred, start, asdict(settings))
+    outcome.best_epoch = int(best.get("epoch", settings.epochs))  # type: ignore[arg-type]
+    return outcome
 
 
 def _train_epoch(
@@ -179,17 +214,18 @@ def _train_epoch(
     sched: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     progress: ProgressFn,
+    objective: Objective,
 ) -> tuple[float, float]:
     gen = generator(s.seed, f"epoch-{epoch}")
     order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
     model.net.train()
     total_loss = correct = seen = 0.0
     for start in range(0, len(order), s.batch_size):
-        x, y = dataset.batch(order[start : start + s.batch_size])
+        index = order[start : start + s.batch_size]
+        x, y = dataset.batch(index)
         x = augment(x, s, gen).to(model.device)
         y = y.to(model.device)
-        logits = select_logits(model.net(model.normalise(model.adapt(x))))
-        loss = F.cross_entropy(logits, y)
+        loss, logits = objective(model, x, y, index, epoch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -202,29 +238,32 @@ def _train_epoch(
     return total_loss / seen, correct / seen
 
 
-def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]], s: TrainSettings) -> None:
+def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],
+                signature: dict[str, object], best: dict[str, object]) -> None:
     state = {
-        "settings": asdict(s),
+        "settings": signature,
         "history": history,
         "net": net.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),  # type: ignore[attr-defined]
+        "best": best,
     }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # a kill mid-save leaves the previous epoch's state intact
 
 
-def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]], s: TrainSettings) -> int:
+def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],
+            signature: dict[str, object], best: dict[str, object]) -> int:
     if not path.exists():
         return 0
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = state["settings"]
-        if saved != asdict(s):
-            diff = next(k for k in asdict(s) if saved.get(k) != asdict(s)[k])
+        if saved != signature:
+            diff = next(k for k in signature if saved.get(k) != signature[k])
             raise CheckpointError(
-                f"{path} was written with different settings ({diff}: {saved.get(diff)} vs {asdict(s)[diff]}); "
+                f"{path} was written with different settings ({diff}: {saved.get(diff)} vs {signature[diff]}); "
                 "delete it or train with the same settings to resume"
             )
         net.load_state_dict(state["net"])
@@ -232,6 +271,7 @@ def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: objec
         sched.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]
         for key in history:
             history[key][:] = state["history"][key]
-    except (KeyError, RuntimeError, EOFError, ValueError) as exc:
+        best.update(state.get("best", {}))
+    except (KeyError, RuntimeError, EOFError, ValueError, StopIteration) as exc:
         raise CheckpointError(f"cannot resume from {path} ({type(exc).__name__}: {exc}); delete it to start over") from None
     return len(history["epoch"])

@@ -12,7 +12,7 @@ import warnings
 
 import typer
 
-from advkit.cli import attack_cmd, data_cmd, list_cmd, models_cmd, report_cmd, train_cmd, transfer_cmd
+from advkit.cli import attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, train_cmd, transfer_cmd
 from advkit.cli.common import err
 from advkit.errors import AdvkitError
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("attack")(attack_cmd.attack)
 app.command("train")(train_cmd.train)
 app.command("transfer")(transfer_cmd.transfer)
+app.command("finetune")(finetune_cmd.finetune)
 app.add_typer(list_cmd.app, name="list")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")

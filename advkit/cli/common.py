@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from advkit.errors import ConfigError
+from advkit.errors import AdvkitError
 from advkit.runtime import ProgressEvent, ProgressFn
 
 out = Console(soft_wrap=True)
@@ -133,6 +133,16 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(value)  # numbers and strings: JSON's spelling is valid TOML
+
+
+def training_state_path(out_path: Path, overwrite: bool) -> Path:
+    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint."""
+    if out_path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
+    state_path = out_path.with_name(out_path.name + ".state.pt")
+    if out_path.exists() and not overwrite and not state_path.exists():
+        raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
+    return state_path
 
 
 def command_line() -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, kv_table, log, out, parse_params,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, training_state_path, kv_table, log, out, parse_params,
     progress_bar, recorded_config,
 )
 from advkit.errors import AdvkitError
@@ -58,11 +58,7 @@ def train(
 
     dev = resolve_device(device)
     settings = TrainSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, translate, hflip, seed)
-    if out_path.suffix not in (".safetensors", ".pt", ".pth"):
-        raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
-    state_path = out_path.with_name(out_path.name + ".state.pt")
-    if out_path.exists() and not overwrite and not state_path.exists():
-        raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
+    state_path = training_state_path(out_path, overwrite)
     ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     pre = fit_preprocessing(ds, channels=channels, normalise=normalise)
     arch_kwargs = {"num_classes": ds.num_classes, "in_channels": pre.channels, "input_size": list(ds.size) if ds.size[0] != ds.size[1] else ds.size[0]}
