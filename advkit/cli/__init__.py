@@ -12,7 +12,9 @@ import warnings
 
 import typer
 
-from advkit.cli import attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, train_cmd, transfer_cmd
+from advkit.cli import (
+    attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, robustness_cmd, train_cmd, transfer_cmd,
+)
 from advkit.cli.common import err
 from advkit.errors import AdvkitError
 
@@ -27,6 +29,7 @@ app.command("attack")(attack_cmd.attack)
 app.command("train")(train_cmd.train)
 app.command("transfer")(transfer_cmd.transfer)
 app.command("finetune")(finetune_cmd.finetune)
+app.command("robustness")(robustness_cmd.robustness)
 app.add_typer(list_cmd.app, name="list")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")

@@ -41,6 +41,7 @@ def finetune(
     select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust validation accuracy (PGD).")] = True,
     eval_attack: Annotated[list[str] | None, typer.Option("--eval-attack", help="Attacks for before/after (default: pixle and pgd).")] = None,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Images both models classify correctly, attacked before and after.")] = 100,
+    corruptions: Annotated[bool, typer.Option("--corruptions/--no-corruptions", help="Also compare accuracy under the 15 natural corruptions x 5 severities.")] = True,
     data_param: DataParamOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Report file (default: OUT with .h5).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint and report run.")] = False,
@@ -98,8 +99,16 @@ def finetune(
         index = common_correct({"before": before, "after": after}, ds, n=eval_n, seed=seed)
         log(f"evaluating {', '.join(names)} on {len(index)} test images both models classify correctly")
         columns = robustness_columns({"before": before, "after": after}, attacks, ds, index, seed=seed)
+        natural: dict[str, float] = {}
+        if corruptions:
+            from advkit.perturbations import perturbation_names
+            from advkit.perturbations.robustness import corruption_correct
+
+            for name, m in (("before", before), ("after", after)):
+                correct = corruption_correct(m, ds, test_idx[:eval_n], perturbation_names(), [1, 2, 3, 4, 5], seed=seed)
+                natural[f"{name}.corruption_accuracy"] = float(correct.mean())
         summary: dict[str, Any] = {
-            "before.clean_accuracy": clean["before"], "after.clean_accuracy": clean["after"],
+            "before.clean_accuracy": clean["before"], "after.clean_accuracy": clean["after"], **natural,
             **robustness_summary(columns, ["before", "after"], names),
             "seconds_per_epoch": round(seconds_per_epoch, 2), "best_epoch": outcome.best_epoch, "eval_images": len(index),
             "checkpoint": str(out_path),
@@ -116,6 +125,8 @@ def _print(summary: dict[str, Any], attacks: list[str], method: str, path: Path,
         emit_json({"report": str(path), **summary})
         return
     rows = [["clean accuracy", summary["before.clean_accuracy"], summary["after.clean_accuracy"]]]
+    if "before.corruption_accuracy" in summary:
+        rows.append(["accuracy under corruptions (15 x 5)", summary["before.corruption_accuracy"], summary["after.corruption_accuracy"]])
     for a in attacks:
         for key, label in (("success_rate", "success rate"), ("l0_mean", "pixels changed (successes)"), ("queries_mean", "queries (successes)")):
             rows.append([f"{a} {label}", summary[f"before.{a}.{key}"], summary[f"after.{a}.{key}"]])

@@ -70,7 +70,8 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
                  "--steps", "3", "--epochs", "1", "--eval-n", "20", "--eval-attack", "fgsm", "--out", "robust.safetensors", "--json")
     assert result.code == 0, result.stderr
     summary = result.json()
-    assert {"before.clean_accuracy", "after.clean_accuracy", "before.fgsm.success_rate", "after.fgsm.success_rate"} <= set(summary)
+    assert {"before.clean_accuracy", "after.clean_accuracy", "before.fgsm.success_rate", "after.fgsm.success_rate",
+            "before.corruption_accuracy", "after.corruption_accuracy"} <= set(summary)
     run = Report(tmp_path / "robust.h5").read("finetune-pgd")
     assert len(run.tables["history"]["epoch"]) == 1
     assert run.samples["before_fgsm_success"].mean() == pytest.approx(summary["before.fgsm.success_rate"])

@@ -1,0 +1,103 @@
+"""``advkit robustness --model CKPT --data DATASET``: accuracy under the 15 natural corruptions at 5 severities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from advkit.cli.common import (
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, log, out,
+    parse_params, progress_bar, recorded_config, table,
+)
+from advkit.cli.train_cmd import Domain
+
+
+def robustness(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Checkpoint to evaluate.")],
+    data: Annotated[str, typer.Option("--data", help="Dataset name, FORMAT:PATH or PATH.")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Reference checkpoint for mCE and the accuracy ratio.")] = None,
+    domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset.")] = None,
+    corruption: Annotated[list[str] | None, typer.Option("--corruption", help="Corruptions to apply (default: all 15).")] = None,
+    severity: Annotated[list[int] | None, typer.Option("--severity", help="Severities 1-5 (default: all).")] = None,
+    n: Annotated[int, typer.Option("--n", help="Test images (0 = all).")] = 500,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    out_path: Annotated[Path, typer.Option("--out", help="HDF5 report.")] = Path("advkit-robustness.h5"),
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of accuracy vs severity (default: OUT with .png).")] = None,
+    run: Annotated[str, typer.Option("--run", help="Run name.")] = "robustness",
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    data_param: DataParamOpt = None,
+    unsafe_pickle: UnsafePickleOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Accuracy per corruption and severity; with --baseline, Hendrycks' mCE and the paper's accuracy ratio."""
+    from advkit.datasets import open_images
+    from advkit.models import ModelWrapper, load_checkpoint
+    from advkit.perturbations import PERTURBATIONS, perturbation_names
+    from advkit.perturbations.robustness import corruption_correct, mean_corruption_error, relative_accuracy
+    from advkit.report import Report
+    from advkit.report.plots import plot_corruptions
+    from advkit.runtime import resolve_device
+    from advkit.training import predict
+
+    names = corruption or perturbation_names()
+    for name in names:
+        PERTURBATIONS.entry(name)  # unknown names fail here, with close matches
+    severities = sorted(set(severity or [1, 2, 3, 4, 5]))
+    if any(not 1 <= s <= 5 for s in severities):
+        raise typer.BadParameter(f"severities must be 1-5, got {severities}", param_hint="--severity")
+    dev = resolve_device(device)
+    ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+    models = {"model": model} | ({"baseline": baseline} if baseline else {})
+    wrapped = {}
+    for role, spec in models.items():
+        loaded = load_checkpoint(spec, unsafe_pickle=unsafe_pickle, map_location=dev)
+        wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
+    index = ds.indices("test")[: n or None]
+    columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}
+    accuracy: dict[str, np.ndarray] = {}
+    clean: dict[str, float] = {}
+    for role, m in wrapped.items():
+        log(f"{role}: {len(names)} corruptions x {len(severities)} severities on {len(index)} {ds.name} test images")
+        with progress_bar() as show:
+            correct = corruption_correct(m, ds, index, names, severities, seed=seed, batch_size=batch_size, progress=show)
+        columns[f"{role}_correct"] = correct
+        columns[f"{role}_clean_correct"] = predict(m, ds, index) == ds.labels[index]
+        accuracy[role] = correct.mean(0)
+        clean[role] = float(columns[f"{role}_clean_correct"].mean())
+    summary: dict[str, Any] = {"clean_accuracy": clean["model"], "corruption_accuracy": float(accuracy["model"].mean())}
+    for ci, name in enumerate(names):
+        summary[f"{name}.accuracy"] = float(accuracy["model"][ci].mean())
+    if baseline:
+        ce, mce = mean_corruption_error(accuracy["model"], accuracy["baseline"])
+        ratio = relative_accuracy(accuracy["model"], accuracy["baseline"])
+        summary.update({"baseline.clean_accuracy": clean["baseline"], "baseline.corruption_accuracy": float(accuracy["baseline"].mean()),
+                        "mCE": mce, "relative_accuracy": float(np.nanmean(ratio))})
+        for ci, name in enumerate(names):
+            summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
+    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities}
+    with Report(out_path).start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
+        writer.append(columns)
+        writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})
+        writer.finish(summary)
+    png = plot or out_path.with_suffix(".png")
+    plot_corruptions(accuracy["model"], names, severities, png, clean=clean["model"], baseline=accuracy.get("baseline"),
+                     title=f"{Path(model).name} on {ds.name}")
+    if json_output:
+        emit_json({"report": str(out_path), "plot": str(png), **summary})
+        return
+    header = ["corruption", *[f"s{s}" for s in severities], "mean"] + (["CE", "acc. ratio"] if baseline else [])
+    rows = []
+    for ci, name in enumerate(names):
+        row: list[Any] = [name, *accuracy["model"][ci].tolist(), float(accuracy["model"][ci].mean())]
+        if baseline:
+            row += [summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"]]
+        rows.append(row)
+    extra = f", mCE {summary['mCE']:.3f}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
+    out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))

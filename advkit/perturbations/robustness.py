@@ -1,0 +1,71 @@
+"""Accuracy under natural corruptions, Hendrycks' mean corruption error, and the RGB/IR paper's accuracy ratio.
+
+- Corruption error of corruption c (Hendrycks & Dietterich, ICLR 2019): CE_c = sum_s err(model, c, s) /
+  sum_s err(baseline, c, s); mCE = mean over c of CE_c (lower is better; 1 = as good as the baseline).
+- Relative accuracy (the IEEE Access 2023 code's "CE", which is a ratio of accuracies, not Hendrycks' CE):
+  mean over severities of acc(model, c, s) / acc(baseline, c, s) (higher is better).
+
+Every sample's corruption depends only on (seed, corruption, severity, dataset index), never on the batch.
+
+    >>> import numpy as np
+    >>> ce, mce = mean_corruption_error(np.array([[0.9, 0.8]]), np.array([[0.8, 0.6]]))
+    >>> round(mce, 6)  # errors 0.1 + 0.2 against 0.2 + 0.4
+    0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from advkit.datasets import ImageDataset
+from advkit.models import ModelWrapper
+from advkit.perturbations.base import corrupt, corrupt_samples, is_random
+from advkit.rng import derive_seed
+from advkit.runtime import ProgressEvent, ProgressFn, no_progress
+
+
+@torch.no_grad()
+def corruption_correct(
+    model: ModelWrapper,
+    ds: ImageDataset,
+    index: np.ndarray,
+    names: Sequence[str],
+    severities: Sequence[int],
+    *,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress: ProgressFn = no_progress,
+) -> np.ndarray:
+    """(N, len(names), len(severities)) bool: is image ``index[i]`` still classified correctly under corruption (c, s)?"""
+    correct = np.zeros((len(index), len(names), len(severities)), bool)
+    total, done = len(names) * len(severities), 0
+    for ci, name in enumerate(names):
+        for si, severity in enumerate(severities):
+            for start in range(0, len(index), batch_size):
+                idx = index[start : start + batch_size]
+                x, y = ds.batch(idx)
+                x = x.to(model.device)
+                if is_random(name):
+                    x = corrupt_samples(x, name, severity, seed=derive_seed(seed, "corruption"), indices=idx.tolist())
+                else:
+                    x = corrupt(x, name, severity)
+                correct[start : start + len(idx), ci, si] = (model.logits(x).argmax(1).cpu() == y).numpy()
+            done += 1
+            progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
+    return correct
+
+
+def mean_corruption_error(model_acc: np.ndarray, baseline_acc: np.ndarray) -> tuple[np.ndarray, float]:
+    """CE per corruption and mCE from accuracies (C, S) of the model and the baseline (Hendrycks' definition)."""
+    baseline_err = (1 - baseline_acc).sum(1)
+    ce = (1 - model_acc).sum(1) / np.where(baseline_err > 0, baseline_err, np.nan)
+    return ce, float(np.nanmean(ce)) if np.isfinite(ce).any() else float("nan")
+
+
+def relative_accuracy(model_acc: np.ndarray, baseline_acc: np.ndarray) -> np.ndarray:
+    """Per corruption, mean over severities of acc(model) / acc(baseline) (the RGB/IR paper's ratio)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nanmean(np.where(baseline_acc > 0, model_acc / baseline_acc, np.nan), axis=1)
