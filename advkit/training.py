@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.datasets import ImageDataset
+from advkit.distributed import World, shard
 from advkit.errors import AdvkitError, CheckpointError
 from advkit.models import ModelWrapper, Preprocessing
 from advkit.rng import generator
@@ -160,21 +161,30 @@ def train_classifier(
     objective: Objective = cross_entropy,
     validate: Callable[[ModelWrapper], float] | None = None,
     fingerprint: dict[str, object] | None = None,
+    world: World | None = None,
 ) -> TrainOutcome:
     """Train ``net`` on the train split of ``dataset``; evaluate on val (or test) each epoch and on test at the end.
 
     With ``state_path``, the full training state is saved there after every epoch and, if the file exists
     when training starts, training resumes after its last epoch (``fingerprint``, e.g. an adversarial method's
     settings, must match too). With ``validate`` (a score of the model, higher is better, e.g. robust validation
-    accuracy), the best epoch's weights are kept and restored at the end.
+    accuracy), the best epoch's weights are kept and restored at the end. Under torchrun (``world`` of several
+    ranks) the net is wrapped in DistributedDataParallel, each rank trains on every size-th image of each epoch's
+    seeded order, and only rank 0 writes the state file.
     """
     device = torch.device(device)
+    world = world or World()
     net.to(device)
-    model = ModelWrapper(net, preprocessing).to(device)
+    trained: nn.Module = net
+    if world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    model = ModelWrapper(trained, preprocessing).to(device)
     train_idx, eval_split = dataset.indices("train"), "val" if len(dataset.indices("val")) else "test"
     if len(train_idx) == 0:
         raise AdvkitError(f"{dataset.name} has no training images")
-    steps = (len(train_idx) + settings.batch_size - 1) // settings.batch_size
+    steps = (len(train_idx) // world.size + settings.batch_size - 1) // settings.batch_size
     opt = _optimizer(net, settings)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": [], "val_score": []}
     sched = _scheduler(opt, settings, steps)
@@ -182,7 +192,7 @@ def train_classifier(
     best: dict[str, object] = {}
     start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
     for epoch in range(start, settings.epochs):
-        loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress, objective)
+        loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress, objective, world)
         eval_idx = dataset.indices(eval_split)
         eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean())
         score = validate(model) if validate else float("nan")
@@ -193,7 +203,7 @@ def train_classifier(
         done = (epoch + 1) * len(train_idx)
         stats = {"epoch": epoch + 1, "loss": loss, "acc": acc, f"{eval_split}_acc": eval_acc, **({"val_score": score} if validate else {})}
         progress(ProgressEvent("train", done, settings.epochs * len(train_idx), stats))
-        if state_path:
+        if state_path and world.is_root:
             _save_state(state_path, net, opt, sched, history, signature, best)
     if best:
         net.load_state_dict(best["net"])  # type: ignore[arg-type]
@@ -215,9 +225,11 @@ def _train_epoch(
     epoch: int,
     progress: ProgressFn,
     objective: Objective,
+    world: World,
 ) -> tuple[float, float]:
     gen = generator(s.seed, f"epoch-{epoch}")
-    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]  # the same order on every rank
+    order = shard(order[: len(order) - len(order) % world.size], world)  # equal shares: DDP ranks step in lockstep
     model.net.train()
     total_loss = correct = seen = 0.0
     for start in range(0, len(order), s.batch_size):

@@ -56,12 +56,15 @@ def finetune(
     from advkit.datasets import open_images
     from advkit.defenses.evaluate import common_correct, robustness_columns, robustness_summary
     from advkit.defenses.finetune import FinetuneMethod
+    from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint, save_checkpoint
     from advkit.report import Report
     from advkit.runtime import resolve_device
     from advkit.training import TrainSettings, predict, train_classifier
 
     dev = resolve_device(device)
+    world = init_world(dev)
+    dev = rank_device(dev)
     spec = FinetuneMethod(method, fraction, eps, alpha, steps, beta, seed)
     settings = TrainSettings(epochs, batch_size, lr, optimizer, 0.9, 0.0, schedule, 0, False, seed)
     state_path = training_state_path(out_path, overwrite)
@@ -76,18 +79,29 @@ def finetune(
 
     def robust_val(current: ModelWrapper) -> float:
         x, y = ds.batch(val_index)
-        return float((~pgd(current, x, y).success.cpu()).float().mean())
+        return float((~pgd(current.unwrapped(), x, y).success.cpu()).float().mean())
 
     report_path = report or out_path.with_suffix(".h5")
     run_id = f"finetune-{method}"
+    if not world.is_root:  # other torchrun ranks train their share; rank 0 evaluates and writes
+        try:
+            train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
+                             validate=robust_val if select_best else None, fingerprint=spec.fingerprint(), world=world)
+        finally:
+            world.close()
+        return
     with Report(report_path).start_run(run_id, kind="finetune", config=recorded_config(ctx.params), seed=seed,
                                        command=command_line(), overwrite=overwrite) as writer:
-        log(f"fine-tuning {loaded.architecture} with {method} on {ds.name} ({len(ds.indices('train'))} train images, {dev})")
+        log(f"fine-tuning {loaded.architecture} with {method} on {ds.name} ({len(ds.indices('train'))} train images, {dev}"
+            + (f" x {world.size} ranks)" if world.size > 1 else ")"))
         began = time.perf_counter()
-        with progress_bar() as progress:
-            outcome = train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path,
-                                       progress=progress, objective=spec.objective(), validate=robust_val if select_best else None,
-                                       fingerprint=spec.fingerprint())
+        try:
+            with progress_bar() as progress:
+                outcome = train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path,
+                                           progress=progress, objective=spec.objective(), validate=robust_val if select_best else None,
+                                           fingerprint=spec.fingerprint(), world=world)
+        finally:
+            world.close()
         seconds_per_epoch = (time.perf_counter() - began) / max(epochs - outcome.resumed_from_epoch, 1)
         save_checkpoint(out_path, loaded.net, loaded.architecture, loaded.arch_kwargs, pre,
                         {**loaded.extra, "finetune": method, "epochs": epochs, "best_epoch": outcome.best_epoch})

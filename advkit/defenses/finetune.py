@@ -120,7 +120,7 @@ class FinetuneObjective:
         keys = self._seeds(index, epoch, "replace").to(x.device)
         chosen = counter_uniform(keys, torch.zeros(len(x), 1, dtype=torch.long, device=x.device)).squeeze(1).argsort()[:k]
         with eval_mode(model):
-            result = attack(model, x[chosen].detach(), y[chosen], seeds=self._seeds(index[chosen.cpu().numpy()], epoch, attack.name))
+            result = attack(model.unwrapped(), x[chosen].detach(), y[chosen], seeds=self._seeds(index[chosen.cpu().numpy()], epoch, attack.name))
         mixed = x.clone()
         mixed[chosen] = result.x_adv.to(x.dtype)
         return mixed
@@ -133,10 +133,11 @@ class FinetuneObjective:
     def _pgd(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, epoch: int, *, steps: int, alpha: float) -> torch.Tensor:
         """L-inf PGD from a uniform random start, on the CE loss, with the net in eval mode."""
         adv = self._uniform_start(x, index, epoch)
+        plain = model.unwrapped()
         with eval_mode(model):
             for _ in range(steps):
                 adv.requires_grad_(True)
-                (grad,) = torch.autograd.grad(F.cross_entropy(model.logits(adv), y), adv)
+                (grad,) = torch.autograd.grad(F.cross_entropy(plain.logits(adv), y), adv)
                 adv = (x + (adv.detach() + alpha * grad.sign() - x).clamp(-self.m.eps, self.m.eps)).clamp(0, 1)
         return adv.detach()
 
@@ -144,13 +145,15 @@ class FinetuneObjective:
         keys = self._seeds(index, epoch, "trades").to(x.device)
         noise = torch.randn(x.shape, generator=torch.Generator(device=x.device).manual_seed(int(keys[0])), device=x.device)
         adv = (x + 0.001 * noise).clamp(0, 1)
+        plain = model.unwrapped()
         with eval_mode(model):
-            clean_probs = torch.softmax(model.logits(x), 1).detach()
+            clean_probs = torch.softmax(plain.logits(x), 1).detach()
             for _ in range(self.m.steps):
                 adv.requires_grad_(True)
-                kl = F.kl_div(F.log_softmax(model.logits(adv), 1), clean_probs, reduction="sum")
+                kl = F.kl_div(F.log_softmax(plain.logits(adv), 1), clean_probs, reduction="sum")
                 (grad,) = torch.autograd.grad(kl, adv)
                 adv = (x + (adv.detach() + self.m.alpha * grad.sign() - x).clamp(-self.m.eps, self.m.eps)).clamp(0, 1)
-        logits = model.logits(x)
-        robust = F.kl_div(F.log_softmax(model.logits(adv.detach()), 1), torch.softmax(logits, 1), reduction="batchmean")
+        both = model.logits(torch.cat([x, adv.detach()]))  # one forward: DDP allows one per backward
+        logits, adv_logits = both[: len(x)], both[len(x) :]
+        robust = F.kl_div(F.log_softmax(adv_logits, 1), torch.softmax(logits, 1), reduction="batchmean")
         return F.cross_entropy(logits, y) + self.m.beta * robust, logits

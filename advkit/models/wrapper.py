@@ -81,6 +81,13 @@ class ModelWrapper(nn.Module):
             return tensor.device
         return self.mean.device
 
+    def unwrapped(self) -> ModelWrapper:
+        """The same model without a DistributedDataParallel shell (attacks inside training must not sync gradients)."""
+        inner = getattr(self.net, "module", None)
+        if isinstance(self.net, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
+            return ModelWrapper(inner, self.preprocessing).to(self.mean.device)
+        return self
+
     @property
     def counter(self) -> QueryCounter | None:
         """The counter charged by forward passes right now, if any."""

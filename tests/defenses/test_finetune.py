@@ -79,3 +79,19 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
     assert bad.code == 1 and "fraction" in bad.stderr and "Traceback" not in bad.stderr
     assert np.isfinite(summary["after.clean_accuracy"])
+
+
+def test_torchrun_two_ranks_fine_tune_with_ddp(digits_checkpoint: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "advkit", "finetune",
+           "--model", str(digits_checkpoint), "--data", "digits", "--method", "paper-white", "--epochs", "1", "--last",
+           "--eval-attack", "fgsm", "--eval-n", "10", "--no-corruptions", "--out", str(out), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.exists() and (tmp_path / "ddp.h5").exists()
+    run = Report(tmp_path / "ddp.h5").read("finetune-paper-white")
+    assert run.status == "complete" and len(run.tables["history"]["epoch"]) == 1
