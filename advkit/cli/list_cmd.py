@@ -1,4 +1,4 @@
-"""``advkit list models|datasets|attacks [PATTERN]``: what the registries hold."""
+"""``advkit list models|datasets|attacks|perturbations [PATTERN]``: what the registries hold."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from advkit.cli.common import JsonOpt, emit_json, out, table
 from advkit.registry import Entry, Registry
 
-app = typer.Typer(help="List registered models, datasets and attacks.", no_args_is_help=True)
+app = typer.Typer(help="List registered models, datasets, attacks and perturbations.", no_args_is_help=True)
 PatternArg = Annotated[str, typer.Argument(help="Wildcard filter, e.g. 'res*'.")]
 
 
@@ -57,3 +57,11 @@ def list_attacks(pattern: PatternArg = "*", json_output: JsonOpt = False) -> Non
 
     attack_names()
     _show("attacks", _entries(ATTACKS, pattern), json_output)
+
+
+@app.command("perturbations")
+def list_perturbations(pattern: PatternArg = "*", json_output: JsonOpt = False) -> None:
+    """Natural corruptions for `advkit robustness --corruption`."""
+    from advkit.perturbations import PERTURBATIONS
+
+    _show("perturbations (severities 1-5)", _entries(PERTURBATIONS, pattern), json_output)

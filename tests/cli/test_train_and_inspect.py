@@ -63,6 +63,7 @@ def test_list_commands(cli: Cli) -> None:
     assert {"digits", "mnist-subset", "synthetic-rgbir"} <= {d["name"] for d in datasets["datasets"]}
     assert {"cifar10", "mnist-idx", "svhn", "imagefolder", "paired"} <= {f["name"] for f in datasets["formats"]}
     assert "resnet20" in cli("list", "models", "res*").stdout
+    assert len(cli("list", "perturbations", "--json").json()) == 15
 
 
 def test_data_info(cli: Cli) -> None:
