@@ -34,7 +34,7 @@ PROTOCOLS = ("plain", "paper-white", "pgd", "fast", "trades")
 def fine_tune(method: str, epochs: int, seed: int) -> tuple[ModelWrapper, float]:
     loaded = load_checkpoint(builtin_checkpoint())
     ds = open_dataset("mnist-subset")
-    spec = FinetuneMethod(method, eps=0.3, alpha=0.01, steps=7, seed=seed)
+    spec = FinetuneMethod(method, eps=0.3, steps=7, seed=seed)  # PGD-7 with step 2.5 eps / 7
     settings = TrainSettings(epochs=epochs, batch_size=32, lr=1e-3, schedule="cosine", seed=seed)
     began = time.perf_counter()
     train_classifier(loaded.net, ds, settings, preprocessing=loaded.preprocessing, objective=spec.objective(),

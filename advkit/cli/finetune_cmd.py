@@ -35,7 +35,7 @@ def finetune(
     schedule: Annotated[str, typer.Option("--schedule", help="onecycle, cosine or constant.")] = "cosine",
     fraction: Annotated[float, typer.Option("--fraction", help="Share of each batch the paper's protocol attacks.")] = 20 / 32,
     eps: Annotated[float, typer.Option("--eps", help="L-inf budget of pgd/fast/trades and of the PGD evaluation.")] = 0.3,
-    alpha: Annotated[float, typer.Option("--alpha", help="PGD step size in training.")] = 0.01,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="PGD step size in training (default 2.5 eps / steps).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="PGD/TRADES steps in training.")] = 7,
     beta: Annotated[float, typer.Option("--beta", help="TRADES weight of the robustness term.")] = 6.0,
     select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust validation accuracy (PGD).")] = True,

@@ -48,14 +48,14 @@ class FinetuneMethod:
     """Settings of an adversarial fine-tuning method (recorded in reports and compared on resume).
 
     ``fraction`` is the share of each batch replaced by the paper's one-shot attacks (default 20/32);
-    ``eps``/``alpha``/``steps`` configure the L-inf attacks of ``pgd``, ``fast`` and ``trades``; ``beta`` weighs
-    TRADES' robustness term.
+    ``eps``/``alpha``/``steps`` configure the L-inf attacks of ``pgd``, ``fast`` and ``trades`` (``alpha`` defaults
+    to 2.5 eps / steps); ``beta`` weighs TRADES' robustness term.
     """
 
     method: str = "paper-white"
     fraction: float = 20 / 32
     eps: float = 0.3
-    alpha: float = 0.01
+    alpha: float | None = None  # None: 2.5 * eps / steps (Madry et al.'s rule), so the steps can reach the budget
     steps: int = 7
     beta: float = 6.0
     seed: int = 0
@@ -65,6 +65,8 @@ class FinetuneMethod:
             raise SettingsError(f"unknown fine-tuning method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.fraction <= 1:
             raise SettingsError(f"fraction must lie in (0, 1], got {self.fraction}")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", 2.5 * self.eps / max(self.steps, 1))
         if self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
             raise SettingsError(f"eps and alpha must be > 0, steps >= 1 and beta >= 0; got eps={self.eps}, "
                                 f"alpha={self.alpha}, steps={self.steps}, beta={self.beta}")
