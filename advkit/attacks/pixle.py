@@ -19,8 +19,6 @@ What advkit does differently from torchattacks (methods.md section 1):
   - coordinates are (row, column) everywhere, so non-square images work (the reference indexes rows with x
     and can go out of range when W > H), and the similarity/distance mappings pick the pixel they score
     (the reference transposes it);
-  - patch corners and random destinations are uniform over the whole image (the reference never picks
-    the last row or column);
   - if two moves of one candidate write the same pixel, the later one wins, on every device;
   - random numbers come from per-sample counter-based streams (:func:`advkit.rng.counter_randint`), so a
     sample's attack is the same whatever the batch it is in;
@@ -28,8 +26,10 @@ What advkit does differently from torchattacks (methods.md section 1):
     never improved is returned clean (the reference returns its last random candidate);
   - the moves are recorded as a :class:`~advkit.attacks.moves.MoveProgram`, so they can be replayed.
   Kept from the reference on purpose: while no candidate has improved the loss, a restart's base becomes its
-  last random candidate (a random walk that the paper's code relies on), and source pixels always come from
-  the clean image. ``swap=True`` (the paper's swap variant, PixleAttack only) also writes the displaced
+  last random candidate (a random walk that the paper's code relies on); source pixels always come from the
+  clean image; patch corners and random destinations are ``int(u * (side - 1))``, so the last row and column
+  are never picked (on digit-like images this keeps moves off the empty border, and changing it made the
+  attack need about 10% more iterations). ``swap=True`` (the paper's swap variant, PixleAttack only) also writes the displaced
   destination values back into the source patch.
 
 Shapes and ranges: x (B, C, H, W) in [0, 1], any C (1-channel IR works) and any H x W.
@@ -180,7 +180,9 @@ class Pixle(Attack):
         patch = hi_y * hi_x
         slots = _CORNER_SLOTS + 2 * patch
         counters = draw.unsqueeze(1) * slots + torch.arange(slots, device=draw.device)  # (N, slots)
-        corner = counter_randint(keys, counters[:, :4], torch.tensor([h, w, hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device))
+        # as in the reference, corners and random destinations are int(u * (side - 1)): the last row and column
+        # are never picked (a 1-pixel side still gives row/column 0)
+        corner = counter_randint(keys, counters[:, :4], torch.tensor([max(h - 1, 1), max(w - 1, 1), hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device))
         row, col = corner[:, 0:1], corner[:, 1:2]
         ph = torch.minimum(lo_y + corner[:, 2:3], h - row)  # clipped to the image, as in the reference
         pw = torch.minimum(lo_x + corner[:, 3:4], w - col)
@@ -188,7 +190,7 @@ class Pixle(Attack):
         dr, dc = offset // hi_x, offset % hi_x  # patch pixels in row-major order
         valid = (dr < ph) & (dc < pw)
         src = (row + dr) * w + (col + dc)
-        dst = self._destinations(keys, counters[:, _CORNER_SLOTS:], clean, base, src, valid, h * w)
+        dst = self._destinations(keys, counters[:, _CORNER_SLOTS:], clean, base, src, (h, w))
         from_clean = torch.ones_like(valid)
         if self.swap:  # the displaced destination values go back into the patch, read before the move
             dst, src = torch.cat([dst, src], 1), torch.cat([src, dst], 1)
@@ -198,11 +200,14 @@ class Pixle(Attack):
 
     def _destinations(
         self, keys: torch.Tensor, counters: torch.Tensor, clean: torch.Tensor, base: torch.Tensor, src: torch.Tensor,
-        valid: torch.Tensor, length: int,
+        shape: tuple[int, int],
     ) -> torch.Tensor:
-        patch = src.shape[1]
+        patch, (h, w) = src.shape[1], shape
+        length = h * w
         if self.pixel_mapping == "random":
-            return counter_randint(keys, counters[:, :patch], length)
+            rows = counter_randint(keys, counters[:, :patch], max(h - 1, 1))
+            cols = counter_randint(keys, counters[:, patch:], max(w - 1, 1))
+            return rows * w + cols
         values = clean.gather(2, src.clamp(max=length - 1).unsqueeze(1).expand(-1, clean.shape[1], -1))  # (N, C, P)
         diff = (base.unsqueeze(2) - values.unsqueeze(3)).abs().mean(1)  # (N, P, L): distance of every pixel to each source
         if self.pixel_mapping.startswith("similarity"):
