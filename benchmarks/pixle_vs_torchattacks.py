@@ -14,6 +14,8 @@ the share of that limit each attack reaches, the advkit/torchattacks ratios and 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import sys
 import time
@@ -311,7 +313,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = machine_info()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({machine['torch_threads']} "
           f"threads), torchattacks {machine['torchattacks']}, numpy {machine['numpy']}, python {machine['python']}")
-    print(f"load average before start: {load_average():.2f}; advkit candidates_per_pass={args.candidates_per_pass}")
+    machine["advkit_pixle_md5"] = hashlib.md5(Path(inspect.getfile(Pixle)).read_bytes()).hexdigest()
+    print(f"advkit/attacks/pixle.py md5 {machine['advkit_pixle_md5']}; load average before start: {load_average():.2f}; "
+          f"advkit candidates_per_pass={args.candidates_per_pass}")
     print("columns: images/s, success % (re-verified), queries/img and L0 px (changed pixels, mean over successful "
           "images) as mean (min-max) over seeds; fwd batch = mean images per forward pass of the attack; fwd/s @batch = "
           "model.logits throughput at that batch size; limit = fwd/s @batch / queries per image; share = images/s / "
