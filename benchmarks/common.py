@@ -124,8 +124,11 @@ def forward_throughput(
 
 
 def memory_layout(x: torch.Tensor) -> str:
-    """"NHWC" when a (N, C, H, W) tensor has channels-last strides (oneDNN then runs convolutions channels-last;
-    1-channel tensors made by permuting (N, H, W, 1) arrays have them), else "NCHW"."""
+    """The tensor's memory layout: "NHWC" for channels-last strides, else "NCHW".
+
+    oneDNN runs convolutions channels-last on NHWC tensors; 1-channel tensors made by permuting (N, H, W, 1)
+    arrays have NHWC strides.
+    """
     return "NHWC" if x.dim() == 4 and x.stride(1) == 1 and x.stride(3) == x.shape[1] else "NCHW"
 
 

@@ -6,7 +6,7 @@ over several seeds; the script prints images/s, attack success rate, queries per
 forward-pass limit (the model's forward throughput at the batch size the attack uses / queries per image),
 the share of that limit each attack reaches, the advkit/torchattacks ratios and PASS/FAIL against the targets.
 
-    python benchmarks/pixle_vs_torchattacks.py            # full run (~5 min on an idle 2-core CPU)
+    python benchmarks/pixle_vs_torchattacks.py            # full run (~4 min on an idle 2-core CPU)
     python benchmarks/pixle_vs_torchattacks.py --quick    # 1 seed, fewer images
     python benchmarks/pixle_vs_torchattacks.py --json out.json
 """
