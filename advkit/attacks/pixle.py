@@ -275,12 +275,6 @@ class _Search:
         hit = probs.argmax(-1) == goal
         return hit if self.targeted else ~hit
 
-    def _affordable(self, idx: torch.Tensor, k: int) -> torch.Tensor:
-        """Mask over idx of samples that can pay k more queries."""
-        if self.counter.budget is None:
-            return torch.ones_like(idx, dtype=torch.bool)
-        return self.counter.counts[idx] + k <= self.counter.budget
-
     def _draw(self, idx: torch.Tensor, first_draw: int, count: int) -> tuple[torch.Tensor, ...]:
         """Moves of ``count`` consecutive candidates of each sample in idx, built on its current base: 4 x (A, count, M)."""
         rows = idx.repeat_interleave(count)
@@ -313,7 +307,7 @@ class _Search:
         n_it, k_max = attack.max_iterations, attack.candidates_per_pass
         for restart in range(attack.restarts):
             idx = (~self.done).nonzero().squeeze(1)
-            idx = idx[self._affordable(idx, 1)]
+            idx = idx[self.counter.affordable(1)[idx]]
             if len(idx) == 0:
                 break
             first = restart * n_it
@@ -323,7 +317,7 @@ class _Search:
             last_it = torch.full_like(best_it, -1)
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
-                local = (going & self._affordable(idx, k)).nonzero().squeeze(1)  # the one host sync of a pass
+                local = (going & self.counter.affordable(k)[idx]).nonzero().squeeze(1)  # the one host sync of a pass
                 if len(local) == 0:
                     break
                 rows = idx[local]
@@ -360,7 +354,7 @@ class _Search:
         everyone = torch.arange(self.n, device=self.clean.device)
         plan = self._draw(everyone, 0, n_it) if self.attack.pixel_mapping == "random" else None
         for it in range(n_it):
-            local = (~self.done & self._affordable(everyone, 1)).nonzero().squeeze(1)
+            local = (~self.done & self.counter.affordable(1)).nonzero().squeeze(1)
             if len(local) == 0:
                 break
             moves = tuple(m[local, it : it + 1] for m in plan) if plan else self._draw(local, it, 1)

@@ -162,7 +162,7 @@ class WhitePixle(Attack):
         going = torch.ones(n, dtype=torch.bool, device=x.device)
         done = torch.zeros_like(going)
         for restart in range(self.restarts):
-            idx = (going & _affordable(counter, n, 1)).nonzero().squeeze(1)
+            idx = (going & counter.affordable(1)).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
             magnitude, probs = input_gradient(model, base[idx].view(-1, c, h, w), y[idx], idx)
@@ -177,7 +177,7 @@ class WhitePixle(Attack):
             improved_any = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
             active = torch.ones_like(improved_any)
             for it in range(self.max_iterations):
-                local = (active & _affordable(counter, n, 1)[idx]).nonzero().squeeze(1)
+                local = (active & counter.affordable(1)[idx]).nonzero().squeeze(1)
                 if len(local) == 0:
                     break
                 rows = idx[local]
@@ -264,7 +264,7 @@ class SortedWhitePixle(Attack):
         moves = _Moves.empty(n, steps, 2 * k if self.swap else k, x.device)
         iterations = torch.zeros(n, dtype=torch.long, device=x.device)
         for i in range(steps):
-            rows = (~done & _affordable(counter, n, 1)).nonzero().squeeze(1)
+            rows = (~done & counter.affordable(1)).nonzero().squeeze(1)
             if len(rows) == 0:
                 break
             size = min(k, limit - i * k)
@@ -283,12 +283,6 @@ class SortedWhitePixle(Attack):
             iterations[rows] += 1
             done[rows] = model.probabilities(base[rows].view(-1, c, h, w), rows).argmax(1) != y[rows]
         return RawResult(base.view(n, c, h, w), iterations, moves.programs(h, w, torch.ones_like(done)))
-
-
-def _affordable(counter: QueryCounter, n: int, k: int) -> torch.Tensor:
-    if counter.budget is None:
-        return torch.ones(n, dtype=torch.bool, device=counter.counts.device)
-    return counter.counts + k <= counter.budget
 
 
 ATTACKS.add("white-pixle", WhitePixle, tags=("advkit", "white-box", "L0"))

@@ -49,6 +49,12 @@ class QueryCounter:
             raise QueryBudgetExceeded(f"sample {over} of the batch would exceed its budget of {self.budget} queries")
         self.counts = counts
 
+    def affordable(self, k: int = 1) -> torch.Tensor:
+        """(n,) bool: which samples can still pay for k more queries (all of them without a budget)."""
+        if self.budget is None:
+            return torch.ones_like(self.counts, dtype=torch.bool)
+        return self.counts + k <= self.budget
+
     def remaining(self) -> torch.Tensor:
         """(n,) queries each sample may still spend (a large number without a budget)."""
         if self.budget is None:
