@@ -173,6 +173,8 @@ class WhitePixle(Attack):
                 hit = probs.argmax(1) != y[idx]
                 done[idx[hit]], going[idx[hit]] = True, False
                 idx, magnitude, loss = idx[~hit], magnitude[~hit], loss[~hit]
+                if len(idx) == 0:  # every image was already adversarial
+                    break
             dst, src, valid = self._plan(restart, idx, keys, magnitude, low, high, length)
             improved_any = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
             active = torch.ones_like(improved_any)

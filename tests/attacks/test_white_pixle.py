@@ -84,6 +84,15 @@ def test_query_accounting() -> None:
     assert torch.equal(sorted_result.queries, 1 + sorted_result.iterations)
 
 
+@pytest.mark.parametrize("attack", [WhitePixle(pixels_per_iteration=2, restarts=3, max_iterations=5), SortedWhitePixle(attack_limit=5)])
+def test_images_already_adversarial_cost_one_query(attack: WhitePixle | SortedWhitePixle) -> None:
+    model, x, y = model_and_batch()
+    wrong = (y + 1) % 3  # every image is already misclassified for these labels
+    result = attack(model, x, wrong)
+    assert bool(result.success.all()) and torch.equal(result.x_adv, x)
+    assert result.queries.tolist() == [1] * len(x) and result.iterations.tolist() == [0] * len(x)
+
+
 def test_settings_and_targets_are_checked() -> None:
     model, x, y = model_and_batch(n=2)
     with pytest.raises(AdvkitError, match="no targeted mode"):
