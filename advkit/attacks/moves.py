@@ -63,13 +63,31 @@ def apply_moves(
     this never depends on scatter order).
     """
     n, c, length = current.shape
-    idx_src = src.clamp(0, length - 1).unsqueeze(1).expand(n, c, -1)  # (N, M) -> (N, C, M)
-    values = torch.where(from_clean.unsqueeze(1), clean.gather(2, idx_src), current.gather(2, idx_src))
+    values = _move_values(current, clean, src, from_clean)
     # invalid moves write into a scratch column that is dropped afterwards
     target = torch.where(valid, dst, torch.full_like(dst, length)).unsqueeze(1).expand(n, c, -1)
     out = torch.cat([current, current.new_zeros(n, c, 1)], dim=2)
     out.scatter_(2, target, values)
     return out[:, :, :length].contiguous()
+
+
+def idle_moves(
+    current: torch.Tensor, clean: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, from_clean: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """(N, M) True where a move changes nothing: invalid, or writing the value its destination already holds.
+
+    Same arguments as :func:`apply_moves`; a step whose moves are all idle leaves ``current`` unchanged.
+    """
+    n, c, length = current.shape
+    held = current.gather(2, dst.clamp(0, length - 1).unsqueeze(1).expand(n, c, -1))
+    return ~valid | (_move_values(current, clean, src, from_clean) == held).all(1)
+
+
+def _move_values(current: torch.Tensor, clean: torch.Tensor, src: torch.Tensor, from_clean: torch.Tensor) -> torch.Tensor:
+    """(N, C, M) values the moves write: read from the clean image or from ``current`` before any move."""
+    n, c, length = current.shape
+    idx_src = src.clamp(0, length - 1).unsqueeze(1).expand(n, c, -1)  # (N, M) -> (N, C, M)
+    return torch.where(from_clean.unsqueeze(1), clean.gather(2, idx_src), current.gather(2, idx_src))
 
 
 def last_writer_mask(dst: torch.Tensor, valid: torch.Tensor, length: int) -> torch.Tensor:

@@ -16,6 +16,9 @@ What advkit does differently from torchattacks (methods.md section 1):
   - one query per candidate (the reference evaluates each candidate twice, for the loss and for success)
     plus one for the clean image; every evaluated candidate is counted, including candidates of a pass that
     come after the one that succeeded;
+  - a candidate identical to its base (every moved pixel already holds the value it would receive, such as
+    black moved onto black) is not sent to the model: it can neither lower the loss nor succeed, so the
+    result is the same; it counts as an iteration, not as a query (the reference queries it twice);
   - coordinates are (row, column) everywhere, so non-square images work (the reference indexes rows with x
     and can go out of range when W > H), and the similarity/distance mappings pick the pixel they score
     (the reference transposes it);
@@ -55,7 +58,7 @@ from typing import ClassVar
 import torch
 
 from advkit.attacks.base import ATTACKS, Attack, RawResult
-from advkit.attacks.moves import MoveProgram, Step, apply_moves, last_writer_mask
+from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper, QueryCounter
 from advkit.rng import counter_randint, counter_uniform
@@ -287,15 +290,13 @@ class _Search:
         ]
         return tuple(torch.cat(ms).view(len(idx), count, -1) for ms in zip(*parts))
 
-    def _score(self, idx: torch.Tensor, moves: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Build and query the candidates of idx given moves (A, k, M): candidates (A, k, C, L), loss and success (A, k)."""
-        a, k = moves[0].shape[:2]
-        rows = idx.repeat_interleave(k)
-        candidates = apply_moves(self.base[rows], self.clean[rows], *(m.reshape(a * k, -1) for m in moves))
-        images = candidates.view(a * k, self.c, self.h, self.w)
-        probs = self.model.probabilities(_nhwc(images) if self.nhwc else images, rows).view(a, k, -1)
-        goal = self.goal[idx].unsqueeze(1).expand(a, k)
-        return candidates.view(a, k, self.c, -1), self._loss(probs, goal), self._success(probs, goal)
+    def _score(self, rows: torch.Tensor, step: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Build and query one candidate per entry of rows given moves (R, M): candidates (R, C, L), loss and success (R,)."""
+        candidates = apply_moves(self.base[rows], self.clean[rows], *step)
+        images = candidates.view(len(rows), self.c, self.h, self.w)
+        probs = self.model.probabilities(_nhwc(images) if self.nhwc else images, rows)
+        goal = self.goal[rows]
+        return candidates, self._loss(probs, goal), self._success(probs, goal)
 
     def _adopt(self, rows: torch.Tensor, images: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
         """The candidates (R, C, L) built on the base of rows with moves step (R, M) become their new base."""
@@ -310,31 +311,35 @@ class _Search:
             idx = idx[self.counter.affordable(1)[idx]]
             if len(idx) == 0:
                 break
-            first = restart * n_it
-            plan = self._draw(idx, first, n_it)  # the base is fixed for the whole restart: draw all its candidates
-            going = torch.ones(len(idx), dtype=torch.bool, device=idx.device)
-            best_it = torch.full((len(idx),), -1, dtype=torch.long, device=idx.device)  # improving candidate this restart
+            a = len(idx)
+            plan = self._draw(idx, restart * n_it, n_it)  # the base is fixed for the whole restart: draw all its candidates
+            # a candidate identical to the base can neither lower the loss nor succeed: it is not queried
+            idle = idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, n_it, -1).all(2)
+            going = torch.ones(a, dtype=torch.bool, device=idx.device)
+            best_it = torch.full((a,), -1, dtype=torch.long, device=idx.device)  # improving candidate this restart
             last_it = torch.full_like(best_it, -1)
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
-                local = (going & self.counter.affordable(k)[idx]).nonzero().squeeze(1)  # the one host sync of a pass
-                if len(local) == 0:
+                active = going & self.counter.affordable(k)[idx]
+                ask, pick = (active.unsqueeze(1) & ~idle[:, it : it + k]).nonzero().unbind(1)  # the one host sync of a pass
+                if len(ask) == 0 and not bool(active.any()):
                     break
-                rows = idx[local]
-                moves = tuple(m[local, it : it + k] for m in plan)
-                _, loss, success = self._score(rows, moves)
+                loss = torch.full((a, k), float("inf"), device=idx.device)
+                success = torch.zeros((a, k), dtype=torch.bool, device=idx.device)
+                if len(ask):
+                    _, loss[ask, pick], success[ask, pick] = self._score(idx[ask], tuple(m[ask, it + pick] for m in plan))
                 # the reference tries candidates one by one: only those up to the first success count
                 order = torch.arange(k, device=idx.device)
                 first_hit = torch.where(success, order, k).amin(1)  # (A,) k when none succeeded
                 hit = first_hit < k
                 low, arg = loss.masked_fill(order > first_hit.unsqueeze(1), float("inf")).min(1)
-                improved = low < self.best_loss[rows]
-                self.best_loss[rows] = torch.where(improved, low, self.best_loss[rows])
-                best_it[local] = torch.where(hit, it + first_hit, torch.where(improved, it + arg, best_it[local]))
-                last_it[local] = it + torch.where(hit, first_hit, k - 1)
-                self.iterations[rows] += torch.where(hit, first_hit + 1, k)
-                self.done[rows[hit]] = True
-                going[local[hit]] = False
+                improved = low < self.best_loss[idx]
+                self.best_loss[idx] = torch.where(improved, low, self.best_loss[idx])
+                best_it = torch.where(hit, it + first_hit, torch.where(improved, it + arg, best_it))
+                last_it = torch.where(active, it + torch.where(hit, first_hit, k - 1), last_it)
+                self.iterations[idx] += torch.where(active, torch.where(hit, first_hit + 1, k), 0)
+                self.done[idx] |= hit
+                going &= ~hit
             self._end_restart(idx, plan, best_it, last_it)
 
     def _end_restart(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], best_it: torch.Tensor, last_it: torch.Tensor) -> None:
@@ -357,14 +362,18 @@ class _Search:
             local = (~self.done & self.counter.affordable(1)).nonzero().squeeze(1)
             if len(local) == 0:
                 break
-            moves = tuple(m[local, it : it + 1] for m in plan) if plan else self._draw(local, it, 1)
-            cands, loss, success = self._score(local, moves)
-            take = (loss[:, 0] < self.best_loss[local]) | success[:, 0]
-            self.best_loss[local] = torch.minimum(loss[:, 0], self.best_loss[local])
-            self._adopt(local[take], cands[take, 0], tuple(m[take, 0] for m in moves))
-            self.has_best[local[take]] = True
+            step = tuple(m[local, it] for m in plan) if plan else tuple(m[:, 0] for m in self._draw(local, it, 1))
+            ask = ~idle_moves(self.base[local], self.clean[local], *step).all(1)  # idle candidates are not queried
+            rows, step = local[ask], tuple(m[ask] for m in step)
             self.iterations[local] += 1
-            self.done[local[success[:, 0]]] = True
+            if len(rows) == 0:
+                continue
+            cands, loss, success = self._score(rows, step)
+            take = (loss < self.best_loss[rows]) | success
+            self.best_loss[rows] = torch.minimum(loss, self.best_loss[rows])
+            self._adopt(rows[take], cands[take], tuple(m[take] for m in step))
+            self.has_best[rows[take]] = True
+            self.done[rows[success]] = True
 
     def result(self) -> RawResult:
         keep = self.has_best

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from advkit.attacks import create_attack
+from advkit.attacks import pixle as pixle_module
 from advkit.attacks.pixle import PIXEL_MAPPINGS, Pixle
 from advkit.attacks.runner import sample_seeds, select_samples
 from advkit.datasets import ImageDataset
@@ -66,19 +68,30 @@ def test_results_do_not_depend_on_the_batch(variant: dict[str, object]) -> None:
         assert alone.iterations.item() == together.iterations[i].item()
 
 
-def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelWrapper, digits: ImageDataset, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = select_samples(digits_model, digits, n=40, seed=0)
     x, y = digits.batch(plan.attack_index)
-    result = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10)(
-        digits_model, x, y, seeds=sample_seeds(0, "pixle", plan.attack_index))
-    assert torch.equal(result.queries, 1 + result.iterations)
+    seeds = sample_seeds(0, "pixle", plan.attack_index)
+    result = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10)(digits_model, x, y, seeds=seeds)
     assert int(result.queries.max()) <= 1 + 10 * 10
     assert float(result.success.float().mean()) > 0.7
     assert bool((result.iterations[~result.success] == 100).all())  # failures used the whole budget
     batched = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, candidates_per_pass=5)(
-        digits_model, x, y, seeds=sample_seeds(0, "pixle", plan.attack_index))
+        digits_model, x, y, seeds=seeds)
     assert torch.equal(batched.success, result.success)  # same search, fewer passes
-    assert bool((batched.queries >= result.queries).all()) and bool((batched.queries <= result.queries + 4).all())
+    # candidates identical to their base (black moved onto black) are not queried, and nothing else changes
+    never_idle = lambda current, clean, dst, *rest: torch.zeros_like(dst, dtype=torch.bool)  # noqa: E731
+    for variant in ({}, {"update_each_iteration": True}):
+        attack = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, **variant)  # type: ignore[arg-type]
+        monkeypatch.setattr(pixle_module, "idle_moves", never_idle)
+        everything = attack(digits_model, x, y, seeds=seeds)
+        monkeypatch.undo()
+        skipping = attack(digits_model, x, y, seeds=seeds)
+        assert torch.equal(everything.queries, 1 + everything.iterations)
+        assert torch.equal(skipping.x_adv, everything.x_adv) and torch.equal(skipping.iterations, everything.iterations)
+        for a, b in zip(skipping.moves, everything.moves):
+            assert all(np.array_equal(a.to_arrays()[key], b.to_arrays()[key]) for key in b.to_arrays())
+        assert bool((skipping.queries <= everything.queries).all()) and int(skipping.queries.sum()) < int(everything.queries.sum())
 
 
 def test_budget_is_never_exceeded(digits_model: ModelWrapper, digits: ImageDataset) -> None:
