@@ -28,14 +28,14 @@ from advkit.defenses.evaluate import common_correct
 from advkit.models import ModelWrapper, load_checkpoint
 from advkit.training import TrainSettings, predict, train_classifier
 
-PROTOCOLS = ("plain", "paper-white", "pgd", "fast", "trades")
+PROTOCOLS = ("plain", "paper-white", "paper-black", "pgd", "fast", "trades")
 
 
-def fine_tune(method: str, epochs: int, seed: int) -> tuple[ModelWrapper, float]:
+def fine_tune(method: str, epochs: int, seed: int, lr: float, schedule: str) -> tuple[ModelWrapper, float]:
     loaded = load_checkpoint(builtin_checkpoint())
     ds = open_dataset("mnist-subset")
     spec = FinetuneMethod(method, eps=0.3, steps=7, seed=seed)  # PGD-7 with step 2.5 eps / 7
-    settings = TrainSettings(epochs=epochs, batch_size=32, lr=1e-3, schedule="cosine", seed=seed)
+    settings = TrainSettings(epochs=epochs, batch_size=32, lr=lr, schedule=schedule, seed=seed)
     began = time.perf_counter()
     train_classifier(loaded.net, ds, settings, preprocessing=loaded.preprocessing, objective=spec.objective(),
                      fingerprint=spec.fingerprint())
@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--protocols", nargs="*", default=list(PROTOCOLS))
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper fine-tunes at 0.01)")
+    parser.add_argument("--schedule", default="cosine", help="cosine, onecycle or constant")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -78,7 +81,7 @@ def main() -> None:
     models = {"pre-trained": ModelWrapper(pre.net, pre.preprocessing)}
     seconds: dict[str, float] = {}
     for method in args.protocols:
-        models[method], seconds[method] = fine_tune(method, args.epochs, seed=0)
+        models[method], seconds[method] = fine_tune(method, args.epochs, args.seed, args.lr, args.schedule)
         print(f"fine-tuned {method}: {seconds[method]:.1f} s/epoch", flush=True)
     rows = evaluate(models, args.images, args.seeds)
     for method, s in seconds.items():
@@ -91,7 +94,8 @@ def main() -> None:
     print(f"{'model':<12}" + "".join(f"{k:>21}" for k in keys))
     for name, row in rows.items():
         print(f"{name:<12}" + "".join(f"{row.get(k, float('nan')):>21.4g}" for k in keys))
-    print(f"(epochs {args.epochs}, {args.images} test images all models classify correctly, Pixle over {args.seeds} seeds)")
+    print(f"(epochs {args.epochs}, Adam lr {args.lr} {args.schedule}, fine-tuning seed {args.seed}; {args.images} test images"
+          f" all models classify correctly, Pixle over {args.seeds} seeds)")
 
 
 if __name__ == "__main__":
