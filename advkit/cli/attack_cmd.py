@@ -107,6 +107,7 @@ def attack(
             log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
                 f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
         base_config = recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"})
+        flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
         summaries: dict[str, dict[str, Any]] = {}
         for name, attack_obj in attacks.items():
@@ -114,12 +115,13 @@ def attack(
             cfg = {**base_config, "attack": name, "attack_params": attack_obj.params()}
             summaries[name] = _attack_run(report, run_id, cfg, attack_obj, wrapped, ds, plan, world, seed=seed,
                                           batch_size=batch_size, max_queries=max_queries, save_images=save_images,
-                                          overwrite=overwrite)
+                                          overwrite=overwrite, sanity=flags)
         if len(names) > 1 and world.is_root:
             summaries["worst case"] = _worst_case_run(report, run, names, base_config, seed, overwrite)
     finally:
         world.close()
     if world.is_root:
+        _warn_sanity(summaries)
         _print_summaries(summaries, ds.name, out_path, json_output)
 
 
@@ -147,6 +149,7 @@ def _run_id(run: str | None, name: str, count: int) -> str:
 def _attack_run(
     report: Report, run_id: str, cfg: dict[str, Any], attack_obj: Attack, model: ModelWrapper, ds: ImageDataset,
     plan: SamplePlan, world: World, *, seed: int, batch_size: int, max_queries: int | None, save_images: bool, overwrite: bool,
+    sanity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One attack over the plan, resumable; rank 0 journals the merged rows. Returns the run summary."""
     from advkit.attacks.runner import attack_batches, batches, skipped_columns
@@ -179,7 +182,7 @@ def _attack_run(
                     show(progress.update(merged))
         if writer is None:
             return {}
-        summary = attack_summary(writer.samples())
+        summary = {**attack_summary(writer.samples()), **(sanity or {})}
         writer.finish(summary)
         return summary
     finally:
@@ -209,6 +212,7 @@ class _AttackProgress:
 def _worst_case_run(report: Report, run: str | None, names: list[str], base_config: dict[str, Any], seed: int, overwrite: bool) -> dict[str, Any]:
     """Combine the attack runs into a per-sample worst case (a run of kind "worst-case")."""
     from advkit.attacks.runner import worst_case
+    from advkit.attacks.sanity import attack_mix_flags
     from advkit.report import attack_summary
 
     per_attack = {name: report.read(_run_id(run, name, len(names))).samples for name in names}
@@ -216,6 +220,8 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], base_conf
     summary = {k: v for k, v in attack_summary(combined).items() if k in ("n", "n_attacked", "n_success", "clean_accuracy", "robust_accuracy", "attack_success_rate")}
     for name in names:
         summary[f"robust_accuracy.{name}"] = attack_summary(per_attack[name])["robust_accuracy"]
+    params = {name: report.read(_run_id(run, name, len(names))).config.get("attack_params", {}) for name in names}
+    summary.update(attack_mix_flags({name: summary[f"robust_accuracy.{name}"] for name in names}, params))
     run_id = f"{run or 'attack'}-worst-case"
     cfg = {**base_config, "attacks": names, "runs": [_run_id(run, name, len(names)) for name in names]}
     finished = None if overwrite else finished_run(report, run_id, cfg)
@@ -225,6 +231,29 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], base_conf
         writer.append(combined)
         writer.finish(summary)
     return summary
+
+
+def _sanity_flags(model: ModelWrapper, ds: ImageDataset, plan: SamplePlan, names: list[str]) -> dict[str, Any]:
+    """AutoAttack-style flags of the model on up to 64 of the planned clean images (advkit.attacks.sanity)."""
+    from advkit.attacks.sanity import model_flags, uses_gradients
+
+    sample = (plan.attack_index if len(plan.attack_index) else plan.scanned_index)[:64]
+    if not len(sample):
+        return {}
+    x, y = ds.batch(sample)
+    return model_flags(model, x, y, gradients=any(uses_gradients(n) for n in names))
+
+
+def _warn_sanity(summaries: dict[str, dict[str, Any]]) -> None:
+    """Each sanity flag set in any run, once, as a warning on stderr."""
+    from advkit.attacks.sanity import warnings_for
+
+    shown: list[str] = []
+    for name, summary in summaries.items():
+        for line in warnings_for(summary, [] if name == "worst case" else [name]):
+            if line not in shown:
+                shown.append(line)
+                log(f"[yellow]warning:[/] {line}")
 
 
 def _check_compatible(model: ModelWrapper, ds: ImageDataset) -> None:
