@@ -1,4 +1,4 @@
-"""``advkit report show FILE [RUN]``: runs, configs and summaries of an HDF5 report."""
+"""``advkit report show|compare|plot|export``: read HDF5 reports, put runs side by side, draw and export them."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from advkit.cli.common import JsonOpt, emit_json, fmt, kv_table, out, table, to_toml
 
+FIGURE_NAMES = ("cdf", "norms", "images", "corruptions", "roc", "transfer")  # advkit.report.plots.FIGURES, without importing matplotlib
 app = typer.Typer(help="Read HDF5 reports.", no_args_is_help=True)
 
+TABLE_ROWS = 20  # rows of a run table `report show` prints
 HEADLINE = ("test_accuracy", "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_median",
             "source_success_rate", "transfer_rate", "random.transfer_rate")
 
@@ -21,9 +24,11 @@ def show(
     path: Annotated[Path, typer.Argument(help="Report file (.h5).")],
     run: Annotated[str | None, typer.Argument(help="One run to show in detail (default: all runs).")] = None,
     config_only: Annotated[bool, typer.Option("--config", help="Print the run's config as TOML, for --config replay.")] = False,
+    every: Annotated[bool, typer.Option("--all", help="Every run in detail (command, config, summary, tables, per class).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Every run in a report with its status and summary; one run in detail with config and tables."""
+    """Every run in a report with its status and summary; one run (or --all) in detail with command, config, tables
+    and a per-class breakdown."""
     from advkit.errors import ReportError
     from advkit.report import Report
 
@@ -33,6 +38,14 @@ def show(
     if run is None:
         if config_only:
             raise typer.BadParameter("--config needs a RUN", param_hint="--config")
+        if every:
+            details = [_details(report.read(r.id)) for r in report.runs()]
+            if json_output:
+                emit_json(details)
+                return
+            for detail in details:
+                _print_details(detail)
+            return
         _show_all(report, json_output)
         return
     data = report.read(run)
@@ -40,19 +53,118 @@ def show(
         typer.echo(to_toml(data.config), nl=False)
         return
     if json_output:
-        emit_json({"run": run, "attrs": data.attrs, "config": data.config, "summary": data.summary,
-                   "tables": data.tables, "per_class": per_class(data.samples)})
+        emit_json(_details(data))
         return
-    out.print(kv_table(f"run {run}", {k: v for k, v in data.attrs.items() if k != "config"}))
-    out.print(kv_table("config", data.config))
-    out.print(kv_table("summary", data.summary))
-    for name, columns in data.tables.items():
+    _print_details(_details(data))
+
+
+def _details(data: Any) -> dict[str, Any]:
+    return {"run": data.id, "attrs": data.attrs, "config": data.config, "summary": data.summary, "tables": data.tables,
+            "per_class": per_class(data.samples)}
+
+
+def _print_details(detail: dict[str, Any]) -> None:
+    out.rule(f"run {detail['run']}")
+    out.print(kv_table(f"run {detail['run']}", {k: v for k, v in detail["attrs"].items() if k != "config"}))
+    out.print(kv_table("config", detail["config"]))
+    out.print(kv_table("summary", detail["summary"]))
+    for name, columns in detail["tables"].items():
         keys = list(columns)
-        out.print(table(name, keys, list(zip(*(np.asarray(columns[k]).tolist() for k in keys)))))
-    rows = per_class(data.samples)
+        rows = list(zip(*(np.asarray(columns[k]).tolist() for k in keys)))
+        shown = rows if len(rows) <= TABLE_ROWS else rows[:TABLE_ROWS]
+        title = name if len(rows) <= TABLE_ROWS else f"{name} (first {TABLE_ROWS} of {len(rows)} rows; report export has all)"
+        out.print(table(title, keys, shown))
+    rows = detail["per_class"]
     if rows:
         keys = list(rows[0])
-        out.print(table("per class", keys, [[r[k] for k in keys] for r in rows]))
+        out.print(table("per class", keys, [[r.get(k, float("nan")) for k in keys] for r in rows]))
+
+
+@app.command("compare")
+def compare(
+    specs: Annotated[list[str], typer.Argument(help="Reports or runs: FILE (all its runs), FILE:RUN or FILE:RUN1,RUN2.")],
+    perspective: Annotated[str, typer.Option("--perspective", help="Whose 'better': model, attack, or auto.")] = "auto",
+    all_samples: Annotated[bool, typer.Option("--all-samples", help="Stored summaries over each run's own samples, not the common ones.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Runs side by side; each value is coloured better (green) or worse (red) than the first run's.
+
+    Attack runs are compared on the sample indices they share (the caption says how many).
+    """
+    from advkit.report.compare import compare_runs
+
+    comparison = compare_runs(specs, perspective=perspective, common=not all_samples)
+    if json_output:
+        emit_json({"runs": [{"label": r.label, "report": str(r.path), "run": r.run, "kind": k, "samples": n}
+                            for r, k, n in zip(comparison.refs, comparison.kinds, comparison.sample_counts)],
+                   "perspective": comparison.perspective, "common_samples": comparison.common, "caption": comparison.caption(),
+                   "metrics": {row.key: {"values": row.values, "verdicts": row.verdicts} for row in comparison.rows}})
+        return
+    styles = {"better": "green", "worse": "red", "same": "dim"}
+    rows = []
+    for row in comparison.rows:
+        cells: list[Any] = [row.key.replace("_", " "), escape(fmt(row.values[0]))]
+        for j in range(1, len(row.values)):
+            delta = row.delta(j)
+            text = fmt(row.values[j]) + (f" ({delta:+.3g})" if delta is not None and delta != 0 else "")
+            style = styles.get(row.verdicts[j] or "")
+            cells.append(f"[{style}]{escape(text)}[/]" if style else escape(text))
+        rows.append(cells)
+    tab = table(f"{len(comparison.refs)} runs compared", ["", *(escape(label) for label in comparison.labels)], rows)
+    tab.caption = comparison.caption()
+    tab.caption_justify = "left"
+    out.print(tab)
+
+
+@app.command("plot")
+def plot(
+    path: Annotated[Path, typer.Argument(help="Report file (.h5).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the PNG figures.")] = Path("advkit-figures"),
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeat for several; default all complete runs).")] = None,
+    figure: Annotated[list[str] | None, typer.Option("--figure", help=f"Only this figure: {', '.join(FIGURE_NAMES)} (repeatable; missing data is an error).")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", help="Samples per image grid.")] = 6,
+    json_output: JsonOpt = False,
+) -> None:
+    """PNG figures of everything the report has data for; says which figures were skipped and why.
+
+    success rate vs queries, L0/L2/Linf histograms, clean | adversarial | difference grids (pixel moves drawn for
+    transfer runs), accuracy vs corruption severity, detector ROC curves, the cross-domain transfer matrix.
+    """
+    from advkit.report import Report
+    from advkit.report.plots import plot_report
+
+    result = plot_report(Report(path), out_dir, runs=run, figures=figure, max_images=max_images)
+    if json_output:
+        emit_json({"written": {k: [str(p) for p in v] for k, v in result.written.items()}, "skipped": result.skipped})
+        return
+    rows: list[list[Any]] = [[name, ", ".join(str(p) for p in paths)] for name, paths in result.written.items()]
+    rows += [[name, f"[dim]skipped: {escape(reason)}[/]"] for name, reason in result.skipped.items()]
+    out.print(table(f"{len(result.paths)} figure(s) from {path} in {out_dir}", ["figure", "file"], rows))
+
+
+@app.command("export")
+def export(
+    path: Annotated[Path, typer.Argument(help="Report file (.h5).")],
+    format_: Annotated[str, typer.Option("--format", help="csv (per-sample tables, one file per run) or json (RobustBench-style summary).")] = "csv",
+    out_path: Annotated[Path | None, typer.Option("--out", help="csv: directory (default FILE-csv/); json: file (default FILE.json, - for stdout).")] = None,
+    run: Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeatable; default all runs).")] = None,
+) -> None:
+    """Per-sample tables as CSV (a row per sample; image columns left out) or run summaries as JSON."""
+    from advkit.report import Report
+    from advkit.report.export import export as export_report, summary_json
+
+    report = Report(path)
+    if format_ == "json" and out_path == Path("-"):
+        if not report.exists():
+            from advkit.errors import ReportError
+
+            raise ReportError(f"no such report: {path}")
+        emit_json(summary_json(report, run))
+        return
+    result = export_report(report, format_, out_path, run)
+    rows: list[list[Any]] = [[str(p), "written"] for p in result.paths]
+    rows += [[name, f"left out: {reason}"] for name, reason in result.skipped.items()]
+    out.print(table(f"{path} exported as {format_}", ["file / column", ""], rows))
 
 
 def _show_all(report: Any, json_output: bool) -> None:
@@ -71,17 +183,27 @@ def _headline(summary: dict[str, Any]) -> str:
 
 
 def per_class(samples: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Per-label counts, clean accuracy and (for attack runs) attack success rate."""
-    if "label" not in samples or "pred" not in samples or len(samples["label"]) == 0:
+    """Per-label counts, clean accuracy (from ``pred``), attack success rate over attacked samples, and the mean
+    of every other boolean per-sample column (e.g. a transfer run's ``tgt_success``, a robustness run's
+    ``model_correct`` over all corruptions and severities)."""
+    if "label" not in samples or len(samples["label"]) == 0:
+        return []
+    attack = "success" in samples and "attacked" in samples
+    flags = [k for k, v in samples.items() if np.asarray(v).dtype == np.bool_ and k not in ("attacked", "success" if attack else "")
+             and (np.asarray(v).ndim == 1 or k.endswith("_correct"))]  # (N, C, S) correctness: mean over corruptions
+    if "pred" not in samples and not attack and not flags:
         return []
     rows = []
     for label in np.unique(samples["label"]):
         mask = samples["label"] == label
-        row: dict[str, Any] = {"class": int(label), "samples": int(mask.sum()),
-                               "clean_accuracy": float((samples["pred"][mask] == label).mean())}
-        if "success" in samples and "attacked" in samples:
+        row: dict[str, Any] = {"class": int(label), "samples": int(mask.sum())}
+        if "pred" in samples:
+            row["clean_accuracy"] = float((samples["pred"][mask] == label).mean())
+        if attack:
             attacked = mask & samples["attacked"].astype(bool)
             row["attacked"] = int(attacked.sum())
             row["success_rate"] = float(samples["success"][attacked].mean()) if attacked.any() else float("nan")
+        for name in flags:
+            row[name] = float(np.asarray(samples[name])[mask].mean())
         rows.append(row)
     return rows

@@ -1,19 +1,35 @@
 """PNG figures from report data, drawn with matplotlib's headless Agg backend.
 
+Each ``plot_*`` function draws one figure from plain arrays, writes it atomically and returns its path;
+:func:`plot_report` finds the data for every figure in a report and says which figures it skipped and why.
+Nothing here prints.
+
     >>> import numpy as np, tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.png"
-    >>> plot_corruptions(np.array([[0.9, 0.7]]), ["fog"], [1, 2], path, clean=0.95)
-    >>> path.read_bytes()[:4] == b"\\x89PNG"
+    >>> plot_corruptions(np.array([[0.9, 0.7]]), ["fog"], [1, 2], path, clean=0.95).read_bytes()[:4] == b"\\x89PNG"
     True
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from advkit.errors import AdvkitError, ReportError
+
+if TYPE_CHECKING:
+    from advkit.report.store import Report, RunData
+
+FIGURES = ("cdf", "norms", "images", "corruptions", "roc", "transfer")
+"""Figure types :func:`plot_report` draws (names for ``figures=`` and ``advkit report plot --figure``)."""
+
+MAX_ARROWS = 300  # moves drawn per image; more would hide the image
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -25,6 +41,23 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` through a temporary file (a crash never leaves half a PNG) and close it."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
 def plot_corruptions(
     accuracy: np.ndarray,
     names: Sequence[str],
@@ -34,7 +67,7 @@ def plot_corruptions(
     clean: float | None = None,
     baseline: np.ndarray | None = None,
     title: str = "",
-) -> None:
+) -> Path:
     """Accuracy vs severity, one panel per corruption; ``accuracy`` and ``baseline`` are (C, S) in [0, 1]."""
     plt = _pyplot()
     cols = min(5, len(names))
@@ -58,7 +91,473 @@ def plot_corruptions(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    return _save(fig, path)
+
+
+def success_curve(queries: np.ndarray, success: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points of the success-vs-queries CDF: at ``x[k]`` queries, a share ``y[k]`` of all attacked samples is fooled.
+
+    ``queries`` and ``success`` are over the attacked samples. Returns x starting at 0 (y 0) and ending at the
+    largest number of queries of any sample, so a curve ends at the final success rate.
+
+    >>> success_curve(np.array([5, 3, 9, 7]), np.array([True, True, False, True]))
+    (array([0, 3, 5, 7, 9]), array([0.  , 0.25, 0.5 , 0.75, 0.75]))
+    """
+    n = len(success)
+    hits = np.sort(np.asarray(queries)[np.asarray(success, bool)])
+    end = int(np.max(queries)) if n else 0
+    x = np.concatenate([[0], hits, [end]]).astype(np.int64)
+    y = np.concatenate([[0.0], np.arange(1, len(hits) + 1) / max(n, 1), [len(hits) / max(n, 1)]])
+    return x, y
+
+
+def plot_success_cdf(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """Attack success rate vs queries, one step curve per run; ``curves[label] = (queries, success)`` over the
+    attacked samples (see :func:`success_curve`)."""
+    if not curves:
+        raise ReportError("no attack runs to draw success vs queries for")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (queries, success) in curves.items():
+        x, y = success_curve(queries, success)
+        ax.step(x, y, where="post", label=f"{label} (n={len(success)})")
+    ax.set_xlabel("queries")
+    ax.set_ylabel("attack success rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "success rate vs query budget")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_norm_histograms(norms: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """Histograms of perturbation sizes of successful samples: one panel per norm (``l0``, ``l2``, ``linf``), one
+    colour per run; ``norms[label][norm]`` are the values."""
+    kinds = [k for k in ("l0", "l2", "linf") if any(k in v and len(v[k]) for v in norms.values())]
+    if not kinds:
+        raise ReportError("no successful samples with l0/l2/linf values to draw")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.2), squeeze=False)
+    names = {"l0": "L0 (pixels changed)", "l2": "L2", "linf": "L-inf"}
+    for ax, kind in zip(axes[0], kinds):
+        present = {label: np.asarray(v[kind], np.float64) for label, v in norms.items() if kind in v and len(v[kind])}
+        every = np.concatenate(list(present.values()))
+        low, high = float(every.min()), float(every.max())
+        bins = np.linspace(low, high if high > low else low + 1, 21)
+        for label, values in present.items():
+            ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={len(values)})")
+        ax.set_xlabel(names[kind])
+        ax.set_ylabel("successful samples")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "perturbation size of successful attacks")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    """(C, H, W) in [0, 1] -> imshow (gray for one channel)."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image.transpose(1, 2, 0), 0, 1), interpolation="nearest")  # (C, H, W) -> (H, W, C)
+
+
+def plot_image_grid(
+    clean: np.ndarray,
+    adversarial: np.ndarray,
+    path: Path,
+    *,
+    moves: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    extra: tuple[str, np.ndarray] | None = None,
+    captions: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """A row per sample: clean | adversarial | |difference| (max over channels) [| extra column].
+
+    Args:
+        clean, adversarial: (N, C, H, W) images in [0, 1].
+        moves: per sample, the (src, dst) flat pixel positions (``row * W + col``) of its recorded moves; drawn
+            as arrows from source to destination on the adversarial image.
+        extra: (column title, (N, C, H, W) images), e.g. the moves replayed on the other domain.
+        captions: one line per row (e.g. index, label and prediction).
+    """
+    clean, adversarial = np.asarray(clean, np.float32), np.asarray(adversarial, np.float32)
+    if clean.ndim != 4 or clean.shape != adversarial.shape or len(clean) == 0:
+        raise ReportError(f"clean and adversarial images must be equal (N, C, H, W) stacks, got {clean.shape} and {adversarial.shape}")
+    plt = _pyplot()
+    n, _, h, w = clean.shape
+    cols = 4 if extra is not None else 3
+    fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n + 0.4), squeeze=False)
+    diff = np.abs(adversarial - clean).max(axis=1)  # (N, C, H, W) -> (N, H, W)
+    scale = float(diff.max()) or 1.0
+    headers = ["clean", "adversarial" + (" + moves" if moves is not None else ""), f"|difference| (max {scale:.2f})"]
+    if extra is not None:
+        headers.append(extra[0])
+    for i in range(n):
+        _show_image(axes[i][0], clean[i])
+        _show_image(axes[i][1], adversarial[i])
+        axes[i][2].imshow(diff[i], cmap="magma", vmin=0, vmax=scale, interpolation="nearest")
+        if extra is not None:
+            _show_image(axes[i][3], np.asarray(extra[1][i], np.float32))
+        if moves is not None:
+            src, dst = (np.asarray(a, np.int64)[:MAX_ARROWS] for a in moves[i])
+            for s, d in zip(src.tolist(), dst.tolist()):
+                (sy, sx), (dy, dx) = divmod(s, w), divmod(d, w)
+                axes[i][1].annotate("", xy=(dx, dy), xytext=(sx, sy),
+                                    arrowprops={"arrowstyle": "->", "color": "cyan", "lw": 0.6, "alpha": 0.8})
+            axes[i][1].scatter(dst % w, dst // w, s=6, facecolors="none", edgecolors="red", linewidths=0.6)
+        if captions is not None:
+            axes[i][0].set_ylabel(captions[i], fontsize=7)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+    for ax, header in zip(axes[0], headers):
+        ax.set_title(header, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """ROC curves, ``curves[label] = (fpr, tpr)``; the legend gives each curve's area (trapezoid rule)."""
+    if not curves:
+        raise ReportError("no ROC tables (columns fpr and tpr) to draw")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for label, (fpr, tpr) in curves.items():
+        order = np.argsort(fpr, kind="stable")
+        x, y = np.asarray(fpr, np.float64)[order], np.asarray(tpr, np.float64)[order]
+        area = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2)) if len(x) > 1 else float("nan")
+        ax.plot(x, y, label=f"{label} (AUC {area:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8, label="chance")
+    ax.set_xlabel("false positive rate (clean flagged)")
+    ax.set_ylabel("true positive rate (adversarial flagged)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "detector ROC")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: Path, *, title: str = "",
+                 label: str = "rate") -> Path:
+    """An annotated heatmap of values in [0, 1] (NaN cells blank), e.g. the cross-domain transfer matrix."""
+    matrix = np.asarray(matrix, np.float64)
+    if matrix.shape != (len(rows), len(cols)) or matrix.size == 0:
+        raise ReportError(f"heatmap needs a {len(rows)} x {len(cols)} matrix, got shape {matrix.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 2.5, 0.6 * len(rows) + 1.8))
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), list(cols), rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+    for (r, c), value in np.ndenumerate(matrix):
+        if not math.isnan(value):
+            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------- from a report
+
+
+@dataclass
+class PlotResult:
+    """What :func:`plot_report` wrote (figure name -> paths) and skipped (figure name -> why)."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for paths in self.written.values() for p in paths]
+
+
+ImageLoader = Callable[["RunData", np.ndarray], Any]
+"""``loader(run, indices)`` -> the clean images of those dataset indices (see :func:`dataset_images`)."""
+
+
+def _data_params(values: Any) -> dict[str, Any]:
+    """A recorded ``data_param`` list of ``key=value`` strings -> options (JSON values where they parse)."""
+    params: dict[str, Any] = {}
+    for pair in values or []:
+        key, _, raw = str(pair).partition("=")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def dataset_images(run: RunData, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Clean images of ``indices`` from the dataset the run's config names (``data``, ``domain``, ``data_param``).
+
+    Returns ``{domain: (N, C, H, W)}``: one entry for single-domain data, both domains for paired data.
+    """
+    from advkit.datasets import PairedDataset, open_dataset
+
+    config = run.config
+    spec = config.get("data") or ("mnist-subset" if run.kind == "attack" else None)  # `advkit attack` without --data
+    if not spec:
+        raise ReportError(f"run {run.id} does not record its dataset (config key 'data')")
+    try:
+        ds = open_dataset(spec, **_data_params(config.get("data_param")))
+    except AdvkitError as exc:
+        raise ReportError(f"cannot open the dataset of run {run.id} ({spec}): {exc}") from None
+    if isinstance(ds, PairedDataset):
+        return {d: ds.domain(d).batch(indices)[0].numpy() for d in ("rgb", "ir")}
+    return {ds.domain: ds.batch(indices)[0].numpy()}
+
+
+def _attack_runs(runs: list[RunData]) -> list[RunData]:
+    return [r for r in runs if r.kind == "attack" and {"success", "queries"} <= set(r.samples)]
+
+
+def _attacked(run: RunData) -> np.ndarray:
+    s = run.samples
+    return s["attacked"].astype(bool) if "attacked" in s else np.ones(run.n_samples, bool)
+
+
+def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
+    chosen = _attack_runs(runs)
+    if not chosen:
+        result.skipped["cdf"] = "no attack run with per-sample success and queries"
+        return
+    curves = {}
+    for run in chosen:
+        keep = _attacked(run)
+        curves[run.id] = (run.samples["queries"][keep], run.samples["success"][keep])
+    result.written["cdf"] = [plot_success_cdf(curves, out / "success-vs-queries.png")]
+
+
+def _norms(runs: list[RunData], out: Path, result: PlotResult) -> None:
+    norms: dict[str, dict[str, np.ndarray]] = {}
+    for run in _attack_runs(runs):
+        hit = run.samples["success"].astype(bool) & _attacked(run)
+        present = {k: run.samples[k][hit] for k in ("l0", "l2", "linf") if k in run.samples}
+        if hit.any() and present:
+            norms[run.id] = present
+    if not norms:
+        result.skipped["norms"] = "no attack run with successful samples and l0/l2/linf columns"
+        return
+    result.written["norms"] = [plot_norm_histograms(norms, out / "perturbation-norms.png")]
+
+
+def _pick(run: RunData, success: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` rows to show: successful ones first, in index order."""
+    rows = np.flatnonzero(success)
+    if len(rows) < n:
+        rows = np.concatenate([rows, np.flatnonzero(~success)])
+    return rows[:n]
+
+
+def _images(runs: list[RunData], out: Path, result: PlotResult, report: Report, loader: ImageLoader, n: int) -> None:
+    reasons = []
+    written: list[Path] = []
+    for run in runs:
+        if run.kind == "transfer" and "moves" in run.tables:
+            try:
+                written.append(_transfer_images(run, out, loader, n))
+            except ReportError as exc:
+                reasons.append(f"{run.id}: {exc}")
+        elif run.kind == "attack":
+            try:
+                written.append(_attack_images(report, run, out, loader, n))
+            except ReportError as exc:
+                reasons.append(f"{run.id}: {exc}")
+    if written:
+        result.written["images"] = written
+    if reasons and not written:
+        result.skipped["images"] = "; ".join(reasons)
+    elif not written:
+        result.skipped["images"] = "no attack run with saved images and no transfer run with recorded moves"
+
+
+def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
+    full = report.read(run.id, images=True)
+    s = full.samples
+    if "adv_images" not in s:
+        raise ReportError("no adversarial images (run the attack with --save-images)")
+    rows = _pick(full, s["success"].astype(bool) & _attacked(full), n)
+    adv = s["adv_images"][rows]
+    adv = adv.astype(np.float32) / 255 if adv.dtype == np.uint8 else adv.astype(np.float32)
+    clean = loader(run, s["index"][rows])
+    domain = run.config.get("domain")
+    clean = clean[domain] if domain in clean else next(iter(clean.values()))
+    captions = [f"#{i} label {lab} -> {p}" for i, lab, p in zip(s["index"][rows], s["label"][rows],
+                                                                s.get("adv_pred", s["label"])[rows])]
+    return plot_image_grid(clean, adv, out / f"images-{run.id}.png", captions=captions,
+                           title=f"{run.id}: {run.config.get('attack', run.kind)}")
+
+
+def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: Mapping[str, np.ndarray]
+                 ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Replay the recorded move programs of samples ``indices`` (a run's ``moves`` table) on their clean images.
+
+    Args:
+        moves: the table :func:`advkit.attacks.transfer.moves_table` writes (sample, step, dst, src, from_clean).
+        indices: (N,) dataset indices.
+        images: ``{domain: (N, C, H, W)}`` clean images of those samples.
+
+    Returns:
+        ``{domain: (N, C, H, W)}`` images with the moves applied, and per sample the (src, dst) flat positions of
+        the move that last wrote each destination (what the image shows).
+    """
+    import torch
+
+    from advkit.attacks.transfer import programs_from_table
+
+    replayed: dict[str, list[np.ndarray]] = {d: [] for d in images}
+    arrows = []
+    for j, index in enumerate(np.asarray(indices).tolist()):
+        first = next(iter(images.values()))
+        program = programs_from_table(dict(moves), int(index), *first.shape[-2:])
+        for domain, stack in images.items():
+            replayed[domain].append(program.apply(torch.from_numpy(np.ascontiguousarray(stack[j]))).numpy())
+        last: dict[int, int] = {}  # destination -> source of its last write
+        for step in program.steps:
+            last.update(zip(step.dst.tolist(), step.src.tolist()))
+        arrows.append((np.array(list(last.values()), np.int64), np.array(list(last), np.int64)))
+    return {d: np.stack(v) for d, v in replayed.items()}, arrows
+
+
+def _transfer_images(run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
+    s = run.samples
+    direction = str(run.config.get("direction", ""))
+    src, _, tgt = direction.partition("->")
+    rows = _pick(run, s["src_success"].astype(bool), n)
+    clean = loader(run, s["index"][rows])
+    if src not in clean or tgt not in clean:
+        raise ReportError(f"the dataset of run {run.id} has no {src!r} and {tgt!r} domains (direction {direction!r})")
+    adversarial, arrows = replay_moves(run.tables["moves"], s["index"][rows], {src: clean[src], tgt: clean[tgt]})
+    captions = [f"#{i} label {lab}: {src} -> {a}, {tgt} -> {b}" for i, lab, a, b in
+                zip(s["index"][rows], s["label"][rows], s["src_adv_pred"][rows], s["tgt_adv_pred"][rows])]
+    return plot_image_grid(clean[src], adversarial[src], out / f"images-{run.id}.png", moves=arrows,
+                           extra=(f"moves replayed on {tgt}", adversarial[tgt]), captions=captions,
+                           title=f"{run.id}: {run.config.get('attack_name', 'moves')} on {src}, replayed on {tgt}")
+
+
+def _corruptions(runs: list[RunData], out: Path, result: PlotResult) -> None:
+    written = []
+    for run in runs:
+        s = run.samples
+        names, severities = run.config.get("corruptions"), run.config.get("severities")
+        if run.kind != "robustness" or "model_correct" not in s or not names or not severities:
+            continue
+        accuracy = s["model_correct"].mean(axis=0)  # (N, C, S) -> (C, S)
+        baseline = s["baseline_correct"].mean(axis=0) if "baseline_correct" in s else None
+        written.append(plot_corruptions(accuracy, names, severities, out / f"corruptions-{run.id}.png",
+                                        clean=run.summary.get("clean_accuracy"), baseline=baseline,
+                                        title=f"{run.id}: accuracy vs corruption severity"))
+    if written:
+        result.written["corruptions"] = written
+    else:
+        result.skipped["corruptions"] = "no robustness run (advkit robustness) with per-sample corruption results"
+
+
+def roc_tables(runs: list[RunData]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every run table with ``fpr`` and ``tpr`` columns, labelled ``run`` (or ``run/table`` for several)."""
+    found = {}
+    for run in runs:
+        tables = {name: t for name, t in run.tables.items() if {"fpr", "tpr"} <= set(t)}
+        for name, t in tables.items():
+            found[run.id if len(tables) == 1 else f"{run.id}/{name}"] = (np.asarray(t["fpr"]), np.asarray(t["tpr"]))
+    return found
+
+
+def _roc(runs: list[RunData], out: Path, result: PlotResult) -> None:
+    curves = roc_tables(runs)
+    if not curves:
+        result.skipped["roc"] = "no run table with fpr and tpr columns (detector runs)"
+        return
+    result.written["roc"] = [plot_roc(curves, out / "roc.png")]
+
+
+TRANSFER_METHODS = (("", None), ("random.", "random moves"), ("fgsm.", "fgsm"), ("pgd.", "pgd"))
+
+
+def transfer_matrix(runs: list[RunData]) -> tuple[np.ndarray, list[str], list[str]]:
+    """The transfer table of ``advkit transfer`` as a matrix: a row per method (the move attack and its
+    controls), a column per direction and rate (source success, transfer, both fooled)."""
+    chosen = [r for r in runs if r.kind == "transfer" and "transfer_rate" in r.summary]
+    if not chosen:
+        raise ReportError("no transfer run (advkit transfer) in the report")
+    cols = [f"{r.config.get('direction', r.id)} {m}" for r in chosen for m in ("source", "transfer", "both")]
+    rows, matrix = [], []
+    for prefix, name in TRANSFER_METHODS:
+        if not any(f"{prefix}transfer_rate" in r.summary for r in chosen):
+            continue
+        attack = {str(r.config.get("attack_name", "attack")) for r in chosen}
+        rows.append(name or " / ".join(sorted(attack)))
+        matrix.append([r.summary.get(f"{prefix}{key}", float("nan")) for r in chosen
+                       for key in ("source_success_rate", "transfer_rate", "both_fooled_rate")])
+    return np.array(matrix, np.float64), rows, cols
+
+
+def _transfer(runs: list[RunData], out: Path, result: PlotResult) -> None:
+    try:
+        matrix, rows, cols = transfer_matrix(runs)
+    except ReportError as exc:
+        result.skipped["transfer"] = str(exc)
+        return
+    result.written["transfer"] = [plot_heatmap(matrix, rows, cols, out / "transfer-matrix.png",
+                                               title="cross-domain transfer (share of pairs)", label="rate")]
+
+
+def plot_report(
+    report: Report,
+    out: Path,
+    *,
+    runs: Sequence[str] | None = None,
+    figures: Sequence[str] | None = None,
+    max_images: int = 6,
+    loader: ImageLoader | None = None,
+) -> PlotResult:
+    """Every figure the report has data for, written to ``out``; the others listed in ``skipped`` with the reason.
+
+    Args:
+        report: the report to draw.
+        out: directory for the PNGs (created).
+        runs: only these runs (default all complete runs).
+        figures: only these figure types (:data:`FIGURES`); a requested figure without data raises ReportError.
+        max_images: samples per image grid.
+        loader: clean images by dataset index (default :func:`dataset_images`, which reopens the run's dataset).
+    """
+    if not report.exists():
+        raise ReportError(f"no such report: {report.path}")
+    wanted = list(figures or FIGURES)
+    unknown = [f for f in wanted if f not in FIGURES]
+    if unknown:
+        raise ReportError(f"unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}")
+    if max_images < 1:
+        raise ReportError(f"max_images must be >= 1, got {max_images}")
+    infos = {r.id: r for r in report.runs()}
+    for run_id in runs or []:
+        if run_id not in infos:
+            raise ReportError(f"{report.path} has no run {run_id!r}; runs: {', '.join(infos) or 'none'}")
+    ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
+    data = [report.read(i) for i in ids]
+    out = Path(out)
+    result = PlotResult()
+    steps: dict[str, Callable[[], None]] = {
+        "cdf": lambda: _cdf(data, out, result),
+        "norms": lambda: _norms(data, out, result),
+        "images": lambda: _images(data, out, result, report, loader or dataset_images, max_images),
+        "corruptions": lambda: _corruptions(data, out, result),
+        "roc": lambda: _roc(data, out, result),
+        "transfer": lambda: _transfer(data, out, result),
+    }
+    for name in wanted:
+        steps[name]()
+    if figures:
+        missing = [f"{name}: {result.skipped[name]}" for name in wanted if name in result.skipped]
+        if missing:
+            raise ReportError(f"{report.path}: cannot draw {'; '.join(missing)}")
+    return result

@@ -1,0 +1,249 @@
+"""Runs side by side: the numbers of several runs (of one or several reports) and whether each is better or worse
+than the first run's.
+
+A run is named ``FILE`` (every run in it) or ``FILE:RUN`` (``FILE:RUN1,RUN2`` for several). Attack runs are
+compared on the sample indices they all share: their summaries are recomputed from the per-sample columns of
+those samples (:func:`~advkit.report.summary.attack_summary`), so a run over 100 images and one over the first
+50 of them compare on the same 50. Other runs (transfer, fine-tune, robustness, train, detect) show their
+stored summaries.
+
+"Better" depends on whose side you are on. From the **model**'s side higher accuracy and a lower attack success
+rate are better, and so are more queries and larger perturbations needed by a successful attack; from the
+**attack**'s side the reverse, and less time per image is better too. ``perspective="auto"`` takes the attack's
+side when every compared run is an attack run on the same model and data (attacks compared), else the model's
+(models compared, e.g. before and after fine-tuning).
+
+    >>> import tempfile, pathlib
+    >>> from advkit.report import Report, attack_summary
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, hits in (("weak", [True, False, False, False]), ("strong", [True, True, True, False])):
+    ...     cols = {"index": np.arange(4), "label": np.zeros(4, int), "pred": np.zeros(4, int), "success": np.array(hits)}
+    ...     with Report(tmp / "r.h5").start_run(name, kind="attack", config={"model": "m", "attack": name}) as run:
+    ...         run.append(cols)
+    ...         _ = run.finish(attack_summary(cols))
+    >>> c = compare_runs([str(tmp / "r.h5")])
+    >>> c.labels, c.perspective, c.common
+    (['weak', 'strong'], 'attack', 4)
+    >>> row = c.row("attack_success_rate")
+    >>> row.values, row.verdicts
+    ([0.25, 0.75], [None, 'better'])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advkit.errors import ReportError
+from advkit.report.store import Report, RunData
+from advkit.report.summary import attack_summary
+
+PERSPECTIVES = ("auto", "model", "attack")
+ATTACK_KINDS = ("attack",)
+ORDER = ("clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_mean", "queries_median", "l0_mean",
+         "l2_mean", "linf_mean", "time_per_image", "n", "n_attacked", "n_success", "test_accuracy",
+         "source_success_rate", "transfer_rate", "both_fooled_rate", "random.transfer_rate", "corruption_accuracy", "mCE")
+"""Rows first in this order, then every other numeric summary key in the order first seen."""
+
+_CLEAN = re.compile(r"(^|\.)(clean_accuracy|test_accuracy|train_accuracy|val_accuracy)$")
+_ROBUST = re.compile(r"(^|\.)(robust_accuracy|corruption_accuracy|relative_accuracy|auroc|auc|tpr_at_\w+)$")
+_SUCCESS = re.compile(r"(^|\.)(attack_success_rate|success_rate|source_success_rate|transfer_rate|both_fooled_rate|"
+                      r"mCE|CE|fpr_at_\w+)$")
+_COST = re.compile(r"(^|\.)(queries_mean|queries_median|l0_mean|l2_mean|linf_mean|moves_mean)$")
+_TIME = re.compile(r"(^|\.)(time_per_image)$")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One run to compare: its report, id and the label shown above its column."""
+
+    path: Path
+    run: str
+    label: str
+
+
+@dataclass
+class Row:
+    """One metric across the runs; ``verdicts[j]`` is "better", "worse", "same" or None (first run, no value, or
+    a metric without a direction)."""
+
+    key: str
+    values: list[Any]
+    verdicts: list[str | None]
+
+    def delta(self, j: int) -> float | None:
+        """``values[j] - values[0]`` for numbers, else None."""
+        a, b = self.values[0], self.values[j]
+        if _number(a) and _number(b):
+            return float(b) - float(a)
+        return None
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: ``rows`` of metrics, one value per run in ``refs`` order."""
+
+    refs: list[RunRef]
+    kinds: list[str]
+    perspective: str
+    rows: list[Row]
+    common: int | None  # samples the attack runs were compared on (None: no attack runs)
+    sample_counts: list[int]  # samples of each run in its report
+    recomputed: list[bool] = field(default_factory=list)  # summary recomputed on the common samples
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.refs]
+
+    def row(self, key: str) -> Row:
+        for row in self.rows:
+            if row.key == key:
+                return row
+        raise KeyError(key)
+
+    def caption(self) -> str:
+        """One line saying what the numbers are computed on and which side "better" takes."""
+        side = ("better for the model (higher accuracy, lower success rate, costlier attacks)" if self.perspective == "model"
+                else "better for the attack (higher success rate, fewer queries, smaller perturbations)")
+        parts = [f"green/red: {side} than {self.labels[0]}"]
+        attack_counts = [n for n, again in zip(self.sample_counts, self.recomputed) if again]
+        if self.common is not None and attack_counts:
+            if all(n == self.common for n in attack_counts):
+                parts.append(f"attack runs on the same {self.common} samples")
+            else:
+                counts = ", ".join(f"{ref.label} {n}" for ref, n, again in zip(self.refs, self.sample_counts, self.recomputed) if again)
+                parts.append(f"attack runs recomputed on the {self.common} sample indices they share ({counts} in their reports)")
+        if not all(self.recomputed):
+            parts.append("other runs: stored summaries over their own samples")
+        return "; ".join(parts)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))
+
+
+def parse_specs(specs: Sequence[str]) -> list[RunRef]:
+    """``FILE`` or ``FILE:RUN[,RUN...]`` -> runs, checked to exist; labels are run ids, prefixed with the file
+    name when the runs come from several files."""
+    if not specs:
+        raise ReportError("nothing to compare: give report files (FILE or FILE:RUN)")
+    pairs: list[tuple[Path, str]] = []
+    for spec in specs:
+        path, runs = _split(spec)
+        report = Report(path)
+        if not report.exists():
+            raise ReportError(f"no such report: {path}")
+        known = [r.id for r in report.runs()]
+        for run in runs or known:
+            if run not in known:
+                raise ReportError(f"{path} has no run {run!r}; runs: {', '.join(known) or 'none'}")
+            pairs.append((path, run))
+    if len(set(pairs)) != len(pairs):
+        dup = next(p for p in pairs if pairs.count(p) > 1)
+        raise ReportError(f"run {dup[1]!r} of {dup[0]} is named twice")
+    files = {p for p, _ in pairs}
+    unique_stems = len({p.stem for p in files}) == len(files)
+    refs = []
+    for path, run in pairs:
+        prefix = "" if len(files) == 1 else path.stem if unique_stems else str(path)
+        refs.append(RunRef(path, run, f"{prefix}:{run}" if prefix else run))
+    return refs
+
+
+def _split(spec: str) -> tuple[Path, list[str]]:
+    """A spec is a path when that file exists (paths may contain ':'), else PATH:RUNS split at the last ':'."""
+    if Path(spec).exists() or ":" not in spec:
+        return Path(spec), []
+    path, _, runs = spec.rpartition(":")
+    names = [r for r in runs.split(",") if r]
+    if not names:
+        raise ReportError(f"{spec!r}: name a run after the ':' (FILE:RUN)")
+    return Path(path), names
+
+
+def _is_attack(data: RunData) -> bool:
+    s = data.samples
+    return data.kind in ATTACK_KINDS and "success" in s and "label" in s and ("pred" in s or "clean_correct" in s)
+
+
+def _subset(samples: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    mask = np.isin(samples["index"], keep)
+    return {k: v[mask] for k, v in samples.items()}
+
+
+def _direction(key: str, perspective: str) -> int:
+    """+1 if a higher value is better from ``perspective``, -1 if lower is better, 0 if neither side cares."""
+    model_side = 0
+    if _CLEAN.search(key):
+        return 1 if perspective == "model" else 0
+    if _TIME.search(key):
+        return -1 if perspective == "attack" else 0
+    if _ROBUST.search(key) or _COST.search(key):
+        model_side = 1
+    elif _SUCCESS.search(key):
+        model_side = -1
+    return model_side if perspective == "model" else -model_side
+
+
+def _verdict(first: Any, value: Any, direction: int) -> str | None:
+    if not (_number(first) and _number(value)) or direction == 0:
+        return None
+    a, b = float(first), float(value)
+    if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+        return "same"
+    return "better" if (b - a) * direction > 0 else "worse"
+
+
+def _auto_perspective(runs: list[RunData]) -> str:
+    if not all(_is_attack(r) for r in runs):
+        return "model"
+    setup = {(str(r.config.get("model")), str(r.config.get("data")), str(r.config.get("domain"))) for r in runs}
+    return "attack" if len(setup) == 1 else "model"
+
+
+def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: bool = True) -> Comparison:
+    """Compare the runs named by ``specs`` (see :func:`parse_specs`).
+
+    Args:
+        specs: ``FILE`` or ``FILE:RUN[,RUN...]`` strings; the first run is the reference.
+        perspective: "model", "attack" or "auto" (see the module docstring).
+        common: recompute attack runs' summaries on their shared sample indices (else use stored summaries).
+    """
+    if perspective not in PERSPECTIVES:
+        raise ReportError(f"unknown perspective {perspective!r}; choose from {', '.join(PERSPECTIVES)}")
+    refs = parse_specs(specs)
+    if len(refs) < 2:
+        raise ReportError(f"need at least two runs to compare, got {len(refs)} ({refs[0].label} of {refs[0].path})")
+    runs = [Report(ref.path).read(ref.run) for ref in refs]
+    side = _auto_perspective(runs) if perspective == "auto" else perspective
+    attack = [_is_attack(r) for r in runs]
+    summaries = [dict(r.summary) for r in runs]
+    shared: int | None = None
+    recomputed = [False] * len(runs)
+    if common and any(attack):
+        keep = functools.reduce(np.intersect1d, [run.samples["index"] for run, a in zip(runs, attack) if a])
+        shared = int(len(keep))
+        if shared == 0:
+            raise ReportError("the attack runs share no sample index; compare them with common=False (--all-samples)")
+        for j, (run, is_attack) in enumerate(zip(runs, attack)):
+            if is_attack:
+                summaries[j] = {**summaries[j], **attack_summary(_subset(run.samples, keep))}
+                recomputed[j] = True
+    keys: list[str] = [k for k in ORDER if any(k in s for s in summaries)]
+    for s in summaries:
+        keys += [k for k, v in s.items() if k not in keys and (_number(v) or isinstance(v, float))]
+    rows = []
+    for key in keys:
+        values = [s.get(key, float("nan")) for s in summaries]
+        if not any(_number(v) for v in values):
+            continue
+        direction = _direction(key, side)
+        rows.append(Row(key, values, [None] + [_verdict(values[0], v, direction) for v in values[1:]]))
+    return Comparison(refs, [r.kind for r in runs], side, rows, shared, [r.n_samples for r in runs], recomputed)

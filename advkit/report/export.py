@@ -1,0 +1,236 @@
+"""Take report data elsewhere: per-sample tables as CSV, run summaries as RobustBench-style JSON.
+
+CSV: one file per run, one row per sample (sorted by ``index``), one column per 1-D per-sample dataset. A
+column with more values per sample (e.g. a worst-case run's ``success_by_attack`` (N, A), or a robustness
+run's ``model_correct`` (N, corruptions, severities)) becomes one CSV column per value, named
+``<name>_<i>`` / ``<name>_<i>_<j>``; columns with more than :data:`MAX_FLAT_VALUES` values per sample
+(images) are left out and listed in :attr:`ExportResult.skipped`.
+
+JSON: for each run, the fields of a RobustBench model entry that a report can answer (model, dataset,
+threat model, clean and robust accuracy as fractions in [0, 1], attack settings) plus the run's full
+summary, config, seed, command, versions and git commit.
+
+    >>> import tempfile, pathlib
+    >>> from advkit.report import Report
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> with Report(tmp / "r.h5").start_run("a", kind="attack", config={"attack": "pixle"}) as run:
+    ...     run.append({"index": np.array([0, 1]), "label": np.array([3, 4]), "success": np.array([True, False])})
+    ...     _ = run.finish({"clean_accuracy": 1.0, "robust_accuracy": 0.5})
+    >>> result = export_csv(Report(tmp / "r.h5"), tmp / "csv")
+    >>> [p.name for p in result.paths]
+    ['r-a.csv']
+    >>> print(result.paths[0].read_text().strip())
+    index,label,success
+    0,3,true
+    1,4,false
+    >>> summary_json(Report(tmp / "r.h5"))["runs"][0]["threat_model"]
+    'L0'
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advkit.errors import ReportError
+from advkit.report.store import IMAGES, Report, RunData
+
+FORMATS = ("csv", "json")
+MAX_FLAT_VALUES = 256
+"""A per-sample column with more values than this per sample (an image) is not written to CSV."""
+
+# attacks whose perturbation budget is a number of pixels rather than a norm ball
+_L0_ATTACKS = ("pixle", "white-pixle", "white-pixle-sorted", "onepixel", "jsma", "sparsefool")
+
+
+@dataclass
+class ExportResult:
+    """Files written and what was left out of them (``{"run/column": reason}``)."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _selected(report: Report, runs: Sequence[str] | None) -> list[str]:
+    known = [r.id for r in report.runs()]
+    if not runs:
+        return known
+    for run in runs:
+        if run not in known:
+            raise ReportError(f"{report.path} has no run {run!r}; runs: {', '.join(known) or 'none'}")
+    return list(runs)
+
+
+def _cell(value: Any) -> str:
+    """One CSV cell: booleans as true/false, NaN as empty, floats round-trip exactly."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return str(value)
+
+
+def flat_columns(samples: dict[str, np.ndarray], where: str = "") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per-sample columns as 1-D arrays: multi-valued columns split per value, image-sized ones skipped.
+
+    Returns (columns in order, ``{where/name: reason}`` for the skipped ones).
+    """
+    out: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    for name, values in samples.items():
+        arr = np.asarray(values)
+        if arr.ndim <= 1:
+            out[name] = arr
+            continue
+        per_sample = int(np.prod(arr.shape[1:]))
+        if name == IMAGES or per_sample > MAX_FLAT_VALUES:
+            skipped[f"{where}/{name}" if where else name] = f"{per_sample} values per sample (shape {arr.shape[1:]})"
+            continue
+        flat = arr.reshape(arr.shape[0], -1)  # (N, d1, d2, ...) -> (N, d1 * d2 * ...)
+        for k, position in enumerate(np.ndindex(*arr.shape[1:])):
+            out[f"{name}_{'_'.join(str(i) for i in position)}"] = flat[:, k]
+    return out, skipped
+
+
+def write_csv(columns: dict[str, np.ndarray], path: Path) -> None:
+    """Write equal-length 1-D columns as a CSV file with a header row (atomically)."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ReportError(f"cannot write {path}: columns have different lengths {sorted(lengths)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(columns))
+        for row in zip(*(v.tolist() for v in columns.values())):
+            writer.writerow([_cell(v) for v in row])
+    tmp.replace(path)
+
+
+def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None) -> ExportResult:
+    """One CSV per run (``<report stem>-<run>.csv`` in ``out_dir``), one row per sample.
+
+    Tables of a run (e.g. ``history``, ``moves``, ROC curves) go to ``<report stem>-<run>-<table>.csv``.
+    """
+    result = ExportResult()
+    stem = report.path.stem
+    for run_id in _selected(report, runs):
+        data = report.read(run_id)
+        columns, skipped = flat_columns(data.samples, run_id)
+        result.skipped.update(skipped)
+        path = Path(out_dir) / f"{stem}-{run_id}.csv"
+        write_csv(columns, path)
+        result.paths.append(path)
+        for name, table in data.tables.items():
+            table_columns, table_skipped = flat_columns(table, f"{run_id}/tables/{name}")
+            result.skipped.update(table_skipped)
+            table_path = Path(out_dir) / f"{stem}-{run_id}-{name}.csv"
+            write_csv(table_columns, table_path)
+            result.paths.append(table_path)
+    return result
+
+
+def threat_model(attack: str | None, params: dict[str, Any]) -> str:
+    """``L0`` for pixel-moving/sparse attacks, ``L2`` for L2 attacks, ``Linf`` for eps-ball ones, else ``unknown``."""
+    if not attack:
+        return "unknown"
+    name = attack.lower()
+    if name in _L0_ATTACKS:
+        return "L0"
+    norm = str(params.get("norm", "")).lower()
+    if "l2" in name or norm in ("l2", "2"):
+        return "L2"
+    if "eps" in params or norm in ("linf", "inf"):
+        return "Linf"
+    return "unknown"
+
+
+def _json_number(value: Any) -> Any:
+    """NaN/inf -> None, so the document is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
+    config, summary = data.config, data.summary
+    attack = config.get("attack") or config.get("attack_name")  # transfer runs record --attack as attack_name
+    params = config.get("attack_params") or {}
+    clean = summary.get("clean_accuracy", summary.get("test_accuracy", summary.get("before.clean_accuracy")))
+    robust = summary.get("robust_accuracy")
+    model = config.get("model") or config.get("source_model") or summary.get("checkpoint")
+    dataset = config.get("data")
+    if data.kind in ("attack", "worst-case") and model is None and dataset is None:
+        model, dataset = "built-in:mnist-subset-small-cnn", "mnist-subset"  # `advkit attack` without --model/--data
+    entry: dict[str, Any] = {
+        "run": data.id,
+        "kind": data.kind,
+        "status": data.status,
+        "model": model,
+        "dataset": dataset,
+        "domain": config.get("domain"),
+        "threat_model": threat_model(attack, params) if attack else None,
+        "eps": params.get("eps"),
+        "clean_accuracy": clean,
+        "robust_accuracy": robust,
+        "n_samples": data.n_samples,
+        "attack": {"name": attack, "params": params} if attack else None,
+        "seed": data.attrs.get("seed"),
+        "command": data.attrs.get("command"),
+        "git_sha": data.attrs.get("git_sha"),
+        "versions": data.versions,
+        "created": data.attrs.get("created"),
+        "finished": data.attrs.get("finished"),
+        "config": config,
+        "summary": summary,
+    }
+    return entry
+
+
+def summary_json(report: Report, runs: Sequence[str] | None = None) -> dict[str, Any]:
+    """RobustBench-style summary of each run (see the module docstring); plain JSON-able Python."""
+    entries = [_run_entry(report, report.read(run_id)) for run_id in _selected(report, runs)]
+    return {"format": "advkit-summary", "report": str(report.path), "runs": _strict(entries)}
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _strict(value.tolist())
+    if isinstance(value, np.generic):
+        return _strict(value.item())
+    return _json_number(value)
+
+
+def export_json(report: Report, path: Path, runs: Sequence[str] | None = None) -> ExportResult:
+    """Write :func:`summary_json` to ``path`` (strict JSON: NaN becomes null)."""
+    document = summary_json(report, runs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return ExportResult([path])
+
+
+def export(report: Report, fmt: str, out: Path | None = None, runs: Sequence[str] | None = None) -> ExportResult:
+    """``fmt`` "csv" (``out`` a directory, default beside the report) or "json" (``out`` a file, default ``<report>.json``)."""
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if not report.exists():
+        raise ReportError(f"no such report: {report.path}")
+    if fmt == "csv":
+        return export_csv(report, out if out is not None else report.path.parent / f"{report.path.stem}-csv", runs)
+    return export_json(report, out if out is not None else report.path.with_suffix(".json"), runs)

@@ -1,0 +1,160 @@
+"""`advkit.report.export` round trips (CSV rows = samples, JSON = the stored summary) and `advkit.report.compare`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advkit.errors import ReportError
+from advkit.report import Report, attack_summary
+from advkit.report.compare import compare_runs, parse_specs
+from advkit.report.export import export, flat_columns, threat_model
+
+
+def _attack(report: Report, run_id: str, index: np.ndarray, success: np.ndarray, *, attack: str = "pixle",
+            model: str = "m", params: dict | None = None, summary: dict | None = None) -> dict[str, np.ndarray]:
+    n = len(index)
+    cols = {"index": index, "label": index % 3, "pred": index % 3, "attacked": np.ones(n, bool), "success": success,
+            "queries": index * 2 + 1, "l0": np.where(success, index % 7 + 1, 0), "l2": (index / 10).astype(np.float32),
+            "adv_images": np.zeros((n, 1, 4, 4), np.float32)}
+    config = {"model": model, "data": "digits", "attack": attack, "attack_params": params or {}}
+    with report.start_run(run_id, kind="attack", config=config) as writer:
+        writer.append(cols)
+        writer.finish(summary if summary is not None else attack_summary(cols))
+    return cols
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_has_a_row_per_sample_and_the_values_of_the_report(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    index = np.array([4, 1, 9, 7, 2])
+    _attack(report, "attack-pixle", index, index % 2 == 0)
+    with report.start_run("worst", kind="worst-case", config={}) as writer:
+        writer.append({"index": np.arange(3), "success_by_attack": np.array([[True, False], [False, False], [True, True]]),
+                       "score": np.array([0.5, float("nan"), 2.0])})
+        writer.add_table("history", {"epoch": np.array([1, 2]), "train_loss": np.array([0.7, 0.3])})
+        writer.finish({})
+    result = export(report, "csv", tmp_path / "out")
+    assert [p.name for p in result.paths] == ["r-attack-pixle.csv", "r-worst.csv", "r-worst-history.csv"]
+    assert result.skipped == {}  # images are never read for CSV
+
+    rows = _read_csv(result.paths[0])
+    data = report.read("attack-pixle")
+    assert len(rows) == data.n_samples == 5
+    assert "adv_images" not in rows[0]
+    for name, values in data.samples.items():
+        got = [r[name] for r in rows]
+        if values.dtype == np.bool_:
+            assert got == ["true" if v else "false" for v in values]
+        elif values.dtype.kind == "f":
+            assert np.array_equal(np.array(got, np.float64), values.astype(np.float64))
+        else:
+            assert [int(v) for v in got] == values.tolist()
+
+    worst = _read_csv(result.paths[1])
+    assert len(worst) == 3
+    assert [(r["success_by_attack_0"], r["success_by_attack_1"]) for r in worst] == [("true", "false"), ("false", "false"), ("true", "true")]
+    assert worst[1]["score"] == ""  # NaN is an empty cell
+    assert [r["train_loss"] for r in _read_csv(result.paths[2])] == ["0.7", "0.3"]
+
+
+def test_flat_columns_name_every_value_and_skip_images() -> None:
+    cols, skipped = flat_columns({"index": np.arange(2), "grid": np.arange(12).reshape(2, 2, 3),
+                                  "adv_images": np.zeros((2, 3, 32, 32))})
+    assert list(cols) == ["index", "grid_0_0", "grid_0_1", "grid_0_2", "grid_1_0", "grid_1_1", "grid_1_2"]
+    assert cols["grid_1_2"].tolist() == [5, 11]
+    assert list(skipped) == ["adv_images"]
+
+
+def test_json_summary_matches_the_report(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    index = np.arange(6)
+    _attack(report, "attack-pgd", index, index < 2, attack="pgd", params={"eps": 0.3, "steps": 10})
+    _attack(report, "attack-pixle", index, index < 4, summary={**attack_summary({"label": index % 3, "pred": index % 3,
+                                                                                 "success": index < 4}), "l2_mean": float("nan")})
+    path = export(report, "json", tmp_path / "s.json").paths[0]
+    document = json.loads(path.read_text())  # strict JSON: NaN became null
+    assert "NaN" not in path.read_text()
+    entries = {e["run"]: e for e in document["runs"]}
+    assert list(entries) == ["attack-pgd", "attack-pixle"]
+    for run_id, entry in entries.items():
+        data = report.read(run_id)
+        assert entry["summary"].keys() == data.summary.keys()
+        for key, value in data.summary.items():
+            assert entry["summary"][key] == (None if isinstance(value, float) and math.isnan(value) else value)
+        assert entry["clean_accuracy"] == data.summary["clean_accuracy"]
+        assert entry["robust_accuracy"] == data.summary["robust_accuracy"]
+        assert entry["n_samples"] == data.n_samples
+        assert entry["config"] == data.config
+    assert entries["attack-pgd"]["threat_model"] == "Linf" and entries["attack-pgd"]["eps"] == 0.3
+    assert entries["attack-pgd"]["attack"] == {"name": "pgd", "params": {"eps": 0.3, "steps": 10}}
+    assert entries["attack-pixle"]["threat_model"] == "L0"
+    assert entries["attack-pixle"]["model"] == "m" and entries["attack-pixle"]["dataset"] == "digits"
+
+
+def test_threat_models() -> None:
+    assert threat_model("white-pixle", {}) == "L0"
+    assert threat_model("pgdl2", {"eps": 1.0}) == "L2"
+    assert threat_model("apgd", {"eps": 0.03, "norm": "L2"}) == "L2"
+    assert threat_model("fgsm", {"eps": 0.03}) == "Linf"
+    assert threat_model("deepfool", {"steps": 50}) == "unknown"
+
+
+def test_export_mistakes_are_report_errors(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    with pytest.raises(ReportError, match="no such report"):
+        export(report, "csv")
+    _attack(report, "a", np.arange(3), np.ones(3, bool))
+    with pytest.raises(ReportError, match="unknown export format 'xml'; choose from csv, json"):
+        export(report, "xml")
+    with pytest.raises(ReportError, match="has no run 'b'; runs: a"):
+        export(report, "csv", tmp_path / "o", runs=["b"])
+
+
+def test_compare_uses_the_common_samples_and_colours_by_perspective(tmp_path: Path) -> None:
+    a, b = Report(tmp_path / "before.h5"), Report(tmp_path / "after.h5")
+    _attack(a, "attack-pixle", np.arange(10), np.arange(10) < 9, model="before")
+    _attack(b, "attack-pixle", np.arange(0, 20, 2), np.arange(0, 20, 2) < 4, model="after")  # shares 0, 2, 4, 6, 8
+    c = compare_runs([str(tmp_path / "before.h5"), str(tmp_path / "after.h5")])
+    assert c.labels == ["before:attack-pixle", "after:attack-pixle"]
+    assert c.perspective == "model"  # different models: models compared
+    assert c.common == 5 and c.sample_counts == [10, 10]
+    assert "recomputed on the 5 sample indices they share" in c.caption()
+    rate = c.row("attack_success_rate")
+    assert rate.values == [1.0, 0.4]  # before: 0 2 4 6 8 all < 9; after: 0 2 of 0 2 4 6 8
+    assert rate.verdicts == [None, "better"] and rate.delta(1) == pytest.approx(-0.6)
+    assert c.row("robust_accuracy").verdicts == [None, "better"]
+
+    flipped = compare_runs([str(tmp_path / "before.h5"), str(tmp_path / "after.h5")], perspective="attack")
+    assert flipped.row("attack_success_rate").verdicts == [None, "worse"]
+    stored = compare_runs([str(tmp_path / "before.h5"), str(tmp_path / "after.h5")], common=False)
+    assert stored.common is None and stored.row("attack_success_rate").values == [0.9, 0.2]
+
+
+def test_compare_run_specs(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    for name in ("x", "y", "z"):
+        _attack(report, name, np.arange(4), np.arange(4) < 2)
+    assert [r.label for r in parse_specs([f"{tmp_path}/r.h5:x,z"])] == ["x", "z"]
+    assert [r.label for r in parse_specs([f"{tmp_path}/r.h5"])] == ["x", "y", "z"]
+    same = compare_runs([f"{tmp_path}/r.h5:x,y"])
+    assert same.perspective == "attack"  # same model and data: attacks compared
+    assert same.row("attack_success_rate").verdicts == [None, "same"]
+    assert "on the same 4 samples" in same.caption()
+    cases = [([f"{tmp_path}/r.h5:q"], "has no run 'q'; runs: x, y, z"), ([f"{tmp_path}/nope.h5"], "no such report"),
+             ([f"{tmp_path}/r.h5:x"], "need at least two runs"), ([f"{tmp_path}/r.h5:x", f"{tmp_path}/r.h5:x"], "named twice"),
+             ([f"{tmp_path}/r.h5:"], "name a run after the ':'")]
+    for specs, message in cases:
+        with pytest.raises(ReportError, match=message):
+            compare_runs(specs)
+    with pytest.raises(ReportError, match="unknown perspective"):
+        compare_runs([f"{tmp_path}/r.h5"], perspective="defender")

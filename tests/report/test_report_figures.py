@@ -1,0 +1,172 @@
+"""Every figure type of `advkit.report.plots`, drawn from tiny hand-written reports and checked to be a real PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advkit.attacks.moves import MoveProgram, Step
+from advkit.attacks.transfer import moves_table
+from advkit.datasets import PairedDataset, open_dataset
+from advkit.errors import ReportError
+from advkit.report import Report, attack_summary
+from advkit.report.plots import FIGURES, plot_report, replay_moves, success_curve, transfer_matrix
+
+PNG = b"\x89PNG\r\n\x1a\n"
+RGBIR = {"data": "synthetic-rgbir", "data_param": ["n_per_class=3", "size=16"]}
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.is_file() and path.stat().st_size > 0
+    assert path.read_bytes()[:8] == PNG
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 0 and pixels.shape[1] > 0
+    assert float(pixels.std()) > 0  # not a blank canvas
+
+
+def attack_run(report: Report, run_id: str, n: int, *, seed: int, images: bool = False) -> dict[str, np.ndarray]:
+    """An attack run on the first ``n`` digits images, with deterministic random outcomes."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(n)
+    labels = open_dataset("digits").labels[index]
+    success = rng.random(n) < 0.6
+    columns = {
+        "index": index, "label": labels, "pred": labels, "attacked": np.ones(n, bool),
+        "adv_pred": np.where(success, (labels + 1) % 10, labels), "success": success,
+        "queries": rng.integers(1, 200, n), "l0": np.where(success, rng.integers(1, 20, n), 0),
+        "l2": np.where(success, rng.random(n) * 3, 0).astype(np.float32),
+        "linf": np.where(success, rng.random(n), 0).astype(np.float32),
+    }
+    if images:
+        columns["adv_images"] = rng.random((n, 1, 8, 8)).astype(np.float32)
+    config = {"data": "digits", "attack": run_id, "model": "m.safetensors"}
+    with report.start_run(run_id, kind="attack", config=config) as writer:
+        writer.append(columns)
+        writer.finish(attack_summary(columns))
+    return columns
+
+
+def transfer_run(report: Report) -> tuple[np.ndarray, list[MoveProgram]]:
+    ds = open_dataset("synthetic-rgbir", n_per_class=3, size=16)
+    assert isinstance(ds, PairedDataset)
+    index = ds.domain("rgb").indices("test")[:3]
+    programs = [MoveProgram(16, 16, [Step.copy([i, 17 + i], [200 + i, 40]), Step.snapshot([60], [i])]) for i in range(len(index))]
+    n = len(index)
+    columns = {
+        "index": index, "label": ds.labels[index], "src_success": np.array([True, True, False]),
+        "src_adv_pred": ds.labels[index], "tgt_adv_pred": ds.labels[index], "queries": np.full(n, 5),
+        "iterations": np.ones(n, np.int64), "l0": np.full(n, 3), "n_moves": np.full(n, 3),
+        "tgt_success": np.array([True, False, False]),
+    }
+    summary = {"pairs": n, "source_success_rate": 2 / 3, "transfer_rate": 1 / 3, "both_fooled_rate": 1 / 3,
+               "random.transfer_rate": 0.0}
+    with report.start_run("transfer-white-pixle-rgb-ir", kind="transfer",
+                          config={**RGBIR, "direction": "rgb->ir", "attack_name": "white-pixle"}) as writer:
+        writer.append(columns)
+        writer.add_table("moves", moves_table(index, programs))
+        writer.finish(summary)
+    return index, programs
+
+
+@pytest.fixture
+def full_report(tmp_path: Path) -> Report:
+    """A report with data for every figure type: two attack runs (one with images), a transfer run with moves,
+    a robustness run and a detector run with an ROC table."""
+    report = Report(tmp_path / "all.h5")
+    attack_run(report, "attack-pixle", 30, seed=0, images=True)
+    attack_run(report, "attack-pgd", 30, seed=1)
+    transfer_run(report)
+    n, names, severities = 12, ["fog", "contrast"], [1, 2, 3]
+    correct = np.random.default_rng(2).random((n, len(names), len(severities))) < np.linspace(0.9, 0.3, 3)
+    with report.start_run("robustness", kind="robustness", config={"corruptions": names, "severities": severities}) as writer:
+        writer.append({"index": np.arange(n), "label": np.arange(n) % 10, "model_correct": correct})
+        writer.finish({"clean_accuracy": 0.95, "corruption_accuracy": float(correct.mean())})
+    with report.start_run("detect-ae", kind="detect", config={}) as writer:
+        writer.append({"index": np.arange(4), "label": np.zeros(4, np.int64)})
+        writer.add_table("roc", {"fpr": np.array([0.0, 0.1, 0.5, 1.0]), "tpr": np.array([0.0, 0.6, 0.9, 1.0]),
+                                 "threshold": np.array([9.0, 2.0, 1.0, 0.0])})
+        writer.finish({"auroc": 0.8})
+    return report
+
+
+def test_every_figure_type_is_a_valid_png(full_report: Report, tmp_path: Path) -> None:
+    result = plot_report(full_report, tmp_path / "figs")
+    assert result.skipped == {}
+    assert set(result.written) == set(FIGURES)
+    names = sorted(p.name for p in result.paths)
+    assert names == sorted(["success-vs-queries.png", "perturbation-norms.png", "images-attack-pixle.png",
+                            "images-transfer-white-pixle-rgb-ir.png", "corruptions-robustness.png", "roc.png",
+                            "transfer-matrix.png"])
+    for path in result.paths:
+        assert_png(path)
+
+
+def test_figures_without_data_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    report = Report(tmp_path / "a.h5")
+    attack_run(report, "attack-pgd", 10, seed=3)  # no images, no transfer, no robustness, no ROC
+    result = plot_report(report, tmp_path / "figs")
+    assert set(result.written) == {"cdf", "norms"}
+    assert "--save-images" in result.skipped["images"]
+    assert set(result.skipped) == {"images", "corruptions", "roc", "transfer"}
+    with pytest.raises(ReportError, match="cannot draw roc: no run table with fpr and tpr"):
+        plot_report(report, tmp_path / "figs", figures=["roc"])
+    with pytest.raises(ReportError, match="unknown figure 'heat'"):
+        plot_report(report, tmp_path / "figs", figures=["heat"])
+    with pytest.raises(ReportError, match="has no run 'nope'"):
+        plot_report(report, tmp_path / "figs", runs=["nope"])
+    with pytest.raises(ReportError, match="does not exist|no such report"):
+        plot_report(Report(tmp_path / "missing.h5"), tmp_path / "figs")
+
+
+def test_success_curve_counts_successes_by_query_budget() -> None:
+    queries = np.array([10, 3, 7, 3, 50])
+    success = np.array([True, True, False, True, False])
+    x, y = success_curve(queries, success)
+    assert x.tolist() == [0, 3, 3, 10, 50]
+    assert y[-1] == pytest.approx(success.mean())
+    for budget in (0, 3, 9, 10, 100):  # the step curve at any budget = share fooled within it
+        at = y[np.searchsorted(x, budget, side="right") - 1]
+        assert at == pytest.approx(np.mean(success & (queries <= budget)))
+
+
+def test_transfer_matrix_holds_the_run_summaries(full_report: Report) -> None:
+    runs = [full_report.read(r.id) for r in full_report.runs()]
+    matrix, rows, cols = transfer_matrix(runs)
+    assert rows == ["white-pixle", "random moves"]
+    assert cols == ["rgb->ir source", "rgb->ir transfer", "rgb->ir both"]
+    assert matrix[0].tolist() == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+    assert matrix[1, 1] == 0.0 and np.isnan(matrix[1, 0])
+
+
+def test_image_grid_uses_the_recorded_moves(full_report: Report, tmp_path: Path) -> None:
+    """The transfer grid shows each recorded program replayed on the dataset's images, arrows from its moves."""
+    asked: list[np.ndarray] = []
+
+    def loader(run, indices):  # type: ignore[no-untyped-def]
+        asked.append(np.asarray(indices))
+        ds = open_dataset("synthetic-rgbir", n_per_class=3, size=16)
+        return {d: ds.domain(d).batch(indices)[0].numpy() for d in ("rgb", "ir")}
+
+    result = plot_report(full_report, tmp_path / "figs", runs=["transfer-white-pixle-rgb-ir"], figures=["images"],
+                         max_images=2, loader=loader)
+    assert [p.name for p in result.paths] == ["images-transfer-white-pixle-rgb-ir.png"]
+    assert_png(result.paths[0])
+    run = full_report.read("transfer-white-pixle-rgb-ir")
+    assert asked[0].tolist() == run.samples["index"][run.samples["src_success"]].tolist()  # successes first, 2 max
+
+    _, programs = transfer_run(Report(tmp_path / "again.h5"))
+    index = run.samples["index"]
+    clean = loader(run, index)
+    adversarial, arrows = replay_moves(run.tables["moves"], index, clean)
+    for j, program in enumerate(programs):
+        for domain in ("rgb", "ir"):
+            expected = program.apply(torch.from_numpy(clean[domain][j])).numpy()
+            assert np.array_equal(adversarial[domain][j], expected)
+        src, dst = arrows[j]
+        # step 0 copies 200+j -> j and 40 -> 17+j; step 1 then writes 60 from position j (the last write wins)
+        assert dict(zip(dst.tolist(), src.tolist())) == {j: 200 + j, 17 + j: 40, 60: j}
