@@ -58,3 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted: re-run the same command to resume", highlight=False)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C inside a command into a silent exit 130
+            err.print("interrupted: re-run the same command to resume", highlight=False)
+        raise
