@@ -92,6 +92,10 @@ def attack(
     names = list(dict.fromkeys(names or [DEFAULT_ATTACK]))
     settings = _settings_per_attack(names, parse_params(param or []), builtin=model is None)
     attacks = {name: create_attack(name, **settings[name]) for name in names}
+    if targeted is not None:  # before any work: otherwise the error comes after the earlier attacks have run
+        for attack_obj in attacks.values():
+            if not attack_obj.supports_targeted:
+                raise AdvkitError(f"attack {attack_obj.name} has no targeted mode")
     dev = resolve_device(device)
     world = init_world(dev)
     dev = rank_device(dev)
