@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, log, out,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, finished_run, log, out,
     training_state_path,
     parse_params, progress_bar, recorded_config, table,
 )
@@ -83,6 +83,16 @@ def finetune(
 
     report_path = report or out_path.with_suffix(".h5")
     run_id = f"finetune-{method}"
+    # a run killed after finishing its report but before deleting its state file: done, not a conflict
+    finished = world.broadcast(finished_run(Report(report_path), run_id, recorded_config(ctx.params))
+                               if world.is_root and not overwrite and state_path.exists() else None)
+    if finished is not None:
+        world.close()
+        if world.is_root:
+            state_path.unlink(missing_ok=True)
+            log(f"run {run_id} in {report_path} is already complete with this config (--overwrite redoes it)")
+            _print(finished, eval_attack or list(EVAL_DEFAULTS), method, report_path, json_output)
+        return
     if not world.is_root:  # other torchrun ranks train their share; rank 0 evaluates and writes
         try:
             train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),

@@ -213,3 +213,19 @@ def test_finetune_survives_sigint_and_sigkill(digits_checkpoint: Path, tmp_path:
     a, b = load_file(str(ref / "f.safetensors")), load_file(str(run / "f.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (run / "f.safetensors.state.pt").exists()
+
+
+def test_finetune_killed_after_its_report_before_its_state_cleanup_is_done(digits_checkpoint: Path, tmp_path: Path) -> None:
+    """The one moment a random kill rarely hits: the report is complete but the per-epoch state file is still there."""
+    args = ["finetune", "--model", str(digits_checkpoint), "--data", "digits", "--method", "plain", "--epochs", "1",
+            "--eval-attack", "fgsm", "--eval-n", "8", "--no-corruptions", "--last", "--out", "f.safetensors"]
+    _in_process(args, tmp_path)
+    weights = (tmp_path / "f.safetensors").read_bytes()
+    state = tmp_path / "f.safetensors.state.pt"
+    before = Report(tmp_path / "f.h5").read("finetune-plain")
+    state.write_bytes(b"state file of the killed run")
+    _in_process(args, tmp_path)
+    assert not state.exists() and (tmp_path / "f.safetensors").read_bytes() == weights
+    after = Report(tmp_path / "f.h5").read("finetune-plain")
+    assert [r.id for r in Report(tmp_path / "f.h5").runs()] == ["finetune-plain"]
+    assert after.attrs["finished"] == before.attrs["finished"] and after.summary == pytest.approx(before.summary, nan_ok=True)
