@@ -67,6 +67,7 @@ PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "dist
 Dimension = int | float
 _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
+_CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built at once
 
 
 def _dimension_pair(name: str, value: Dimension | tuple[Dimension, Dimension] | list[Dimension]) -> tuple[Dimension, Dimension]:
@@ -290,13 +291,18 @@ class _Search:
         ]
         return tuple(torch.cat(ms).view(len(idx), count, -1) for ms in zip(*parts))
 
-    def _score(self, rows: torch.Tensor, step: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Build and query one candidate per entry of rows given moves (R, M): candidates (R, C, L), loss and success (R,)."""
-        candidates = apply_moves(self.base[rows], self.clean[rows], *step)
+    def _query(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query candidates (R, C, L) of the samples in rows (R,): loss and success (R,)."""
         images = candidates.view(len(rows), self.c, self.h, self.w)
         probs = self.model.probabilities(_nhwc(images) if self.nhwc else images, rows)
         goal = self.goal[rows]
-        return candidates, self._loss(probs, goal), self._success(probs, goal)
+        return self._loss(probs, goal), self._success(probs, goal)
+
+    def _build(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], start: int, stop: int) -> torch.Tensor:
+        """Candidates start..stop of the samples in idx on their bases, in one call: (A, stop - start, C, L)."""
+        a, b = len(idx), stop - start
+        current, clean = (t[idx].unsqueeze(1).expand(-1, b, -1, -1).reshape(a * b, self.c, -1) for t in (self.base, self.clean))
+        return apply_moves(current, clean, *(m[:, start:stop].reshape(a * b, -1) for m in plan)).view(a, b, self.c, -1)
 
     def _adopt(self, rows: torch.Tensor, images: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
         """The candidates (R, C, L) built on the base of rows with moves step (R, M) become their new base."""
@@ -314,39 +320,47 @@ class _Search:
             a = len(idx)
             plan = self._draw(idx, restart * n_it, n_it)  # the base is fixed for the whole restart: draw all its candidates
             # a candidate identical to the base can neither lower the loss nor succeed: it is not queried
-            idle = idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, n_it, -1).all(2)
+            live = ~idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, n_it, -1).all(2)
+            # the passes only query and record; the restart's bookkeeping happens once, in _end_restart
+            loss = torch.full((a, n_it), float("inf"), device=idx.device)
+            success = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device)
+            tried = torch.zeros_like(success)
             going = torch.ones(a, dtype=torch.bool, device=idx.device)
-            best_it = torch.full((a,), -1, dtype=torch.long, device=idx.device)  # improving candidate this restart
-            last_it = torch.full_like(best_it, -1)
+            # candidates are built a block of passes at a time (the whole restart unless memory says otherwise)
+            block = max(1, _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w)) * k_max
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
                 active = going & self.counter.affordable(k)[idx]
-                ask, pick = (active.unsqueeze(1) & ~idle[:, it : it + k]).nonzero().unbind(1)  # the one host sync of a pass
+                ask, pick = (active.unsqueeze(1) & live[:, it : it + k]).nonzero().unbind(1)  # the one host sync of a pass
                 if len(ask) == 0 and not bool(active.any()):
                     break
-                loss = torch.full((a, k), float("inf"), device=idx.device)
-                success = torch.zeros((a, k), dtype=torch.bool, device=idx.device)
+                tried[:, it : it + k] = active.unsqueeze(1)
+                if it % block == 0:
+                    built = self._build(idx, plan, it, min(it + block, n_it))
                 if len(ask):
-                    _, loss[ask, pick], success[ask, pick] = self._score(idx[ask], tuple(m[ask, it + pick] for m in plan))
-                # the reference tries candidates one by one: only those up to the first success count
-                order = torch.arange(k, device=idx.device)
-                first_hit = torch.where(success, order, k).amin(1)  # (A,) k when none succeeded
-                hit = first_hit < k
-                low, arg = loss.masked_fill(order > first_hit.unsqueeze(1), float("inf")).min(1)
-                improved = low < self.best_loss[idx]
-                self.best_loss[idx] = torch.where(improved, low, self.best_loss[idx])
-                best_it = torch.where(hit, it + first_hit, torch.where(improved, it + arg, best_it))
-                last_it = torch.where(active, it + torch.where(hit, first_hit, k - 1), last_it)
-                self.iterations[idx] += torch.where(active, torch.where(hit, first_hit + 1, k), 0)
-                self.done[idx] |= hit
-                going &= ~hit
-            self._end_restart(idx, plan, best_it, last_it)
+                    col = it + pick
+                    loss[ask, col], success[ask, col] = self._query(idx[ask], built[ask, col % block])
+                    going &= torch.zeros(a, dtype=torch.long, device=idx.device).index_add_(0, ask, success[ask, col].long()) == 0
+            self._end_restart(idx, plan, loss, success, tried)
 
-    def _end_restart(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], best_it: torch.Tensor, last_it: torch.Tensor) -> None:
-        """The improving candidate (or, before any improvement, the last one) becomes the base."""
-        improved = best_it >= 0
-        self.has_best[idx[improved]] = True
-        keep = torch.where(improved, best_it, torch.where(self.has_best[idx], -1, last_it))
+    def _end_restart(
+        self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], loss: torch.Tensor, success: torch.Tensor, tried: torch.Tensor
+    ) -> None:
+        """Book a restart of samples idx from its (A, I) candidate losses, successes and tried flags, then move the
+        base: to the first successful candidate, else to the best improving one, else (before any improvement)
+        to the last candidate tried. As in the reference, candidates after the first success do not count."""
+        order = torch.arange(loss.shape[1], device=idx.device)
+        first_hit = torch.where(success, order, loss.shape[1]).amin(1)
+        hit = first_hit < loss.shape[1]
+        counted = tried & (order <= first_hit.unsqueeze(1))
+        low, arg = loss.masked_fill(~counted, float("inf")).min(1)
+        improved = (low < self.best_loss[idx]) | hit
+        self.best_loss[idx] = torch.minimum(low, self.best_loss[idx])
+        self.iterations[idx] += counted.sum(1)
+        self.done[idx] |= hit
+        last = torch.where(counted, order, -1).amax(1)
+        keep = torch.where(hit, first_hit, torch.where(improved, arg, torch.where(self.has_best[idx], -1, last)))
+        self.has_best[idx] |= improved
         local = (keep >= 0).nonzero().squeeze(1)
         if len(local) == 0:
             return
@@ -368,7 +382,8 @@ class _Search:
             self.iterations[local] += 1
             if len(rows) == 0:
                 continue
-            cands, loss, success = self._score(rows, step)
+            cands = apply_moves(self.base[rows], self.clean[rows], *step)
+            loss, success = self._query(rows, cands)
             take = (loss < self.best_loss[rows]) | success
             self.best_loss[rows] = torch.minimum(loss, self.best_loss[rows])
             self._adopt(rows[take], cands[take], tuple(m[take] for m in step))
