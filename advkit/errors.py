@@ -29,3 +29,7 @@ class QueryBudgetExceeded(AdvkitError):
 
 class SettingsError(AdvkitError, ValueError):
     """An attack or method setting is unknown or out of range (a ValueError for library callers)."""
+
+
+class DetectorError(AdvkitError):
+    """A detector file is unreadable, was fitted for another model, or its inputs (layers, reports) are unusable."""

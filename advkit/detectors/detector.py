@@ -1,0 +1,465 @@
+"""The layer-wise autoencoder detector of Wojcik et al. (https://arxiv.org/abs/2006.10013): fit, score, save, load.
+
+One autoencoder per tapped layer learns the manifold of clean features (all trained in one loop over clean training
+images; the classifier stays frozen). An input's per-layer features are [reconstruction MSE averaged over
+(C, H, W), latent norm |z|]; an IsolationForest on them (per layer, and on all layers concatenated) scores how
+anomalous the input is. Thresholds are set on held-out clean images to a chosen false-positive rate. The same
+fit also trains the two baselines (Mahalanobis on the same layers, and a MagNet input autoencoder), so every
+evaluation can show them side by side.
+
+Detector files are safetensors + JSON metadata, never pickle: IsolationForests cannot be stored without pickle,
+so the file keeps the features they were fitted on and :meth:`LayerwiseDetector.load` refits them with the
+recorded seed (same data + same ``random_state`` = the same forest, so scores round-trip exactly).
+
+    >>> from advkit.datasets import open_dataset
+    >>> from advkit.models import ModelWrapper, Preprocessing, create_architecture
+    >>> ds = open_dataset("digits")
+    >>> torch.manual_seed(0) and None
+    >>> model = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), Preprocessing())
+    >>> det = LayerwiseDetector.fit(model, ds, ds.indices("train")[:200], settings=DetectorSettings(epochs=1, filters=4, n_estimators=10))
+    >>> scores = det.score(ds.batch(ds.indices("test")[:3])[0])
+    >>> sorted(scores)[:3], scores["ae"].shape
+    (['ae', 'ae[block1]', 'ae[block2]'], (3,))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advkit.datasets import ImageDataset
+from advkit.detectors.autoencoders import KINDS, InputAutoencoder, LayerAutoencoder, build_autoencoder
+from advkit.detectors.baselines import fit_mahalanobis, mahalanobis_score, pooled
+from advkit.detectors.features import layer_features, model_fingerprint
+from advkit.detectors.taps import default_layers, layer_shapes
+from advkit.errors import DetectorError, SettingsError
+from advkit.models import ModelWrapper
+from advkit.rng import derive_seed, generator, seeded_globals
+from advkit.runtime import ProgressEvent, ProgressFn, no_progress
+
+FORMAT = "advkit-detector"
+FORMAT_VERSION = 1
+_META_KEY = "advkit_detector"
+ERRORS = ("rel-l1", "mse")
+MAGNET_LR = 1e-2  # MagNet's sigmoid autoencoder barely moves at 1e-3 within a CPU-sized number of epochs
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How a detector is fitted.
+
+    Attributes:
+        kind: autoencoder type, "wae" (WAE-MMD, the paper's default), "ae" or "vae".
+        filters: channels of each encoder conv (the paper uses 128; 32 keeps a CPU fit under a minute).
+        latent: size of each layer's code z (the paper's 64).
+        epochs: passes over the clean training images (the paper: 150; see docs/detectors.md for the default).
+        batch_size: images per optimisation step (the paper's 100).
+        lr: Adam learning rate (the paper's 1e-3); WAE and VAE multiply it by 0.5, 0.2, 0.1 after 1/2, 2/3, 5/6
+            of the epochs (the paper's steps at 75, 100, 125 of 150).
+        fpr: target false-positive rate of the thresholds, calibrated on held-out clean images.
+        calib_fraction: share of the given training images held out for calibration (never trained on).
+        n_estimators: trees of each IsolationForest.
+        error: the per-layer reconstruction error fed to the IsolationForest: "rel-l1" (mean absolute error over
+            the features' RMS, advkit's default) or "mse" (the paper's).
+        standardise: feed each autoencoder its layer's features standardised per channel (clean-image mean and
+            std), so channels that are near zero on clean images weigh as much as strong ones. Off by default:
+            it lowered AUROC on digits (see docs/detectors.md).
+        seed: every random choice (initialisation, shuffling, prior samples, hold-out, forests).
+    """
+
+    kind: str = "wae"
+    filters: int = 32
+    latent: int = 64
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    fpr: float = 0.05
+    calib_fraction: float = 0.1
+    n_estimators: int = 200
+    error: str = "rel-l1"
+    standardise: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SettingsError(f"autoencoder kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("filters", "latent", "epochs", "batch_size", "n_estimators"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.fpr < 1:
+            raise SettingsError(f"fpr must lie in (0, 1), got {self.fpr}")
+        if not 0 < self.calib_fraction < 1:
+            raise SettingsError(f"calib_fraction must lie in (0, 1), got {self.calib_fraction}")
+        if self.error not in ERRORS:
+            raise SettingsError(f"error must be one of {', '.join(ERRORS)}, got {self.error!r}")
+        if not self.lr > 0:
+            raise SettingsError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class Features:
+    """What the detector computes for N inputs (L tapped layers).
+
+    Attributes:
+        mse: (N, L) reconstruction MSE per layer, averaged over (C, H, W) (the paper's error).
+        rel_l1: (N, L) mean absolute reconstruction error over (C, H, W) divided by the features' RMS.
+        znorm: (N, L) L2 norm of each layer's code.
+        z: (N, L, latent) codes (the supervised detector's input, concatenated over layers).
+        maha: (N, L) Mahalanobis distance to the closest class per layer (baseline).
+        magnet: (N,) mean absolute reconstruction error of the input autoencoder (baseline).
+        pred: (N,) the classifier's prediction.
+    """
+
+    mse: np.ndarray
+    rel_l1: np.ndarray
+    znorm: np.ndarray
+    z: np.ndarray
+    maha: np.ndarray
+    magnet: np.ndarray
+    pred: np.ndarray
+
+    def unsupervised(self, error: str = "rel-l1") -> np.ndarray:
+        """(N, 2L): [err_1, |z_1|, err_2, |z_2|, ...] (the paper's "ae_encoded" features; ``error`` "mse" or "rel-l1")."""
+        err = self.mse if error == "mse" else self.rel_l1
+        return np.stack([err, self.znorm], axis=2).reshape(len(self.mse), -1)  # (N, L, 2) -> (N, 2L)
+
+    @property
+    def latents(self) -> np.ndarray:
+        """(N, L * latent) concatenated codes."""
+        return self.z.reshape(len(self.z), -1)  # (N, L, latent) -> (N, L * latent)
+
+    def subset(self, mask: np.ndarray) -> Features:
+        return Features(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: Sequence[Features]) -> Features:
+        return Features(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Features)))
+
+
+class LayerwiseDetector:
+    """Layer-wise autoencoder detector bound to one classifier (see the module docstring).
+
+    Build one with :meth:`fit` or :meth:`load`. Scores are "higher = more likely adversarial":
+    ``ae[LAYER]`` / ``ae`` (IsolationForest per layer / on all layers), ``mahalanobis[LAYER]`` /
+    ``mahalanobis`` (sum of standardised layer scores) and ``magnet``.
+    """
+
+    def __init__(self, model: ModelWrapper, layers: list[str], shapes: dict[str, tuple[int, int, int]],
+                 settings: DetectorSettings, autoencoders: dict[str, LayerAutoencoder], magnet: InputAutoencoder,
+                 maha: dict[str, tuple[torch.Tensor, torch.Tensor]], norms: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 fit_features: np.ndarray, calib: Features, meta: dict[str, Any]) -> None:
+        self.model = model
+        self.norms = norms  # layer -> (mean, std), each (C, 1, 1): what the autoencoders see is (f - mean) / std
+        self.layers = layers
+        self.shapes = shapes
+        self.settings = settings
+        self.autoencoders = autoencoders
+        self.magnet = magnet
+        self.maha = maha
+        self.fit_features = fit_features  # (N_fit, 2L) unsupervised features of the training images
+        self.calib = calib  # features of the held-out clean images
+        self.meta = meta
+        self._forests = self._fit_forests()
+        calib_scores = self._scores(calib, calibrating=True)
+        self.thresholds = {name: float(np.quantile(s, 1 - settings.fpr)) for name, s in calib_scores.items()}
+
+    # ---------------------------------------------------------------------------------------------- fitting
+
+    @classmethod
+    def fit(cls, model: ModelWrapper, dataset: ImageDataset, indices: np.ndarray, *, layers: Sequence[str] | None = None,
+            settings: DetectorSettings | None = None, progress: ProgressFn = no_progress, batch_size: int = 256
+            ) -> LayerwiseDetector:
+        """Fit on the clean images ``dataset[indices]`` (their labels are used by the Mahalanobis baseline only).
+
+        A seeded ``settings.calib_fraction`` of ``indices`` is held out to calibrate thresholds; every autoencoder
+        (and the MagNet baseline) trains on the rest in one loop, with the classifier frozen in eval mode.
+        """
+        s = settings or DetectorSettings()
+        indices = np.asarray(indices, np.int64)
+        n_calib = int(round(len(indices) * s.calib_fraction))
+        if n_calib < 10 or len(indices) - n_calib < 20:
+            raise DetectorError(f"fitting needs at least 20 training and 10 held-out images; got {len(indices)} images "
+                                f"with calib_fraction {s.calib_fraction}")
+        channels, (h, w) = dataset.channels, dataset.size
+        input_shape = (model.preprocessing.channels or channels, h, w)
+        layers = list(layers) if layers else default_layers(model.net, input_shape)
+        shapes = layer_shapes(model.net, layers, input_shape)
+        order = torch.randperm(len(indices), generator=generator(s.seed, "detector-calibration")).numpy()
+        calib_idx, fit_idx = np.sort(indices[order[:n_calib]]), np.sort(indices[order[n_calib:]])
+        began = time.perf_counter()
+        nonneg, norms = _feature_stats(model, layers, dataset, fit_idx[:1024], s.standardise)
+        with seeded_globals(derive_seed(s.seed, "detector-init")):
+            aes = {name: build_autoencoder(shapes[name], kind=s.kind, filters=s.filters, latent=s.latent,
+                                           nonnegative=nonneg[name]) for name in layers}
+            magnet = InputAutoencoder(channels)
+        device = model.device
+        for module in (*aes.values(), magnet):
+            module.to(device)
+        _train(model, layers, aes, norms, magnet, dataset, fit_idx, s, progress)
+        train_seconds = time.perf_counter() - began
+        collected = _collect(model, layers, aes, norms, magnet, None, dataset, fit_idx, batch_size, pooled_too=True)
+        features, pooled_feats = collected
+        labels = torch.from_numpy(dataset.labels[fit_idx])
+        num_classes = model.preprocessing.num_classes or dataset.num_classes
+        maha = {name: fit_mahalanobis(pooled_feats[name], labels, num_classes) for name in layers}
+        calib, _ = _collect(model, layers, aes, norms, magnet, maha, dataset, calib_idx, batch_size)
+        meta = {
+            "fingerprint": model_fingerprint(model), "input_shape": list(input_shape), "num_classes": num_classes,
+            "nonnegative": nonneg, "dataset": dataset.name, "n_fit": len(fit_idx), "n_calib": len(calib_idx),
+            "train_seconds": round(train_seconds, 3), "channels": channels,
+        }
+        return cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error), calib, meta)
+
+    def _fit_forests(self) -> dict[str, Any]:
+        from sklearn.ensemble import IsolationForest
+
+        forests = {}
+        for name, cols in self._forest_columns().items():
+            forest = IsolationForest(n_estimators=self.settings.n_estimators, random_state=derive_seed(self.settings.seed, "iforest", name) % 2**32, n_jobs=1)
+            forests[name] = forest.fit(self.fit_features[:, cols])
+        return forests
+
+    def _forest_columns(self) -> dict[str, list[int]]:
+        cols = {f"ae[{name}]": [2 * i, 2 * i + 1] for i, name in enumerate(self.layers)}
+        cols["ae"] = list(range(2 * len(self.layers)))
+        return cols
+
+    # ---------------------------------------------------------------------------------------------- scoring
+
+    @property
+    def score_names(self) -> list[str]:
+        """Every score this detector gives, in display order."""
+        return [*self._forest_columns(), *(f"mahalanobis[{n}]" for n in self.layers), "mahalanobis", "magnet"]
+
+    def features(self, x: torch.Tensor, batch_size: int = 256) -> Features:
+        """Detector features of images x (N, C, H, W) in [0, 1]."""
+        if x.dim() != 4 or not torch.is_floating_point(x):
+            raise DetectorError(f"expected float images (N, C, H, W) in [0, 1], got {x.dtype} of shape {tuple(x.shape)}")
+        parts = [_batch_features(self.model, self.layers, self.autoencoders, self.norms, self.magnet, self.maha, x[i:i + batch_size])[0]
+                 for i in range(0, len(x), batch_size)]
+        return Features.concat(parts)
+
+    def scores(self, feats: Features) -> dict[str, np.ndarray]:
+        """Every score (``score_names``) for precomputed features; (N,) float64 each, higher = more anomalous."""
+        return self._scores(feats)
+
+    def _scores(self, feats: Features, calibrating: bool = False) -> dict[str, np.ndarray]:
+        unsup = feats.unsupervised(self.settings.error)
+        out = {name: -self._forests[name].score_samples(unsup[:, cols]) for name, cols in self._forest_columns().items()}
+        mean, std = self.calib.maha.mean(0), self.calib.maha.std(0) + 1e-12
+        for i, name in enumerate(self.layers):
+            out[f"mahalanobis[{name}]"] = feats.maha[:, i].astype(np.float64)
+        out["mahalanobis"] = ((feats.maha - mean) / std).sum(1).astype(np.float64)
+        out["magnet"] = feats.magnet.astype(np.float64)
+        return out
+
+    def score(self, x: torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Every score for images x (N, C, H, W) in [0, 1]."""
+        return self.scores(self.features(x, batch_size))
+
+    def flags(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """(N,) bool per score: above its threshold (calibrated to ``settings.fpr`` on held-out clean images)."""
+        return {name: s > self.thresholds[name] for name, s in scores.items()}
+
+    def standardisation(self) -> dict[str, np.ndarray]:
+        """Mean and std (each (L,)) of clean training error and |z| per layer (for the adaptive attack's score)."""
+        f = self.fit_features.reshape(len(self.fit_features), len(self.layers), 2)  # (N, 2L) -> (N, L, 2)
+        return {"err_mean": f[:, :, 0].mean(0), "err_std": f[:, :, 0].std(0) + 1e-12,
+                "znorm_mean": f[:, :, 1].mean(0), "znorm_std": f[:, :, 1].std(0) + 1e-12}
+
+    # ------------------------------------------------------------------------------------------- save / load
+
+    def save(self, path: str | Path) -> None:
+        """Write the detector as one safetensors file (weights, fitting features, JSON metadata); never pickle."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise DetectorError(f"detector files are safetensors (no pickle): name it {path.with_suffix('.safetensors').name}, not {path.name}")
+        tensors: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.layers):
+            for key, value in self.autoencoders[name].state_dict().items():
+                tensors[f"ae.{i}.{key}"] = value
+            tensors[f"maha.{i}.means"], tensors[f"maha.{i}.precision"] = self.maha[name]
+            tensors[f"norm.{i}.mean"], tensors[f"norm.{i}.std"] = self.norms[name]
+        for key, value in self.magnet.state_dict().items():
+            tensors[f"magnet.{key}"] = value
+        tensors["fit.features"] = torch.from_numpy(self.fit_features)
+        for f in fields(Features):
+            tensors[f"calib.{f.name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.calib, f.name)))
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "layers": self.layers,
+                "shapes": {k: list(v) for k, v in self.shapes.items()}, "settings": asdict(self.settings), **self.meta}
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+        tmp.replace(path)
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict[str, Any]:
+        """The JSON metadata of a detector file (model fingerprint, layers, settings, ...), without loading it."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise DetectorError(f"no such detector file: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DetectorError(f"{path} is not a readable detector file ({str(exc).splitlines()[0][:120]})") from None
+        try:
+            meta = json.loads(metadata[_META_KEY])
+        except (KeyError, json.JSONDecodeError):
+            raise DetectorError(f"{path} is a safetensors file but not an advkit detector") from None
+        if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+            raise DetectorError(f"{path} has detector format {meta.get('format_version')}; this advkit reads up to {FORMAT_VERSION}")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path, model: ModelWrapper) -> LayerwiseDetector:
+        """Load a detector file for ``model``; a DetectorError if it was fitted for another model."""
+        from safetensors.torch import load_file
+
+        meta = cls.read_meta(path)
+        theirs, ours = meta.get("fingerprint", ""), model_fingerprint(model)
+        if theirs != ours:
+            raise DetectorError(f"{path} was fitted for another model (fingerprint {theirs[:12]}, this model's is {ours[:12]}); "
+                                "fit a detector for this model with advkit detect fit")
+        tensors = load_file(str(path))
+        try:
+            settings = DetectorSettings(**meta["settings"])
+            layers = list(meta["layers"])
+            shapes = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in meta["shapes"].items()}
+            aes, maha, norms = {}, {}, {}
+            for i, name in enumerate(layers):
+                ae = build_autoencoder(shapes[name], kind=settings.kind, filters=settings.filters, latent=settings.latent,
+                                       nonnegative=bool(meta["nonnegative"][name]))
+                prefix = f"ae.{i}."
+                ae.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+                aes[name] = ae.to(model.device).eval()
+                maha[name] = (tensors[f"maha.{i}.means"], tensors[f"maha.{i}.precision"])
+                norms[name] = (tensors[f"norm.{i}.mean"].to(model.device), tensors[f"norm.{i}.std"].to(model.device))
+            magnet = InputAutoencoder(int(meta["channels"]))
+            magnet.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("magnet.")})
+            calib = Features(*(tensors[f"calib.{f.name}"].numpy() for f in fields(Features)))
+            fit_features = tensors["fit.features"].numpy()
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise DetectorError(f"{path} is a damaged detector file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        keep = ("fingerprint", "input_shape", "num_classes", "nonnegative", "dataset", "n_fit", "n_calib", "train_seconds", "channels", "model")
+        return cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
+                   {k: meta[k] for k in keep if k in meta})
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _feature_stats(model: ModelWrapper, layers: list[str], dataset: ImageDataset, idx: np.ndarray, standardise: bool
+                   ) -> tuple[dict[str, bool], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per layer: whether the decoder may end in ReLU, and the (mean, std) (each (C, 1, 1)) fed features are shifted by."""
+    feats, _ = layer_features(model, layers, dataset.batch(idx)[0].to(model.device))
+    nonneg, norms = {}, {}
+    for name in layers:
+        f = feats[name]
+        if standardise:
+            mean, std = f.mean(dim=(0, 2, 3)), f.std(dim=(0, 2, 3)) + 1e-3 * (f.std() + 1e-8)
+        else:
+            mean, std = torch.zeros(f.shape[1], device=f.device), torch.ones(f.shape[1], device=f.device)
+        norms[name] = (mean.view(-1, 1, 1), std.view(-1, 1, 1))  # (C,) -> (C, 1, 1)
+        nonneg[name] = bool(f.min() >= 0) and not standardise
+    return nonneg, norms
+
+
+def normalised(f: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Layer features (B, C, H, W) as the layer's autoencoder sees them."""
+    return (f - norm[0]) / norm[1]
+
+
+def _lr_factor(kind: str, epoch: int, epochs: int) -> float:
+    """The paper's step schedule (x0.5 at 75, x0.2 at 100, x0.1 at 125 of 150 epochs), scaled to ``epochs``."""
+    if kind == "ae":
+        return 1.0
+    for start, factor in ((5 / 6, 0.1), (2 / 3, 0.2), (1 / 2, 0.5)):
+        if epoch >= math.ceil(start * epochs) and epochs >= 4:
+            return factor
+    return 1.0
+
+
+def _train(model: ModelWrapper, layers: list[str], aes: dict[str, LayerAutoencoder],
+           norms: dict[str, tuple[torch.Tensor, torch.Tensor]], magnet: InputAutoencoder,
+           dataset: ImageDataset, fit_idx: np.ndarray, s: DetectorSettings, progress: ProgressFn) -> None:
+    """All autoencoders (and MagNet's) in one loop over the clean images; each sees its layer's detached features."""
+    params = [p for m in aes.values() for p in m.parameters()]
+    opt = torch.optim.Adam([{"params": params, "lr": s.lr}, {"params": list(magnet.parameters()), "lr": MAGNET_LR}])
+    shuffle, noise = generator(s.seed, "detector-shuffle"), generator(s.seed, "detector-noise")
+    for m in (*aes.values(), magnet):
+        m.train()
+    device = model.device
+    for epoch in range(s.epochs):
+        opt.param_groups[0]["lr"] = s.lr * _lr_factor(s.kind, epoch, s.epochs)
+        order = fit_idx[torch.randperm(len(fit_idx), generator=shuffle).numpy()]
+        total, count = 0.0, 0
+        for start in range(0, len(order), s.batch_size):
+            x = dataset.batch(np.sort(order[start:start + s.batch_size]))[0].to(device)
+            feats, _ = layer_features(model, layers, x)  # classifier frozen: no_grad, eval mode
+            loss = sum((aes[name].loss(normalised(feats[name], norms[name]), noise) for name in layers), magnet.loss(x, noise))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + float(loss.detach()) * len(x), count + len(x)
+        progress(ProgressEvent("fit autoencoders", epoch + 1, s.epochs, {"loss": total / max(count, 1)}))
+    for m in (*aes.values(), magnet):
+        m.eval()
+
+
+@torch.no_grad()
+def _batch_features(model: ModelWrapper, layers: list[str], aes: dict[str, LayerAutoencoder],
+                    norms: dict[str, tuple[torch.Tensor, torch.Tensor]], magnet: InputAutoencoder,
+                    maha: dict[str, tuple[torch.Tensor, torch.Tensor]] | None, x: torch.Tensor
+                    ) -> tuple[Features, dict[str, torch.Tensor]]:
+    x = x.to(model.device)
+    feats, logits = layer_features(model, layers, x)
+    mse, rel, znorm, zs, dist, pools = [], [], [], [], [], {}
+    for name in layers:
+        f = normalised(feats[name], norms[name])
+        recon, z = aes[name](f)
+        mse.append((recon - f).pow(2).flatten(1).mean(1))
+        rel.append((recon - f).abs().flatten(1).mean(1) / (f.pow(2).flatten(1).mean(1).sqrt() + 1e-8))
+        znorm.append(z.norm(dim=1))
+        zs.append(z)
+        pools[name] = pooled(feats[name]).cpu()
+        if maha is not None:
+            means, precision = maha[name]
+            dist.append(mahalanobis_score(pools[name], means, precision))
+    n = len(x)
+    out = Features(
+        torch.stack(mse, 1).double().cpu().numpy(), torch.stack(rel, 1).double().cpu().numpy(),
+        torch.stack(znorm, 1).double().cpu().numpy(),
+        torch.stack(zs, 1).cpu().numpy(),  # L x (N, latent) -> (N, L, latent)
+        torch.stack(dist, 1).double().numpy() if dist else np.zeros((n, len(layers))),
+        magnet.score(x).double().cpu().numpy(), logits.argmax(1).cpu().numpy(),
+    )
+    return out, pools
+
+
+def _collect(model: ModelWrapper, layers: list[str], aes: dict[str, LayerAutoencoder],
+             norms: dict[str, tuple[torch.Tensor, torch.Tensor]], magnet: InputAutoencoder,
+             maha: dict[str, tuple[torch.Tensor, torch.Tensor]] | None, dataset: ImageDataset, idx: np.ndarray,
+             batch_size: int, pooled_too: bool = False) -> tuple[Features, dict[str, torch.Tensor]]:
+    parts, pools = [], []
+    for start in range(0, len(idx), batch_size):
+        feats, pool = _batch_features(model, layers, aes, norms, magnet, maha, dataset.batch(idx[start:start + batch_size])[0])
+        parts.append(feats)
+        if pooled_too:
+            pools.append(pool)
+    merged = {name: torch.cat([p[name] for p in pools]) for name in layers} if pooled_too else {}
+    return Features.concat(parts), merged
+
+
+__all__ = ["DetectorSettings", "Features", "LayerwiseDetector"]

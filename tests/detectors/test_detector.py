@@ -1,0 +1,137 @@
+"""The layer-wise autoencoder detector on real data (sklearn digits): detection, calibration, files, seeds."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advkit.attacks import create_attack
+from advkit.datasets import ImageDataset
+from advkit.detectors import DetectorSettings, LayerwiseDetector
+from advkit.detectors.adaptive import adaptive_pgd, detector_proxy
+from advkit.detectors.evaluate import auroc, evaluate, matched_noise
+from advkit.errors import DetectorError
+from advkit.models import ModelWrapper, create_architecture
+
+SETTINGS = DetectorSettings(epochs=8, filters=16, n_estimators=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def detector(digits_model: ModelWrapper, digits: ImageDataset) -> LayerwiseDetector:
+    return LayerwiseDetector.fit(digits_model, digits, digits.indices("train"), settings=SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def pgd_set(digits_model: ModelWrapper, digits: ImageDataset) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+    idx = digits.indices("test")[:120]
+    x, y = digits.batch(idx)
+    result = create_attack("pgd", eps=0.2, alpha=0.02, steps=20)(digits_model, x, y)
+    keep = (result.success & (digits_model.logits(x).argmax(1) == y)).numpy()
+    return idx[keep], x[keep], y[keep], result.x_adv[keep]
+
+
+def test_detects_pgd_well_above_chance(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    _, x, _, x_adv = pgd_set
+    assert len(x) >= 40  # PGD at eps 0.2 fools the digits CNN on most samples
+    clean, adv = detector.score(x), detector.score(x_adv)
+    assert auroc(clean["ae"], adv["ae"]) > 0.6  # about 0.7 measured; chance is 0.5
+    assert auroc(clean["mahalanobis"], adv["mahalanobis"]) > 0.85
+    # every score is "higher = more anomalous": adversarial scores are higher on average for the combined detector
+    assert adv["ae"].mean() > clean["ae"].mean()
+
+
+def test_thresholds_hold_their_false_positive_rate_on_unseen_clean_images(detector: LayerwiseDetector, digits: ImageDataset) -> None:
+    x, _ = digits.batch(digits.indices("test"))
+    flagged = detector.flags(detector.score(x))
+    assert detector.meta["n_calib"] == round(len(digits.indices("train")) * SETTINGS.calib_fraction)
+    for name in ("ae", "mahalanobis", "magnet"):
+        assert flagged[name].mean() < 0.15, name  # calibrated to 5% on held-out clean images
+
+
+def test_file_round_trips_to_identical_scores_without_unpickling(detector: LayerwiseDetector, digits_model: ModelWrapper,
+                                                                digits: ImageDataset, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "det.safetensors"
+    detector.save(path)
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("loading a detector must not unpickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    loaded = LayerwiseDetector.load(path, digits_model)
+    x, _ = digits.batch(digits.indices("test")[:50])
+    before, after = detector.score(x), loaded.score(x)
+    assert set(before) == set(after)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    assert loaded.thresholds == detector.thresholds
+
+
+def test_refuses_a_detector_fitted_for_another_model(detector: LayerwiseDetector, tmp_path: Path) -> None:
+    path = tmp_path / "det.safetensors"
+    detector.save(path)
+    other = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), detector.model.preprocessing)
+    with pytest.raises(DetectorError, match="fitted for another model"):
+        LayerwiseDetector.load(path, other)
+
+
+def test_refuses_files_that_are_not_detectors(detector: LayerwiseDetector, tmp_path: Path, digits_model: ModelWrapper) -> None:
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(DetectorError, match="not a readable detector file"):
+        LayerwiseDetector.load(bad, digits_model)
+    with pytest.raises(DetectorError, match="safetensors"):
+        detector.save(tmp_path / "det.pt")  # never a pickle-based .pt
+    assert not (tmp_path / "det.pt").exists()
+
+
+def test_same_seed_gives_the_same_detector(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+    small = DetectorSettings(epochs=1, filters=4, n_estimators=20, seed=3)
+    idx = digits.indices("train")[:300]
+    a = LayerwiseDetector.fit(digits_model, digits, idx, settings=small)
+    b = LayerwiseDetector.fit(digits_model, digits, idx, settings=small)
+    c = LayerwiseDetector.fit(digits_model, digits, idx, settings=DetectorSettings(epochs=1, filters=4, n_estimators=20, seed=4))
+    x, _ = digits.batch(digits.indices("test")[:20])
+    np.testing.assert_array_equal(a.score(x)["ae"], b.score(x)["ae"])
+    assert not np.array_equal(a.score(x)["ae"], c.score(x)["ae"])
+
+
+def test_unknown_layer_names_fail_with_close_matches(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+    with pytest.raises(DetectorError, match="did you mean block1"):
+        LayerwiseDetector.fit(digits_model, digits, digits.indices("train")[:100], layers=["blok1"],
+                              settings=DetectorSettings(epochs=1, filters=4))
+
+
+def test_evaluation_protocols_and_noisy_negatives(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    idx, x, _, x_adv = pgd_set
+    noisy = matched_noise(x, x_adv, idx, seed=0)
+    ratio = (noisy - x).flatten(1).norm(dim=1) / (x_adv - x).flatten(1).norm(dim=1)
+    assert 0.6 < float(ratio.median()) < 1.2  # same L2 budget (less where clipping to [0, 1] bites)
+    ev = evaluate(detector, detector.features(x), detector.features(x_adv), detector.features(noisy),
+                  train_fraction=0.4, supervised="logreg", seed=0, quick=True)
+    test = ev.test_mask
+    assert test is not None and 0 < test.sum() < len(x)
+    for section, name in (("unsupervised", "ae"), ("unsupervised", "magnet"), ("supervised", "logreg"),
+                          ("supervised", "mahalanobis (LR)")):
+        for setting in ("clean", "clean+noisy"):
+            row = ev.get(section, name, setting)
+            assert row is not None and 0 <= row.auroc <= 1 and row.n_pos == test.sum(), (section, name, setting)
+            assert row.n_neg == test.sum() * (2 if setting == "clean+noisy" else 1)
+    assert ev.get("supervised", "mahalanobis (LR)", "clean").auroc > 0.85
+
+
+def test_adaptive_attack_lowers_the_detector_score(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    _, x, y, _ = pgd_set
+    x, y = x[:30], y[:30]
+    kwargs = {"eps": 0.2, "alpha": 0.02, "steps": 10}
+    oblivious = adaptive_pgd(detector, x, y, weight=0.0, generator=torch.Generator().manual_seed(0), **kwargs)
+    adaptive = adaptive_pgd(detector, x, y, weight=5.0, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert float((adaptive - x).abs().max()) <= 0.2 + 1e-6
+    with torch.no_grad():
+        assert float(detector_proxy(detector, adaptive).mean()) < float(detector_proxy(detector, oblivious).mean())
