@@ -15,6 +15,7 @@ import typer
 from advkit.cli import (
     attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, robustness_cmd, train_cmd, transfer_cmd,
 )
+from advkit.cli import detect_cmd
 from advkit.cli.common import err
 from advkit.errors import AdvkitError
 
@@ -34,6 +35,7 @@ app.add_typer(list_cmd.app, name="list")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(report_cmd.app, name="report")
+app.add_typer(detect_cmd.app, name="detect")
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:

@@ -1,0 +1,484 @@
+"""``advkit detect fit|eval|score``: layer-wise autoencoder detectors of adversarial examples (arXiv:2006.10013).
+
+``fit`` trains a detector on a model's clean training images; ``eval`` measures it (beside the Mahalanobis and
+MagNet baselines) on adversarial images saved by ``advkit attack --save-images`` or made on the spot with
+``--attack``, and writes a report run with ROC tables plus a ROC PNG; ``score`` flags individual inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import typer
+
+from advkit.cli.common import (
+    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, kv_table,
+    log, out, parse_params, progress_bar, recorded_config, table,
+)
+from advkit.errors import AdvkitError, DetectorError
+
+if TYPE_CHECKING:
+    import torch
+
+    from advkit.datasets import ImageDataset
+    from advkit.detectors import LayerwiseDetector
+    from advkit.detectors.evaluate import Evaluation
+    from advkit.models import ModelWrapper
+
+app = typer.Typer(help="Detect adversarial examples with layer-wise autoencoders (fit, eval, score).", no_args_is_help=True)
+
+
+class Kind(str, Enum):
+    wae = "wae"
+    ae = "ae"
+    vae = "vae"
+
+
+class Error(str, Enum):
+    rel_l1 = "rel-l1"
+    mse = "mse"
+
+
+class Supervised(str, Enum):
+    svc = "svc"
+    logreg = "logreg"
+    none = "none"
+
+
+class Protocol(str, Enum):
+    known = "known"
+    unknown = "unknown"
+
+
+DetectorOpt = Annotated[Path, typer.Option("--detector", help="Detector file written by advkit detect fit.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Checkpoint (default: the one the detector was fitted for).")]
+
+
+def _open_model(spec: str | None, arch: str | None, unsafe_pickle: bool, device: Any) -> tuple[ModelWrapper, str]:
+    from advkit.cli.attack_cmd import builtin_checkpoint
+    from advkit.models import ModelWrapper, load_checkpoint
+
+    source = spec or str(builtin_checkpoint())
+    loaded = load_checkpoint(source, architecture=arch, unsafe_pickle=unsafe_pickle, map_location=device)
+    return ModelWrapper(loaded.net, loaded.preprocessing).to(device), source
+
+
+def _open_data(spec: str | None, domain: str | None, data_param: dict[str, Any]) -> ImageDataset:
+    from advkit.cli.attack_cmd import BUILTIN_DATA
+    from advkit.datasets import open_images
+
+    return open_images(spec or BUILTIN_DATA, domain, **data_param)
+
+
+# ------------------------------------------------------------------------------------------------------- fit
+
+
+@app.command("fit")
+def fit(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory (default: built-in MNIST CNN).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset of clean training images (default: mnist-subset).")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset: rgb or ir.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of clean images to fit on.")] = "train",
+    layers: Annotated[list[str] | None, typer.Option("--layers", help="Layer to tap (repeat, or comma-separate); default: stem + conv stages.")] = None,
+    kind: Annotated[Kind, typer.Option("--kind", help="Autoencoder: wae (WAE-MMD, the paper's), ae or vae.")] = Kind.wae,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the clean images (the paper: 150).")] = 20,
+    filters: Annotated[int, typer.Option("--filters", help="Channels per encoder conv (the paper: 128).")] = 32,
+    latent: Annotated[int, typer.Option("--latent", help="Code size per layer.")] = 64,
+    error: Annotated[Error, typer.Option("--error", help="Reconstruction error fed to the IsolationForest.")] = Error.rel_l1,
+    fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate the thresholds are calibrated to.")] = 0.05,
+    calib_fraction: Annotated[float, typer.Option("--calib-fraction", help="Share of the images held out to calibrate thresholds.")] = 0.1,
+    n: Annotated[int | None, typer.Option("--n", help="Use at most this many images of the split (seeded choice).")] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Detector file to write (.safetensors).")] = Path("detector.safetensors"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing detector file.")] = False,
+    data_param: DataParamOpt = None,
+    arch: ArchOpt = None,
+    unsafe_pickle: UnsafePickleOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train one autoencoder per layer on clean images (classifier frozen) and calibrate thresholds."""
+    import torch
+
+    from advkit.detectors import DetectorSettings, LayerwiseDetector
+    from advkit.detectors.taps import check_layer_names
+    from advkit.rng import generator
+    from advkit.runtime import ProgressEvent, resolve_device
+
+    if out_path.suffix != ".safetensors":
+        raise typer.BadParameter(f"detector files are safetensors (no pickle): use a name ending in .safetensors, not {out_path.name}", param_hint="--out")
+    if out_path.exists() and not overwrite:
+        raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
+    if (model is None) != (data is None):
+        raise typer.BadParameter("pass both --model and --data, or neither to use the built-in MNIST model", param_hint="--model/--data")
+    settings = DetectorSettings(kind=kind.value, filters=filters, latent=latent, epochs=epochs, fpr=fpr,
+                                calib_fraction=calib_fraction, error=error.value, seed=seed)
+    dev = resolve_device(device)
+    wrapped, source = _open_model(model, arch, unsafe_pickle, dev)
+    params = parse_params(data_param or [], "--data-param")
+    ds = _open_data(data, domain, params)
+    indices = ds.indices(split)
+    if n is not None and n < len(indices):
+        indices = np.sort(indices[torch.randperm(len(indices), generator=generator(seed, "detector-subset")).numpy()[:n]])
+    names = [part.strip() for item in (layers or []) for part in item.split(",") if part.strip()] or None
+    if names:
+        check_layer_names(wrapped.net, names)  # before any work: a typo fails at once, in one line
+    log(f"fitting a {kind.value} detector on {len(indices)} {split} images of {ds.name} for {source} on {dev}")
+    with progress_bar() as show:
+        def progress(event: ProgressEvent) -> None:
+            show(event)
+
+        det = LayerwiseDetector.fit(wrapped, ds, indices, layers=names, settings=settings, progress=progress)
+    det.meta.update({"model": None if model is None else source, "data": data, "domain": domain, "data_param": params,
+                     "arch": arch, "command": command_line(), "config": recorded_config(ctx.params, {"out_path"})})
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    det.save(out_path)
+    summary = {
+        "detector": str(out_path), "model": source, "data": ds.name, "layers": det.layers,
+        "shapes": ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in det.shapes.items()), "kind": kind.value, "epochs": epochs,
+        "filters": filters, "images (fit / held out)": f"{det.meta['n_fit']} / {det.meta['n_calib']}",
+        "train seconds": det.meta["train_seconds"], "fpr": fpr,
+        **{f"threshold {k}": v for k, v in det.thresholds.items() if "[" not in k},
+    }
+    if json_output:
+        emit_json({**summary, "thresholds": det.thresholds})
+        return
+    out.print(kv_table(f"detector {out_path}", summary))
+
+
+def _load_detector(path: Path, model: str | None, arch: str | None, unsafe_pickle: bool, device: str
+                   ) -> tuple[LayerwiseDetector, dict[str, Any]]:
+    from advkit.detectors import LayerwiseDetector
+    from advkit.runtime import resolve_device
+
+    meta = LayerwiseDetector.read_meta(path)
+    dev = resolve_device(device)
+    wrapped, _ = _open_model(model or meta.get("model"), arch or meta.get("arch"), unsafe_pickle, dev)
+    return LayerwiseDetector.load(path, wrapped), meta
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+
+
+def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, arch: str | None, unsafe_pickle: bool
+                 ) -> list[tuple[str, ImageDataset, np.ndarray, torch.Tensor]]:
+    """(run id, dataset, dataset indices, adversarial images) of the successful samples of each attack run."""
+    import torch
+
+    from advkit.detectors.features import model_fingerprint
+    from advkit.report import Report
+
+    report = Report(path)
+    if not report.exists():
+        raise AdvkitError(f"no such report: {path}")
+    infos = [r for r in report.runs() if r.status == "complete"]
+    chosen = runs or [r.id for r in infos if r.kind == "attack"]
+    if not chosen:
+        raise DetectorError(f"{path} has no complete attack runs; write one with advkit attack ... --save-images")
+    known = {r.id: r for r in infos}
+    sets = []
+    fingerprints: dict[tuple[str | None, str | None], str] = {}
+    for run_id in chosen:
+        if run_id not in known:
+            from advkit.registry import suggest
+
+            raise DetectorError(f"{path} has no complete run {run_id!r}{suggest(run_id, list(known))}")
+        data = report.read(run_id, images=True)
+        if "adv_images" not in data.samples:
+            raise DetectorError(f"run {run_id} in {path} has no saved images; re-run advkit attack with --save-images, "
+                                "or let advkit detect eval make them with --attack NAME")
+        cfg = data.config
+        key = (cfg.get("model"), cfg.get("arch"))
+        if key not in fingerprints:
+            other, _ = _open_model(cfg.get("model"), cfg.get("arch") or arch, unsafe_pickle, det.model.device)
+            fingerprints[key] = model_fingerprint(other)
+        if fingerprints[key] != det.meta["fingerprint"]:
+            raise DetectorError(f"run {run_id} in {path} attacked another model ({cfg.get('model') or 'the built-in CNN'}) "
+                                "than the one this detector was fitted for")
+        s = data.samples
+        mask = s["attacked"].astype(bool) & s["success"].astype(bool) if "attacked" in s else s["success"].astype(bool)
+        images = s["adv_images"][mask]
+        x_adv = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
+        ds = _open_data(cfg.get("data"), cfg.get("domain"), parse_params(cfg.get("data_param") or [], "--data-param"))
+        sets.append((run_id, ds, s["index"][mask].astype(np.int64), x_adv))
+    return sets
+
+
+def _attack_sets(names: list[str], params: dict[str, Any], det: LayerwiseDetector, ds: ImageDataset, n: int, seed: int
+                 ) -> list[tuple[str, ImageDataset, np.ndarray, torch.Tensor]]:
+    import torch
+
+    from advkit.attacks import create_attack
+    from advkit.attacks.runner import attack_batches, batches, select_samples
+
+    plan = select_samples(det.model, ds, split="test", n=n, seed=seed)
+    sets = []
+    for name in names:
+        own = {k.partition(".")[2]: v for k, v in params.items() if k.startswith(f"{name}.")}
+        shared = {k: v for k, v in params.items() if "." not in k}
+        attack = create_attack(name, **{**shared, **own})
+        cols = list(attack_batches(attack, det.model, ds, plan, batches(plan.attack_index, 128), seed=seed, save_images=True))
+        merged = {k: np.concatenate([c[k] for c in cols if c is not None]) for k in ("index", "success", "adv_images")}
+        mask = merged["success"].astype(bool)
+        sets.append((f"attack-{name}", ds, merged["index"][mask], torch.from_numpy(merged["adv_images"][mask])))
+    return sets
+
+
+def _column(name: str) -> str:
+    return re.sub(r"\W+", "_", name).strip("_")
+
+
+def _table_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", ".".join(parts)).strip("-")[:120]
+
+
+@app.command("eval")
+def evaluate_cmd(
+    ctx: typer.Context,
+    detector: DetectorOpt,
+    adversarial: Annotated[Path | None, typer.Option("--adversarial", help="Report with attack runs saved with --save-images.")] = None,
+    runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial to use (default: all).")] = None,
+    attack: Annotated[list[str] | None, typer.Option("--attack", help="Make adversarial images with this attack (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value or NAME.key=value.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Test samples to attack with --attack.")] = 200,
+    protocol: Annotated[Protocol, typer.Option("--protocol", help="known: supervised detectors train on the same attack; unknown: on FGSM.")] = Protocol.known,
+    supervised: Annotated[Supervised, typer.Option("--supervised", help="Supervised detector on the latent codes.")] = Supervised.svc,
+    train_fraction: Annotated[float, typer.Option("--train-fraction", help="Share of samples that trains the supervised detectors.")] = 0.3,
+    quick_grid: Annotated[bool, typer.Option("--quick-grid", help="Search 3 values of C with standard scaling instead of the paper's grid.")] = False,
+    fgsm_eps: Annotated[float, typer.Option("--fgsm-eps", help="FGSM budget of the unknown-attack protocol.")] = 0.3,
+    adaptive: Annotated[bool, typer.Option("--adaptive", help="Also run PGD against classifier + detector together.")] = False,
+    adaptive_eps: Annotated[float, typer.Option("--adaptive-eps", help="L-infinity budget of the adaptive PGD.")] = 0.3,
+    adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Steps of the adaptive PGD.")] = 40,
+    adaptive_weight: Annotated[float, typer.Option("--adaptive-weight", help="Weight of the detector score in the adaptive loss.")] = 1.0,
+    adaptive_n: Annotated[int, typer.Option("--adaptive-n", help="Samples attacked adaptively.")] = 100,
+    model: ModelOpt = None,
+    out_path: Annotated[Path, typer.Option("--out", help="HDF5 report to write the evaluation runs to.")] = Path("advkit-detect.h5"),
+    run_prefix: Annotated[str, typer.Option("--run-prefix", help="Prefix of the written run ids.")] = "detect",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs of the same name.")] = False,
+    arch: ArchOpt = None,
+    unsafe_pickle: UnsafePickleOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """AUROC and TPR at 5% FPR of the detector (per layer and combined) beside Mahalanobis and MagNet."""
+    import torch
+
+    from advkit.detectors.evaluate import evaluate, matched_noise
+    from advkit.report import Report
+
+    if (adversarial is None) == (not attack):
+        raise typer.BadParameter("pass --adversarial REPORT or --attack NAME (one of them)", param_hint="--adversarial/--attack")
+    if not 0 <= train_fraction < 1:
+        raise typer.BadParameter("must lie in [0, 1)", param_hint="--train-fraction")
+    det, meta = _load_detector(detector, model, arch, unsafe_pickle, device)
+    if adversarial is not None:
+        sets = _report_sets(adversarial, list(runs or []), det, arch, unsafe_pickle)
+    else:
+        ds = _open_data(meta.get("data"), meta.get("domain"), meta.get("data_param") or {})
+        sets = _attack_sets(list(dict.fromkeys(attack or [])), parse_params(param or []), det, ds, n, seed)
+    sup = None if supervised is Supervised.none else supervised.value
+    report = Report(out_path)
+    results: dict[str, Any] = {}
+    for run_id, ds, idx, x_adv in sets:
+        if len(idx) < 4:
+            log(f"{run_id}: only {len(idx)} successful adversarial images; skipped")
+            continue
+        x, y = ds.batch(idx)
+        noisy = matched_noise(x, x_adv, idx, seed)
+        with torch.no_grad():
+            keep = (det.model.logits(noisy.to(det.model.device)).argmax(1).cpu() == y).numpy()
+            keep &= (det.model.logits(x.to(det.model.device)).argmax(1).cpu() == y).numpy()
+        idx, x, y, x_adv, noisy = idx[keep], x[keep], y[keep], x_adv[keep], noisy[keep]
+        clean_f, adv_f, noisy_f = det.features(x), det.features(x_adv), det.features(noisy)
+        train_adv = None
+        if protocol is Protocol.unknown and sup:
+            from advkit.attacks import create_attack
+
+            fgsm = create_attack("fgsm", eps=fgsm_eps)(det.model, x, y)
+            train_adv = det.features(fgsm.x_adv)
+        ev = evaluate(det, clean_f, adv_f, noisy_f, train_fraction=train_fraction if sup else 0.0, supervised=sup,
+                      train_adv=train_adv, seed=seed, fpr=0.05, quick=quick_grid)
+        adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, adaptive_weight,
+                                  adaptive_n, seed) if adaptive else []
+        name = f"{run_prefix}-{run_id.removeprefix('attack-')}"
+        cfg = {**recorded_config(ctx.params, {"out_path", "runs", "attack", "run_prefix"}), "source": run_id,
+               "detector_fingerprint": meta["fingerprint"]}
+        png = _write_run(report, name, cfg, seed, overwrite, ev, idx, y.numpy(), clean_f, adv_f, adaptive_rows, out_path)
+        results[run_id] = {"run": name, "roc_png": str(png), "n": int(len(idx)), "notes": ev.notes,
+                           "rows": [vars(r) for r in ev.rows], "adaptive": adaptive_rows}
+        if not json_output:
+            _print_eval(run_id, ev, adaptive_rows, protocol.value, len(idx))
+            log(f"wrote run {name} to {out_path} and {png}")
+    if not results:
+        raise DetectorError("no attack produced enough successful adversarial images to evaluate")
+    if json_output:
+        emit_json({"report": str(out_path), "results": results})
+
+
+def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, weight: float,
+              n: int, seed: int) -> list[dict[str, Any]]:
+    """Oblivious (weight 0) and adaptive PGD at the same budget: success, detection and evasion rates."""
+    import torch
+
+    from advkit.detectors.adaptive import adaptive_pgd
+    from advkit.detectors.evaluate import auroc
+    from advkit.rng import generator
+
+    x, y = x[:n], y[:n]
+    clean = det.score(x)["ae"]
+    rows = []
+    for w in (0.0, weight):
+        x_adv = adaptive_pgd(det, x, y, eps=eps, alpha=max(eps / 30, 1e-4), steps=steps, weight=w, generator=generator(seed, "adaptive"))
+        with torch.no_grad():
+            success = (det.model.logits(x_adv).argmax(1).cpu() != y).numpy()
+        score = det.score(x_adv.cpu())["ae"]
+        flagged = score > det.thresholds["ae"]
+        rows.append({"attack": "pgd (oblivious)" if w == 0 else f"pgd + detector (weight {w:g})", "n": int(len(x)),
+                     "success": float(success.mean()), "detected": float(flagged[success].mean()) if success.any() else float("nan"),
+                     "success_undetected": float((success & ~flagged).mean()),
+                     "auroc": auroc(clean, score[success])})
+    return rows
+
+
+def _write_run(report: Any, name: str, cfg: dict[str, Any], seed: int, overwrite: bool, ev: Evaluation, idx: np.ndarray,
+               labels: np.ndarray, clean_f: Any, adv_f: Any, adaptive_rows: list[dict[str, Any]], out_path: Path) -> Path:
+    from advkit.report.plots import plot_roc
+
+    columns: dict[str, Any] = {"index": idx, "label": labels, "pred": clean_f.pred, "adv_pred": adv_f.pred,
+                               "success": np.ones(len(idx), bool), "test": ev.test_mask}
+    for part, scores in ev.scores.items():
+        for score_name, values in scores.items():
+            columns[_column(f"score_{part}_{score_name}")[:64]] = values
+    summary: dict[str, Any] = {}
+    with report.start_run(name, kind="detect", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as run:
+        run.append(columns)
+        rows = ev.rows
+        run.add_table("results", {"section": [r.section for r in rows], "detector": [r.detector for r in rows],
+                                  "setting": [r.setting for r in rows], "auroc": [r.auroc for r in rows],
+                                  "tpr_at_5fpr": [r.tpr for r in rows], "n_neg": [r.n_neg for r in rows],
+                                  "n_pos": [r.n_pos for r in rows]})
+        for (section, det_name, setting), (fpr, tpr) in ev.roc.items():
+            if "[" in det_name:
+                continue  # per-layer curves stay in the results table only
+            run.add_table(_table_name("roc", section, det_name, setting), {"fpr": fpr, "tpr": tpr})
+        if adaptive_rows:
+            run.add_table("adaptive", {k: [r[k] for r in adaptive_rows] for k in adaptive_rows[0]})
+        for r in rows:
+            if "[" not in r.detector:
+                summary[_column(f"auroc_{r.section}_{r.detector}_{r.setting}")] = r.auroc
+        run.finish(summary)
+    curves = {f"{sec[:5]} {d} ({s})": c for (sec, d, s), c in ev.roc.items() if "[" not in d and (sec == "unsupervised" or d != "magnet")}
+    png = out_path.with_name(f"{out_path.stem}-{name}-roc.png")
+    return plot_roc(curves, png, title=f"{name}: clean(+noisy) vs adversarial")
+
+
+def _print_eval(run_id: str, ev: Evaluation, adaptive_rows: list[dict[str, Any]], protocol: str, n: int) -> None:
+    from rich.markup import escape
+
+    from advkit.detectors.evaluate import SETTINGS
+
+    keys = sorted({(r.section, r.detector) for r in ev.rows}, key=lambda k: [r for r in ev.rows].index(ev.get(k[0], k[1], "clean")))
+    rows = []
+    for section, name in keys:
+        cells: list[Any] = [section, escape(name)]
+        for setting in SETTINGS:
+            r = ev.get(section, name, setting)
+            cells += [r.auroc, r.tpr] if r else ["", ""]
+        rows.append(cells)
+    test = int(ev.test_mask.sum()) if ev.test_mask is not None else n
+    title = f"{run_id}: {n} samples, tested on {test} ({protocol} attack protocol for the supervised rows)"
+    out.print(table(title, ["", "detector", "AUROC clean", "TPR@5% clean", "AUROC +noisy", "TPR@5% +noisy"], rows))
+    for note in ev.notes:
+        log(note)
+    if adaptive_rows:
+        out.print(table("adaptive check (detector 'ae' at its calibrated threshold)",
+                        ["attack", "n", "success", "detected", "success & undetected", "AUROC"],
+                        [[r["attack"], r["n"], r["success"], r["detected"], r["success_undetected"], r["auroc"]] for r in adaptive_rows]))
+
+
+# ----------------------------------------------------------------------------------------------------- score
+
+
+def _read_inputs(inputs: list[str], shape: tuple[int, int, int]) -> tuple[list[str], torch.Tensor]:
+    from advkit.datasets.base import to_tensor
+    from advkit.datasets.readers import read_image
+
+    names, images = [], []
+    for spec in inputs:
+        path = Path(spec)
+        if not path.is_file():
+            raise AdvkitError(f"no such image file: {spec} (use --data DATASET for a dataset)")
+        arr = read_image(path)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.shape[:2] != shape[1:]:
+            raise AdvkitError(f"{spec} is {arr.shape[0]}x{arr.shape[1]}, the model takes {shape[1]}x{shape[2]} images")
+        if arr.dtype.kind == "f" and (arr.min() < 0 or arr.max() > 1):
+            raise AdvkitError(f"{spec} holds float values outside [0, 1]")
+        names.append(spec)
+        images.append(arr)
+    return names, to_tensor(np.stack(images))
+
+
+@app.command("score")
+def score(
+    detector: DetectorOpt,
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files (png, jpg, tif, npy) to score.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Score images of a dataset instead (see --split, --n).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "test",
+    adversarial: Annotated[Path | None, typer.Option("--adversarial", help="Score the successful adversarial images of a report.")] = None,
+    runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial (default: all).")] = None,
+    n: Annotated[int, typer.Option("--n", help="At most this many images from --data or --adversarial.")] = 20,
+    model: ModelOpt = None,
+    arch: ArchOpt = None,
+    unsafe_pickle: UnsafePickleOpt = False,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+) -> None:
+    """Score inputs and flag those above the calibrated thresholds (higher = more likely adversarial)."""
+    import torch
+    from rich.markup import escape
+
+    if sum(x is not None and x != [] for x in (inputs, data, adversarial)) != 1:
+        raise typer.BadParameter("pass image files, --data DATASET or --adversarial REPORT (one of them)", param_hint="INPUTS")
+    det, meta = _load_detector(detector, model, arch, unsafe_pickle, device)
+    if inputs:
+        names, x = _read_inputs(list(inputs), tuple(meta["input_shape"]))
+    elif data is not None:
+        ds = _open_data(data, meta.get("domain"), meta.get("data_param") or {})
+        idx = ds.indices(split)[:n]
+        names, x = [f"{ds.name}[{i}]" for i in idx], ds.batch(idx)[0]
+    else:
+        sets = _report_sets(adversarial, list(runs or []), det, arch, unsafe_pickle)  # type: ignore[arg-type]
+        names = [f"{run_id}[{i}]" for run_id, _, idx, _ in sets for i in idx[:n]]
+        x = torch.cat([xa[:n] for *_, xa in sets]) if sets else torch.zeros(0)
+        if not len(names):
+            raise DetectorError(f"{adversarial} holds no successful adversarial images")
+    feats = det.features(x)
+    scores = det.scores(feats)
+    flags = det.flags(scores)
+    layer_names = [f"ae[{layer}]" for layer in det.layers]
+    records = [{"input": escape(name), "pred": int(feats.pred[i]), "score": float(scores["ae"][i]), "flagged": bool(flags["ae"][i]),
+                "layers_flagged": int(sum(flags[k][i] for k in layer_names)),
+                "mahalanobis_flagged": bool(flags["mahalanobis"][i]), "magnet_flagged": bool(flags["magnet"][i])}
+               for i, name in enumerate(names)]
+    if json_output:
+        emit_json({"detector": str(detector), "threshold": det.thresholds["ae"], "fpr": det.settings.fpr, "inputs": records})
+        return
+    out.print(table(f"{detector}: flagged above {det.thresholds['ae']:.4g} (calibrated to {det.settings.fpr:g} FPR on clean images)",
+                    ["input", "pred", "score", "flagged", f"layers flagged (of {len(layer_names)})", "mahalanobis", "magnet"],
+                    [[r["input"], r["pred"], r["score"], r["flagged"], r["layers_flagged"], r["mahalanobis_flagged"], r["magnet_flagged"]] for r in records]))
+    flagged = sum(r["flagged"] for r in records)
+    log(f"{flagged} of {len(records)} inputs flagged")
+
+
+__all__ = ["app", "json"]
