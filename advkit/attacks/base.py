@@ -77,7 +77,7 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
 
 def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
     """Shapes, dtype and range of an attack's inputs; one-line errors."""
-    if x.dim() != 4 or x.shape[0] == 0:
+    if x.dim() != 4 or 0 in x.shape:
         raise AdvkitError(f"attack inputs must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x):
         raise AdvkitError(f"attack inputs must be float images in [0, 1], got dtype {x.dtype}")
@@ -86,10 +86,15 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
     low, high = float(x.min()), float(x.max())
     if low < 0 or high > 1:
         raise AdvkitError(f"attack inputs must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-    if y.shape != (x.shape[0],):
-        raise AdvkitError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-    if target is not None and target.shape != y.shape:
-        raise AdvkitError(f"targets must have shape ({x.shape[0]},), got {tuple(target.shape)}")
+    for what, labels in (("labels", y), ("targets", target)):
+        if labels is None:
+            continue
+        if labels.shape != (x.shape[0],):
+            raise AdvkitError(f"{what} must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise AdvkitError(f"{what} must be integer class indices, got dtype {labels.dtype}")
+        if int(labels.min()) < 0:
+            raise AdvkitError(f"{what} must be class indices >= 0, got {int(labels.min())}")
 
 
 class Attack:
@@ -123,6 +128,10 @@ class Attack:
         stream (default: the sample's position); ``max_queries`` caps model evaluations per sample.
         """
         check_inputs(x, y, target)
+        classes = model.preprocessing.num_classes
+        for what, labels in (("label", y), ("target", target)):
+            if classes is not None and labels is not None and int(labels.max()) >= classes:
+                raise AdvkitError(f"{what} {int(labels.max())} is not a class of this model (0-{classes - 1})")
         if target is not None and not self.supports_targeted:
             raise AdvkitError(f"attack {self.name} has no targeted mode")
         device = model.device

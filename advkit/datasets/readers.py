@@ -35,6 +35,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import warnings
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -603,7 +604,7 @@ def _read_bytes(path: Path) -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream inside a valid header
         raise DatasetError(f"{path}: corrupt gzip data ({exc})") from exc
 
 
@@ -1445,8 +1446,8 @@ def _detect_file(path: Path) -> str | None:
     if suffix in ARRAY_EXTS:
         keys = _array_keys(path)
         missing = [key for key in _ARRAY_REQUIRED if key not in keys]
-        if missing:
-            raise DatasetError(f"{path} has keys {_few(sorted(keys), 6)} but layout D needs rgb, ir, label")
+        if missing:  # str(): a damaged file may give a key as bytes, which does not sort with str
+            raise DatasetError(f"{path} has keys {_few(sorted(map(str, keys)), 6)} but layout D needs rgb, ir, label")
         return "paired-d"
     if suffix == ".mat":
         return "svhn"

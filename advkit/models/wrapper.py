@@ -130,12 +130,21 @@ class ModelWrapper(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Uncounted forward pass; for the attack base's independent re-check of success only."""
-        return select_logits(self.net(self.normalise(self.adapt(x))))
+        return select_logits(self.net(self.normalise(self.adapt(x)).to(self._dtype())))
+
+    def _dtype(self) -> torch.dtype:
+        """The net's floating dtype: float16/float64 pixels are cast to it instead of failing inside the net."""
+        for tensor in self.net.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return self.mean.dtype
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         """Check the shape against the contract and replicate 1-channel images for 3-channel nets."""
         if x.dim() != 4:
             raise AdvkitError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():  # integer pixels would silently be read as values up to 255
+            raise AdvkitError(f"the model takes float images in [0, 1], got dtype {x.dtype}; divide uint8 images by 255")
         pre = self.preprocessing
         if pre.input_size is not None and tuple(x.shape[2:]) != tuple(pre.input_size):
             h, w = pre.input_size

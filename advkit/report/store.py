@@ -528,10 +528,13 @@ def _write_tables(group: h5py.Group, tables: Mapping[str, Mapping[str, np.ndarra
 
 
 def _check_root(f: h5py.File, display: str) -> None:
-    if _native(f.attrs.get("format")) != schema.FORMAT:
+    fmt = _native(f.attrs.get("format"))
+    if not isinstance(fmt, str) or fmt != schema.FORMAT:  # an array-valued attribute must not be compared elementwise
         raise ReportError(f"{display} is an HDF5 file but not an advkit report (no format={schema.FORMAT!r} "
                           "attribute at /)")
     version = _native(f.attrs.get("schema_version"))
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ReportError(f"{display}: attribute 'schema_version' at / is {type(version).__name__}, expected int")
     if isinstance(version, int) and version > schema.SCHEMA_VERSION:
         raise ReportError(f"{display} uses report schema {version}; this advkit reads up to "
                           f"{schema.SCHEMA_VERSION}: upgrade advkit")
