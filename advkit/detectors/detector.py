@@ -318,6 +318,8 @@ class LayerwiseDetector:
             meta = json.loads(metadata[_META_KEY])
         except (KeyError, json.JSONDecodeError):
             raise DetectorError(f"{path} is a safetensors file but not an advkit detector") from None
+        if not isinstance(meta, dict):  # valid JSON but not an object: .get below would crash
+            raise DetectorError(f"{path} is a safetensors file but not an advkit detector (metadata is not a JSON object)")
         if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
             raise DetectorError(f"{path} has detector format {meta.get('format_version')}; this advkit reads up to {FORMAT_VERSION}")
         return meta

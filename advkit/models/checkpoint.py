@@ -212,7 +212,12 @@ def _load_torchscript(path: Path, map_location: str | torch.device) -> LoadedMod
         raise CheckpointError(f"{path} is not a loadable TorchScript archive ({_first_line(exc)})") from None
     pre, arch = Preprocessing(), "torchscript"
     if files["advkit.json"]:
-        meta = json.loads(files["advkit.json"])
+        try:
+            meta = json.loads(files["advkit.json"])
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise CheckpointError(f"{path} has unreadable advkit.json metadata ({_first_line(exc)})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path} has advkit.json metadata that is a {type(meta).__name__}, not a JSON object")
         pre = Preprocessing.from_dict(meta.get("preprocessing", {}))
         arch = str(meta.get("architecture", arch))
     return LoadedModel(net, pre, arch, {}, "torchscript", str(path))
@@ -287,7 +292,10 @@ def _load_factory(spec: str) -> LoadedModel:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise CheckpointError(f"{spec}: {module_name} has no callable {attr}")
-    net = factory()
+    try:
+        net = factory()
+    except Exception as exc:  # the user's own code failed: say where, in one line
+        raise CheckpointError(f"{spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise CheckpointError(f"{spec} returned a {type(net).__name__}, not a torch.nn.Module")
     pre = getattr(net, "advkit_preprocessing", None)

@@ -52,6 +52,8 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         """Rebuild from ``to_dict`` output (e.g. parsed from checkpoint metadata); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"preprocessing metadata must be a mapping, got {type(data).__name__}")
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise CheckpointError(f"unknown preprocessing keys: {', '.join(sorted(unknown))}")
