@@ -243,6 +243,9 @@ class LayerwiseDetector:
         """Detector features of images x (N, C, H, W) in [0, 1]."""
         if x.dim() != 4 or not torch.is_floating_point(x):
             raise DetectorError(f"expected float images (N, C, H, W) in [0, 1], got {x.dtype} of shape {tuple(x.shape)}")
+        channels = int(self.meta.get("channels", x.shape[1]))
+        if x.shape[1] != channels:
+            raise DetectorError(f"this detector was fitted on {channels}-channel images, got {x.shape[1]} channel(s)")
         parts = [_batch_features(self.model, self.layers, self.autoencoders, self.norms, self.magnet, self.maha, x[i:i + batch_size])[0]
                  for i in range(0, len(x), batch_size)]
         return Features.concat(parts)
