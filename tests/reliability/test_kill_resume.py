@@ -229,3 +229,37 @@ def test_finetune_killed_after_its_report_before_its_state_cleanup_is_done(digit
     after = Report(tmp_path / "f.h5").read("finetune-plain")
     assert [r.id for r in Report(tmp_path / "f.h5").runs()] == ["finetune-plain"]
     assert after.attrs["finished"] == before.attrs["finished"] and after.summary == pytest.approx(before.summary, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_detect_fit_survives_sigint_and_sigkill(digits_checkpoint: Path, tmp_path: Path) -> None:
+    """``detect fit`` has no per-epoch state: an interrupted fit leaves no detector file (it is written whole, at
+    the end) and the re-run fits the same detector as an uninterrupted run."""
+    from advkit.detectors.detector import LayerwiseDetector
+
+    rng = random.Random(SEED + 3)
+    args = ["detect", "fit", "--model", str(digits_checkpoint), "--data", "digits", "--epochs", "3", "--filters", "8",
+            "--latent", "16", "--n", "300", "--out", "det.safetensors"]
+    ref, run = _dirs(tmp_path)
+    window = _in_process(args, ref)
+    want = load_file(str(ref / "det.safetensors"))
+    out = run / "det.safetensors"
+    interrupted = 0
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        code, stderr = _interrupt(args, run, "fitting a ", sig, rng.uniform(0.05, 0.8) * window)
+        print(f"{sig.name}: exit {code}")
+        assert "Traceback" not in stderr, stderr
+        if code in (0, -signal.SIGINT) or out.exists():  # the fit beat the signal: its file must be whole
+            break
+        interrupted += 1
+        assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), stderr
+        assert not out.exists(), "an interrupted fit left a detector file"
+    assert interrupted, "no run was interrupted while fitting"
+    if not out.exists():
+        _in_process(args, run)
+    got = load_file(str(out))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    meta, ref_meta = LayerwiseDetector.read_meta(out), LayerwiseDetector.read_meta(ref / "det.safetensors")
+    assert {k: v for k, v in meta.items() if k not in ("train_seconds", "command")} == \
+        {k: v for k, v in ref_meta.items() if k not in ("train_seconds", "command")}
+    assert sorted(p.name for p in run.iterdir()) == ["det.safetensors"]
