@@ -49,6 +49,7 @@ FORMAT = "advkit-detector"
 FORMAT_VERSION = 1
 _META_KEY = "advkit_detector"
 ERRORS = ("rel-l1", "mse")
+CACHE_BYTES = 512 * 2**20  # features of all training images are kept in memory up to this size
 MAGNET_LR = 1e-2  # MagNet's sigmoid autoencoder barely moves at 1e-3 within a CPU-sized number of epochs
 
 
@@ -399,20 +400,30 @@ def _lr_factor(kind: str, epoch: int, epochs: int) -> float:
 def _train(model: ModelWrapper, layers: list[str], aes: dict[str, LayerAutoencoder],
            norms: dict[str, tuple[torch.Tensor, torch.Tensor]], magnet: InputAutoencoder,
            dataset: ImageDataset, fit_idx: np.ndarray, s: DetectorSettings, progress: ProgressFn) -> None:
-    """All autoencoders (and MagNet's) in one loop over the clean images; each sees its layer's detached features."""
+    """All autoencoders (and MagNet's) in one loop over the clean images; each sees its layer's detached features.
+
+    When the layers' features of all images fit in ``CACHE_BYTES`` they are computed once and reused every epoch
+    (the classifier is frozen, so they never change); otherwise every batch runs the classifier again.
+    """
     params = [p for m in aes.values() for p in m.parameters()]
     opt = torch.optim.Adam([{"params": params, "lr": s.lr}, {"params": list(magnet.parameters()), "lr": MAGNET_LR}])
     shuffle, noise = generator(s.seed, "detector-shuffle"), generator(s.seed, "detector-noise")
     for m in (*aes.values(), magnet):
         m.train()
     device = model.device
+    per_image = sum(int(np.prod(a.shape)) for a in aes.values()) * 4
+    cache = _feature_cache(model, layers, dataset, fit_idx) if per_image * len(fit_idx) <= CACHE_BYTES else None
     for epoch in range(s.epochs):
         opt.param_groups[0]["lr"] = s.lr * _lr_factor(s.kind, epoch, s.epochs)
-        order = fit_idx[torch.randperm(len(fit_idx), generator=shuffle).numpy()]
+        order = torch.randperm(len(fit_idx), generator=shuffle).numpy()  # positions in fit_idx
         total, count = 0.0, 0
         for start in range(0, len(order), s.batch_size):
-            x = dataset.batch(np.sort(order[start:start + s.batch_size]))[0].to(device)
-            feats, _ = layer_features(model, layers, x)  # classifier frozen: no_grad, eval mode
+            pos = np.sort(order[start:start + s.batch_size])
+            if cache is not None:
+                x, feats = cache[0][pos].to(device), {name: cache[1][name][pos].to(device) for name in layers}
+            else:
+                x = dataset.batch(fit_idx[pos])[0].to(device)
+                feats, _ = layer_features(model, layers, x)  # classifier frozen: no_grad, eval mode
             loss = sum((aes[name].loss(normalised(feats[name], norms[name]), noise) for name in layers), magnet.loss(x, noise))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -421,6 +432,19 @@ def _train(model: ModelWrapper, layers: list[str], aes: dict[str, LayerAutoencod
         progress(ProgressEvent("fit autoencoders", epoch + 1, s.epochs, {"loss": total / max(count, 1)}))
     for m in (*aes.values(), magnet):
         m.eval()
+
+
+def _feature_cache(model: ModelWrapper, layers: list[str], dataset: ImageDataset, idx: np.ndarray, batch_size: int = 256
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Images (N, C, H, W) and each layer's features (N, C', H', W') of ``dataset[idx]``, on the CPU."""
+    images, feats = [], {name: [] for name in layers}
+    for start in range(0, len(idx), batch_size):
+        x = dataset.batch(idx[start:start + batch_size])[0]
+        out, _ = layer_features(model, layers, x.to(model.device))
+        images.append(x)
+        for name in layers:
+            feats[name].append(out[name].cpu())
+    return torch.cat(images), {name: torch.cat(parts) for name, parts in feats.items()}
 
 
 @torch.no_grad()
