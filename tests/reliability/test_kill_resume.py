@@ -1,5 +1,5 @@
-"""Kill-safe runs: ``advkit attack``, ``transfer`` and ``finetune`` interrupted by SIGINT and SIGKILL at seeded random
-moments, then re-run with the same command, end with exactly the report of an uninterrupted run.
+"""Kill-safe runs: ``advkit attack``, ``transfer``, ``finetune`` and ``detect fit`` interrupted by SIGINT and SIGKILL at
+seeded random moments, then re-run with the same command, end with exactly the results of an uninterrupted run.
 
 Each test runs the command once uninterrupted (the reference, and the measure of how long its work takes), then
 interrupts fresh runs of it in subprocesses while they work: after the command's "started" line on stderr, a seeded
@@ -104,6 +104,7 @@ def _interrupted_then_resumed(args: list[str], cwd: Path, ready: str, window: fl
                 path.unlink(missing_ok=True)
             delay /= 3
         print(f"{sig.name} {delay:.2f} s into a {window:.2f} s run: exit {code}")  # shown when a test fails
+        assert not (finished and i == 0), "every attempt finished before its signal: nothing was interrupted"
         if finished:  # a later run finished before its signal: earlier interruptions were the test
             break
         if sig == signal.SIGINT:
