@@ -135,3 +135,17 @@ def test_adaptive_attack_lowers_the_detector_score(detector: LayerwiseDetector, 
     assert float((adaptive - x).abs().max()) <= 0.2 + 1e-6
     with torch.no_grad():
         assert float(detector_proxy(detector, adaptive).mean()) < float(detector_proxy(detector, oblivious).mean())
+
+
+def test_unknown_attack_protocol_trains_on_fgsm_images(detector: LayerwiseDetector, digits_model: ModelWrapper, pgd_set: tuple) -> None:
+    idx, x, y, x_adv = pgd_set
+    noisy = matched_noise(x, x_adv, idx, seed=0)
+    clean_f, adv_f, noisy_f = detector.features(x), detector.features(x_adv), detector.features(noisy)
+    fgsm_f = detector.features(create_attack("fgsm", eps=0.2)(digits_model, x, y).x_adv)
+    known = evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", seed=0, quick=True)
+    unknown = evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", seed=0, quick=True, train_adv=fgsm_f)
+    assert np.array_equal(known.test_mask, unknown.test_mask)  # same split, only the training positives differ
+    for name in ("logreg", "mahalanobis (LR)"):
+        k, u = known.get("supervised", name, "clean"), unknown.get("supervised", name, "clean")
+        assert k.n_pos == u.n_pos and k.auroc != u.auroc, name
+    assert known.get("unsupervised", "ae", "clean") == unknown.get("unsupervised", "ae", "clean")
