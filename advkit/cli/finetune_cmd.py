@@ -30,9 +30,9 @@ def finetune(
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="The paper's protocol uses 32.")] = 32,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam/SGD learning rate (default: 3e-3 for paper-*, else 1e-3).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam, adamw or sgd.")] = "adam",
-    schedule: Annotated[str, typer.Option("--schedule", help="onecycle, cosine or constant.")] = "cosine",
+    schedule: Annotated[str | None, typer.Option("--schedule", help="onecycle, cosine or constant (default: constant for paper-*, else cosine).")] = None,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of each batch the paper's protocol attacks.")] = 20 / 32,
     eps: Annotated[float, typer.Option("--eps", help="L-inf budget of pgd/fast/trades and of the PGD evaluation.")] = 0.3,
     alpha: Annotated[float | None, typer.Option("--alpha", help="PGD step size in training (default 2.5 eps / steps).")] = None,
@@ -55,7 +55,7 @@ def finetune(
     from advkit.attacks import create_attack
     from advkit.datasets import open_images
     from advkit.defenses.evaluate import common_correct, robustness_columns, robustness_summary
-    from advkit.defenses.finetune import FinetuneMethod
+    from advkit.defenses.finetune import FinetuneMethod, default_optimisation
     from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint, save_checkpoint
     from advkit.report import Report
@@ -66,7 +66,9 @@ def finetune(
     world = init_world(dev)
     dev = rank_device(dev)
     spec = FinetuneMethod(method, fraction, eps, alpha, steps, beta, seed)
-    settings = TrainSettings(epochs, batch_size, lr, optimizer, 0.9, 0.0, schedule, 0, False, seed)
+    default_lr, default_schedule = default_optimisation(method)
+    settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
+                             schedule or default_schedule, 0, False, seed)
     state_path = training_state_path(out_path, overwrite)
     loaded = load_checkpoint(model, unsafe_pickle=unsafe_pickle, map_location=dev)
     pre = loaded.preprocessing
@@ -102,7 +104,7 @@ def finetune(
         return
     with Report(report_path).start_run(run_id, kind="finetune", config=recorded_config(ctx.params), seed=seed,
                                        command=command_line(), overwrite=overwrite) as writer:
-        log(f"fine-tuning {loaded.architecture} with {method} on {ds.name} ({len(ds.indices('train'))} train images, {dev}"
+        log(f"fine-tuning {loaded.architecture} with {method} ({settings.optimizer} lr {settings.lr:g}, {settings.schedule}) on {ds.name} ({len(ds.indices('train'))} train images, {dev}"
             + (f" x {world.size} ranks)" if world.size > 1 else ")"))
         began = time.perf_counter()
         try:
