@@ -68,6 +68,7 @@ PAYLOADS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the protocol-5 payload
 @pytest.mark.parametrize("case", sorted(PAYLOADS))
 def test_malicious_files_are_refused_and_run_nothing(case: str, tmp_path: Path) -> None:
     name, write = PAYLOADS[case]
