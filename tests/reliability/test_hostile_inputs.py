@@ -409,3 +409,39 @@ def _toml(value: object) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return json.dumps(value, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("target, how", [("/runs/a/samples/index", "delete"), ("/runs/a:status", "float"),
+                                         ("/runs/a:config", "unsorted"), ("/runs/a/samples/index", "unsorted"),
+                                         ("/runs/a/samples/success", "string"), ("/:schema_version", "string")])
+def test_cli_on_a_damaged_report_is_one_line(cli, digits_checkpoint: Path, tmp_path: Path, target: str, how: str) -> None:
+    """Reading the damaged run is exit 1 with one ``error:`` line; listing the file and attacking into it either
+    work (other runs are intact) or fail the same way, and never make the damaged run readable."""
+    path = tmp_path / "r.h5"
+    _good_report(path)
+    with h5py.File(path, "r+") as f:
+        if ":" in target:
+            owner, attr = target.split(":")
+            f[owner].attrs[attr] = {"float": 1.5, "unsorted": "{\"x\": [}", "string": "nonsense"}[how]
+        else:
+            data = f[target][()]
+            del f[target]
+            if how == "unsorted":
+                f.create_dataset(target, data=data[::-1])
+            elif how == "string":
+                f.create_dataset(target, data=np.array([b"x"] * len(data)))
+
+    def one_line_or_ok(*args: object, must_fail: bool = False) -> int:
+        result = cli(*args)
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.code or must_fail:  # status lines (logs) may come first; the error is one line, the last
+            errors = [line for line in result.stderr.strip().splitlines() if line.startswith("error: ")]
+            assert result.code == 1 and len(errors) == 1, (args, result.stderr)
+            assert result.stderr.strip().splitlines()[-1] == errors[0], (args, result.stderr)
+        return result.code
+
+    one_line_or_ok("report", "show", "r.h5", "a", must_fail=True)
+    one_line_or_ok("report", "show", "r.h5")
+    if one_line_or_ok("attack", "fgsm", "--data", "digits", "--model", digits_checkpoint, "--n", "2", "--out", "r.h5") == 0:
+        assert Report(path).read("attack-fgsm").n_samples == 2
+        one_line_or_ok("report", "show", "r.h5", "a", must_fail=True)
