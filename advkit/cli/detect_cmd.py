@@ -7,7 +7,6 @@ MagNet baselines) on adversarial images saved by ``advkit attack --save-images``
 
 from __future__ import annotations
 
-import json
 import re
 from enum import Enum
 from pathlib import Path
@@ -20,7 +19,7 @@ from advkit.cli.common import (
     ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, kv_table,
     log, out, parse_params, progress_bar, recorded_config, table,
 )
-from advkit.errors import AdvkitError, DetectorError
+from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +196,10 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, arch: str 
         cfg = data.config
         key = (cfg.get("model"), cfg.get("arch"))
         if key not in fingerprints:
-            other, _ = _open_model(cfg.get("model"), cfg.get("arch") or arch, unsafe_pickle, det.model.device)
+            try:
+                other, _ = _open_model(cfg.get("model"), cfg.get("arch") or arch, unsafe_pickle, det.model.device)
+            except CheckpointError as exc:
+                raise DetectorError(f"cannot check which model run {run_id} in {path} attacked: {exc}") from None
             fingerprints[key] = model_fingerprint(other)
         if fingerprints[key] != det.meta["fingerprint"]:
             raise DetectorError(f"run {run_id} in {path} attacked another model ({cfg.get('model') or 'the built-in CNN'}) "
@@ -481,4 +483,4 @@ def score(
     log(f"{flagged} of {len(records)} inputs flagged")
 
 
-__all__ = ["app", "json"]
+__all__ = ["app"]

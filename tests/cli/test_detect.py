@@ -20,7 +20,8 @@ def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path) -> None:
     assert info["layers"] == ["block1", "block2"] and info["data"] == "mnist-subset"
 
     ev = cli("detect", "eval", "--detector", "det.safetensors", "--attack", "fgsm", "--param", "eps=0.3", "--n", "40",
-             "--supervised", "logreg", "--quick-grid", "--train-fraction", "0.4", "--out", "eval.h5", "--json")
+             "--supervised", "logreg", "--quick-grid", "--train-fraction", "0.4", "--protocol", "unknown", "--fgsm-eps", "0.2",
+             "--adaptive", "--adaptive-n", "8", "--adaptive-steps", "3", "--out", "eval.h5", "--json")
     assert ev.code == 0, ev.stderr
     result = ev.json()["results"]["attack-fgsm"]
     rows = {(r["section"], r["detector"], r["setting"]): r for r in result["rows"]}
@@ -29,8 +30,11 @@ def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path) -> None:
         assert 0 <= rows[key]["auroc"] <= 1, key
     assert rows[("unsupervised", "mahalanobis", "clean")]["auroc"] > 0.8  # FGSM at eps 0.3 moves MNIST features far
     assert Path(result["roc_png"]).stat().st_size > 1000
+    oblivious, adaptive = result["adaptive"]
+    assert oblivious["attack"] == "pgd (oblivious)" and oblivious["n"] == adaptive["n"] <= 8
+    assert all(0 <= r["success"] <= 1 and 0 <= r["success_undetected"] <= r["success"] for r in (oblivious, adaptive))
     run = Report(tmp_path / "eval.h5").read("detect-fgsm")
-    assert run.kind == "detect" and "results" in run.tables
+    assert run.kind == "detect" and {"results", "adaptive"} <= set(run.tables) and run.config["protocol"] == "unknown"
     rocs = [t for name, t in run.tables.items() if name.startswith("roc.")]
     assert rocs and all({"fpr", "tpr"} <= set(t) for t in rocs)
     assert run.n_samples == rows[("unsupervised", "ae", "clean")]["n_pos"] / run.samples["test"].mean()
