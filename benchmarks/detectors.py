@@ -40,7 +40,7 @@ ATTACKS = {
     "pixle": ("pixle", {}),
     "white-pixle": ("white-pixle", {}),
 }
-ROWS = [("unsupervised", "ae"), ("unsupervised", "ae[block1]"), ("unsupervised", "ae[block2]"), ("unsupervised", "mahalanobis"),
+ROWS = [("unsupervised", "ae"), ("unsupervised", "ae[block1]"), ("unsupervised", "ae[block2]"), ("unsupervised", "recon"), ("unsupervised", "mahalanobis"),
         ("unsupervised", "magnet"), ("supervised", "svc"), ("supervised", "mahalanobis (LR)")]
 
 

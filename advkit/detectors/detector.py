@@ -149,7 +149,9 @@ class LayerwiseDetector:
     """Layer-wise autoencoder detector bound to one classifier (see the module docstring).
 
     Build one with :meth:`fit` or :meth:`load`. Scores are "higher = more likely adversarial":
-    ``ae[LAYER]`` / ``ae`` (IsolationForest per layer / on all layers), ``mahalanobis[LAYER]`` /
+    ``ae[LAYER]`` / ``ae`` (IsolationForest per layer / on all layers, the paper's detector), ``recon`` (the sum over
+    layers of the reconstruction error standardised with held-out clean statistics, an advkit addition),
+    ``mahalanobis[LAYER]`` /
     ``mahalanobis`` (sum of standardised layer scores) and ``magnet``.
     """
 
@@ -238,7 +240,7 @@ class LayerwiseDetector:
     @property
     def score_names(self) -> list[str]:
         """Every score this detector gives, in display order."""
-        return [*self._forest_columns(), *(f"mahalanobis[{n}]" for n in self.layers), "mahalanobis", "magnet"]
+        return [*self._forest_columns(), "recon", *(f"mahalanobis[{n}]" for n in self.layers), "mahalanobis", "magnet"]
 
     def features(self, x: torch.Tensor, batch_size: int = 256) -> Features:
         """Detector features of images x (N, C, H, W) in [0, 1]."""
@@ -258,6 +260,8 @@ class LayerwiseDetector:
     def _scores(self, feats: Features, calibrating: bool = False) -> dict[str, np.ndarray]:
         unsup = feats.unsupervised(self.settings.error)
         out = {name: -self._forests[name].score_samples(unsup[:, cols]) for name, cols in self._forest_columns().items()}
+        err, ref = (feats.mse, self.calib.mse) if self.settings.error == "mse" else (feats.rel_l1, self.calib.rel_l1)
+        out["recon"] = ((err - ref.mean(0)) / (ref.std(0) + 1e-12)).sum(1)  # one-sided: only high errors count
         mean, std = self.calib.maha.mean(0), self.calib.maha.std(0) + 1e-12
         for i, name in enumerate(self.layers):
             out[f"mahalanobis[{name}]"] = feats.maha[:, i].astype(np.float64)
