@@ -324,23 +324,26 @@ class _Search:
             # the passes only query and record; the restart's bookkeeping happens once, in _end_restart
             loss = torch.full((a, n_it), float("inf"), device=idx.device)
             success = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device)
-            tried = torch.zeros_like(success)
+            budgeted = self.counter.budget is not None  # without a budget, every going sample is tried
+            tried = torch.zeros_like(success) if budgeted else torch.ones_like(success)
             going = torch.ones(a, dtype=torch.bool, device=idx.device)
             # candidates are built a block of passes at a time (the whole restart unless memory says otherwise)
             block = max(1, _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w)) * k_max
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
-                active = going & self.counter.affordable(k)[idx]
+                active = going & self.counter.affordable(k)[idx] if budgeted else going
                 ask, pick = (active.unsqueeze(1) & live[:, it : it + k]).nonzero().unbind(1)  # the one host sync of a pass
                 if len(ask) == 0 and not bool(active.any()):
                     break
-                tried[:, it : it + k] = active.unsqueeze(1)
+                if budgeted:
+                    tried[:, it : it + k] = active.unsqueeze(1)
                 if it % block == 0:
                     built = self._build(idx, plan, it, min(it + block, n_it))
                 if len(ask):
                     col = it + pick
-                    loss[ask, col], success[ask, col] = self._query(idx[ask], built[ask, col % block])
-                    going &= torch.zeros(a, dtype=torch.long, device=idx.device).index_add_(0, ask, success[ask, col].long()) == 0
+                    asked_loss, asked_success = self._query(idx[ask], built[ask, col % block])
+                    loss[ask, col], success[ask, col] = asked_loss, asked_success
+                    going[ask[asked_success]] = False
             self._end_restart(idx, plan, loss, success, tried)
 
     def _end_restart(
