@@ -12,6 +12,11 @@ import warnings
 
 import typer
 
+try:  # recent Typer releases vendor click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older Typer uses click itself
+    from click.exceptions import ClickException
+
 from advkit.cli import (
     attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, robustness_cmd, train_cmd, transfer_cmd,
 )
@@ -50,17 +55,36 @@ def main(argv: list[str] | None = None) -> None:
     debug = debug or os.environ.get("ADVKIT_DEBUG") == "1"
     warnings.showwarning = _show_warning
     try:
-        app(args=argv, prog_name="advkit")
+        # not standalone: usage mistakes reach us as exceptions, so they print one line instead of Typer's box
+        code = app(args=argv, prog_name="advkit", standalone_mode=False)
     except (AdvkitError, OSError) as exc:
         if debug:
             raise
         text = str(exc) if isinstance(exc, AdvkitError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
         err.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except ClickException as exc:
+        if debug:
+            raise
+        sys.exit(_usage_error(exc))
+    except typer.Abort:
+        err.print("aborted", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
+        code = 130
+    if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
         err.print("interrupted: re-run the same command to resume", highlight=False)
-        sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130:  # Typer turns Ctrl-C inside a command into a silent exit 130
-            err.print("interrupted: re-run the same command to resume", highlight=False)
-        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _usage_error(exc: ClickException) -> int:
+    """Print a usage mistake as one line (with where to find help) and return its exit code (2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `advkit` or `advkit report`: Typer has shown the help
+        if exc.format_message():
+            typer.echo(exc.format_message(), err=True)
+        return exc.exit_code
+    context = getattr(exc, "ctx", None)
+    hint = f" (see {context.command_path} --help)" if context is not None else ""
+    err.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+    return exc.exit_code

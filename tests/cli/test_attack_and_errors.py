@@ -8,6 +8,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pytest
 
 Cli = Callable[..., Any]
 
@@ -77,3 +78,22 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("train", "--config", "broken.toml"), 2, "not valid toml")
     _one_line_error(cli("models", "info", tmp_path / "garbage.h5"), 1, "not a readable")
     _one_line_error(cli("data", "info", "cifar10:" + str(tmp_path)), 1, "")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["attack", "pixle", "--n", "abc"], "Invalid value for '--n'"),
+    (["atack"], "No such command 'atack'"),
+    (["attack", "--bogus"], "No such option: --bogus"),
+    (["finetune", "--data", "digits"], "Missing option '--model'"),
+])
+def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0] and lines[0].endswith("--help)"), lines[0]
+
+
+def test_bare_command_groups_show_their_help(cli: Cli) -> None:
+    result = cli("report")
+    shown = result.stdout + result.stderr
+    assert result.code == 2 and "Usage: advkit report" in shown and "compare" in shown and "error" not in shown
