@@ -8,8 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# The suite replays the same hypothesis examples on every run (CI must not go red on a case found by chance);
+# HYPOTHESIS_PROFILE=explore searches new examples, with ADVKIT_FUZZ_SCALE=n for n times more of them.
+settings.register_profile("replay", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 
 from advkit.cli import main
 from advkit.datasets import ImageDataset, open_dataset

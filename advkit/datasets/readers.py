@@ -1205,7 +1205,10 @@ def _strings(value: np.ndarray, key: str, path: Path) -> list[str]:
     arr = np.asarray(value).reshape(-1)
     if arr.dtype.kind not in "USO":
         raise DatasetError(f"{path}: key {key!r} must hold strings, got {arr.dtype}")
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: key {key!r} holds bytes that are not UTF-8 text ({exc.reason})") from exc
 
 
 def _array_meta(arrays: dict[str, np.ndarray], path: Path) -> dict[str, str]:
