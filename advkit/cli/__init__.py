@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older Typer uses click itself
 from advkit.cli import (
     attack_cmd, data_cmd, finetune_cmd, list_cmd, models_cmd, report_cmd, robustness_cmd, train_cmd, transfer_cmd,
 )
+from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
 from advkit.cli.common import err
 from advkit.errors import AdvkitError
@@ -41,6 +42,7 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(detect_cmd.app, name="detect")
+app.command("demo")(demo_cmd.demo)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:

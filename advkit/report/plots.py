@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 FIGURES = ("cdf", "norms", "images", "corruptions", "roc", "transfer")
 """Figure types :func:`plot_report` draws (names for ``figures=`` and ``advkit report plot --figure``)."""
 
-MAX_ARROWS = 300  # moves drawn per image; more would hide the image
+MAX_ARROWS = 150  # moves drawn per image; more would hide the image
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -173,13 +173,15 @@ def plot_image_grid(
     extra: tuple[str, np.ndarray] | None = None,
     captions: Sequence[str] | None = None,
     title: str = "",
+    min_change: float = 0.05,
 ) -> Path:
     """A row per sample: clean | adversarial | |difference| (max over channels) [| extra column].
 
     Args:
         clean, adversarial: (N, C, H, W) images in [0, 1].
-        moves: per sample, the (src, dst) flat pixel positions (``row * W + col``) of its recorded moves; drawn
-            as arrows from source to destination on the adversarial image.
+        moves: per sample, the (src, dst) flat pixel positions (``row * W + col``) of its recorded moves; the ones
+            that changed their destination by more than ``min_change`` (any channel) are drawn as arrows from source
+            to destination on the adversarial image.
         extra: (column title, (N, C, H, W) images), e.g. the moves replayed on the other domain.
         captions: one line per row (e.g. index, label and prediction).
     """
@@ -202,7 +204,9 @@ def plot_image_grid(
         if extra is not None:
             _show_image(axes[i][3], np.asarray(extra[1][i], np.float32))
         if moves is not None:
-            src, dst = (np.asarray(a, np.int64)[:MAX_ARROWS] for a in moves[i])
+            src, dst = (np.asarray(a, np.int64) for a in moves[i])
+            visible = diff[i].reshape(-1)[dst] > min_change  # moves between near-equal pixels would only hide the image
+            src, dst = src[visible][:MAX_ARROWS], dst[visible][:MAX_ARROWS]
             for s, d in zip(src.tolist(), dst.tolist()):
                 (sy, sx), (dy, dx) = divmod(s, w), divmod(d, w)
                 axes[i][1].annotate("", xy=(dx, dy), xytext=(sx, sy),
