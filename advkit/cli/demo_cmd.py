@@ -41,15 +41,19 @@ class Sizes:
     transfer: tuple[str, ...]
     finetune_eval_n: int
     robustness_n: int
+    detect_n: int
+    detect_epochs: int
 
 
 FULL = Sizes(mnist_data=("mnist-subset",), mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
              pixle=("restarts=20", "max_iterations=10"), white_pixle=("restarts=10", "max_iterations=20"), pgd_steps=40,
-             transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, robustness_n=200)
+             transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, robustness_n=200,
+             detect_n=1000, detect_epochs=10)
 QUICK = Sizes(mnist_data=("digits",), mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
               rgbir_batch=16, attack_n=6,
               pixle=("restarts=3", "max_iterations=4"), white_pixle=("restarts=2", "max_iterations=5"), pgd_steps=5,
-              transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, robustness_n=40)
+              transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, robustness_n=40,
+              detect_n=300, detect_epochs=2)
 CORRUPTIONS = ("gaussian_noise", "contrast", "pixelate")
 
 
@@ -90,6 +94,12 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
         ("a short adversarial fine-tune (fast FGSM training, one epoch), robustness before and after",
          ["finetune", "--model", ckpt["mnist-cnn"], *mnist, "--method", "fast", "--epochs", "1", "--last", "--no-corruptions",
           "--eval-n", str(sizes.finetune_eval_n), "--out", ckpt["mnist-cnn-fast-at"], "--report", report, *common]),
+        ("a layer-wise autoencoder detector, fitted on clean images, tested on the saved adversarial images",
+         ["detect", "fit", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.detect_n), "--epochs", str(sizes.detect_epochs),
+          "--out", str(folder / "mnist-cnn-detector.safetensors"), *common]),
+        ("",
+         ["detect", "eval", "--detector", str(folder / "mnist-cnn-detector.safetensors"), "--adversarial", report,
+          "--run", "attack-pixle", "--supervised", "none", "--out", report, *common]),
         ("accuracy under natural corruptions, severities 1-5",
          ["robustness", "--model", ckpt["mnist-cnn"], *mnist, *(arg for c in CORRUPTIONS for arg in ("--corruption", c)),
           "--n", str(sizes.robustness_n), "--out", report, "--plot", str(folder / "figures" / "corruptions-robustness.png"),
@@ -126,8 +136,8 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every step.")] = 0,
 ) -> None:
     """A guided tour, offline on the CPU: train small models on the MNIST subset and on synthetic RGB-IR pairs, attack
-    them with Pixle, WhitePixle and PGD, transfer pixel moves across domains, fine-tune, measure corruption
-    robustness, then draw and export the report. Re-running it redoes every step.
+    them with Pixle, WhitePixle and PGD, transfer pixel moves across domains, fine-tune, fit and test a detector,
+    measure corruption robustness, then draw and export the report. Re-running it redoes every step.
     """
     from advkit.report import Report
     from advkit.report.export import export_json
