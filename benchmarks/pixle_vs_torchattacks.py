@@ -161,7 +161,7 @@ def run_torchattacks(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, conf
 
 
 def run_advkit(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, config: AttackConfig,
-               seed: int, candidates_per_pass: int) -> Run:
+               seed: int, candidates_per_pass: int | str) -> Run:
     """advkit's Pixle on the whole batch in one call, with per-sample seeds."""
     attack = Pixle(**config.settings(), candidates_per_pass=candidates_per_pass)
     seeds = sample_seeds(seed, "pixle", index)
@@ -210,7 +210,7 @@ class Comparison:
 
 
 def compare(case: Case, config: AttackConfig, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray,
-            seeds: list[int], candidates_per_pass: int, reference: bool, retries: int) -> Comparison:
+            seeds: list[int], candidates_per_pass: int | str, reference: bool, retries: int) -> Comparison:
     # one untimed warm-up call each on all the images, with a seed outside the measured ones: advkit feeds the net
     # batches of every size up to len(x), and oneDNN builds its kernels per input shape on first use (a warm-up
     # on 8 images left the first timed seed paying for that: 1413 images/s against 2303 once warm, on digits)
@@ -297,6 +297,10 @@ def prepare(case: Case, n_images: int) -> tuple[ModelWrapper, torch.Tensor, torc
     return model, x, y, plan.attack_index, outcome.test_accuracy
 
 
+def _per_pass(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 images (10 for the 1x1 configuration)")
@@ -305,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--paper-images", type=int, default=50, help="images for the slow 1x1 configuration (default 50)")
     parser.add_argument("--models", default="digits,mnist", help="comma-separated: digits, mnist")
     parser.add_argument("--skip-paper", action="store_true", help="only the reference configuration")
-    parser.add_argument("--candidates-per-pass", type=int, default=1, help="advkit Pixle candidates_per_pass (default 1)")
+    parser.add_argument("--candidates-per-pass", type=_per_pass, default="auto",
+                        help="advkit Pixle candidates_per_pass: an int or auto (default auto, the attack's default)")
     parser.add_argument("--retries", type=int, default=2, help="extra timed runs when other processes load the CPU (default 2)")
     parser.add_argument("--json", type=Path, help="also write all per-seed numbers to this JSON file")
     args = parser.parse_args(argv)

@@ -12,10 +12,11 @@ the base. ``update_each_iteration=True`` is the greedy variant: the base changes
 
 What advkit does differently from torchattacks (methods.md section 1):
   - all unfinished images of a batch advance together; ``candidates_per_pass`` candidates of each image are
-    scored in one forward pass; a sample leaves the batch as soon as it succeeds or runs out of budget;
+    scored in one forward pass (by default 1 at first, more in later restarts, where only hard images are
+    left); a sample leaves the batch at the end of the pass in which it succeeds or runs out of budget;
   - one query per candidate (the reference evaluates each candidate twice, for the loss and for success)
     plus one for the clean image; every evaluated candidate is counted, including candidates of a pass that
-    come after the one that succeeded;
+    come after the one that succeeded (they do not change the result);
   - a candidate identical to its base (every moved pixel already holds the value it would receive, such as
     black moved onto black) is not sent to the model: it can neither lower the loss nor succeed, so the
     result is the same; it counts as an iteration, not as a query (the reference queries it twice);
@@ -23,7 +24,7 @@ What advkit does differently from torchattacks (methods.md section 1):
     and can go out of range when W > H), and the similarity/distance mappings pick the pixel they score
     (the reference transposes it);
   - if two moves of one candidate write the same pixel, the later one wins, on every device;
-  - random numbers come from per-sample counter-based streams (:func:`advkit.rng.counter_randint`), so a
+  - random numbers come from per-sample counter-based streams (:func:`advkit.rng.counter_bits`), so a
     sample's attack is the same whatever the batch it is in;
   - an image that is already adversarial is returned unchanged after one query, and an image the attack
     never improved is returned clean (the reference returns its last random candidate);
@@ -61,13 +62,14 @@ from advkit.attacks.base import ATTACKS, Attack, RawResult
 from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper, QueryCounter
-from advkit.rng import counter_randint, counter_uniform
+from advkit.rng import bits_to_randint, bits_to_uniform, counter_bits
 
 PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
 Dimension = int | float
 _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
 _CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built at once
+_AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
 
 def _dimension_pair(name: str, value: Dimension | tuple[Dimension, Dimension] | list[Dimension]) -> tuple[Dimension, Dimension]:
@@ -139,8 +141,12 @@ class Pixle(Attack):
         max_iterations: candidates per restart (greedy variant: in total).
         update_each_iteration: the greedy variant.
         swap: also move the displaced destination values back into the source patch.
-        candidates_per_pass: candidates of one image scored per forward pass (more = fewer passes, but a
-            successful image may have spent up to this many - 1 extra queries). Greedy mode uses 1.
+        candidates_per_pass: candidates of one image scored per forward pass, an int >= 1 or "auto". More per
+            pass means fewer, fuller passes, but a successful image may have paid for up to this many - 1
+            candidates scored after its success; the adversarial images do not depend on it (without a query
+            budget). "auto" scores max(1, r * max_iterations // 8) per pass in restart r (0-based): what an
+            image can waste stays below an eighth of the candidates it had already tried, and the hard images,
+            which fill the last, nearly empty passes of a batch, get fewer of them. Greedy mode uses 1.
     """
 
     name: ClassVar[str] = "pixle"
@@ -155,15 +161,18 @@ class Pixle(Attack):
         max_iterations: int = 10,
         update_each_iteration: bool = False,
         swap: bool = False,
-        candidates_per_pass: int = 1,
+        candidates_per_pass: int | str = "auto",
     ) -> None:
         self.x_dimensions = _dimension_pair("x_dimensions", x_dimensions)
         self.y_dimensions = _dimension_pair("y_dimensions", y_dimensions)
         if pixel_mapping not in PIXEL_MAPPINGS:
             raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, got {pixel_mapping!r}")
         for key, value in (("restarts", restarts), ("max_iterations", max_iterations), ("candidates_per_pass", candidates_per_pass)):
+            if key == "candidates_per_pass" and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+                also = ' or "auto"' if key == "candidates_per_pass" else ""
+                raise ValueError(f"{key} must be an int >= 1{also}, got {value!r}")
         for key, flag in (("update_each_iteration", update_each_iteration), ("swap", swap)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{key} must be true or false, got {flag!r}")
@@ -174,19 +183,29 @@ class Pixle(Attack):
         self.swap = swap
         self.candidates_per_pass = 1 if update_each_iteration else candidates_per_pass
 
+    def per_pass(self, restart: int) -> int:
+        """Candidates of one image scored per forward pass in restart ``restart`` (0-based)."""
+        if self.candidates_per_pass == "auto":  # waste below 1/8 of the restart * max_iterations candidates so far
+            return min(max(1, restart * self.max_iterations // _AUTO_WASTE), self.max_iterations)
+        return min(int(self.candidates_per_pass), self.max_iterations)
+
     # ---- one batch of candidates -----------------------------------------------------------------------------
     def _draw(
-        self, keys: torch.Tensor, draw: torch.Tensor, clean: torch.Tensor, base: torch.Tensor, shape: tuple[int, int],
-        bounds: tuple[tuple[int, int], tuple[int, int]],
+        self, keys: torch.Tensor, draw: torch.Tensor, clean: torch.Tensor | None, base: torch.Tensor | None,
+        shape: tuple[int, int], bounds: tuple[tuple[int, int], tuple[int, int]],
     ) -> tuple[torch.Tensor, ...]:
-        """Moves of N candidates: (N, M) dst, src, from_clean, valid. ``draw`` (N,) numbers the candidate per sample."""
+        """Moves of N candidates: (N, M) dst, src, from_clean, valid. ``draw`` (N,) numbers the candidate per sample;
+        ``clean`` and ``base`` (N, C, L) are needed by the similarity and distance mappings only."""
         (h, w), ((lo_y, hi_y), (lo_x, hi_x)) = shape, bounds
         patch = hi_y * hi_x
         slots = _CORNER_SLOTS + 2 * patch
-        counters = draw.unsqueeze(1) * slots + torch.arange(slots, device=draw.device)  # (N, slots)
+        used = slots if self.pixel_mapping == "random" or self.pixel_mapping.endswith("_random") else _CORNER_SLOTS
+        counters = draw.unsqueeze(1) * slots + torch.arange(used, device=draw.device)  # (N, used)
+        bits = counter_bits(keys, counters)  # every random number of the candidates, hashed in one call
         # as in the reference, corners and random destinations are int(u * (side - 1)): the last row and column
         # are never picked (a 1-pixel side still gives row/column 0)
-        corner = counter_randint(keys, counters[:, :4], torch.tensor([max(h - 1, 1), max(w - 1, 1), hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device))
+        highs = torch.tensor([max(h - 1, 1), max(w - 1, 1), hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device)
+        corner = bits_to_randint(bits[:, :_CORNER_SLOTS], highs)
         row, col = corner[:, 0:1], corner[:, 1:2]
         ph = torch.minimum(lo_y + corner[:, 2:3], h - row)  # clipped to the image, as in the reference
         pw = torch.minimum(lo_x + corner[:, 3:4], w - col)
@@ -194,7 +213,7 @@ class Pixle(Attack):
         dr, dc = offset // hi_x, offset % hi_x  # patch pixels in row-major order
         valid = (dr < ph) & (dc < pw)
         src = (row + dr) * w + (col + dc)
-        dst = self._destinations(keys, counters[:, _CORNER_SLOTS:], clean, base, src, (h, w))
+        dst = self._destinations(bits[:, _CORNER_SLOTS:], clean, base, src, (h, w))
         from_clean = torch.ones_like(valid)
         if self.swap:  # the displaced destination values go back into the patch, read before the move
             dst, src = torch.cat([dst, src], 1), torch.cat([src, dst], 1)
@@ -203,15 +222,19 @@ class Pixle(Attack):
         return dst, src, from_clean, last_writer_mask(dst, valid, h * w)
 
     def _destinations(
-        self, keys: torch.Tensor, counters: torch.Tensor, clean: torch.Tensor, base: torch.Tensor, src: torch.Tensor,
+        self, bits: torch.Tensor, clean: torch.Tensor | None, base: torch.Tensor | None, src: torch.Tensor,
         shape: tuple[int, int],
     ) -> torch.Tensor:
+        """(N, P) destinations of the patch pixels src (N, P); ``bits`` (N, 2P) are their random numbers (none
+        for the deterministic mappings)."""
         patch, (h, w) = src.shape[1], shape
         length = h * w
         if self.pixel_mapping == "random":
-            rows = counter_randint(keys, counters[:, :patch], max(h - 1, 1))
-            cols = counter_randint(keys, counters[:, patch:], max(w - 1, 1))
+            rows = bits_to_randint(bits[:, :patch], max(h - 1, 1))
+            cols = bits_to_randint(bits[:, patch:], max(w - 1, 1))
             return rows * w + cols
+        if clean is None or base is None:
+            raise ValueError(f"the {self.pixel_mapping} mapping needs the clean and base images")
         values = clean.gather(2, src.clamp(max=length - 1).unsqueeze(1).expand(-1, clean.shape[1], -1))  # (N, C, P)
         diff = (base.unsqueeze(2) - values.unsqueeze(3)).abs().mean(1)  # (N, P, L): distance of every pixel to each source
         if self.pixel_mapping.startswith("similarity"):
@@ -223,7 +246,7 @@ class Pixle(Attack):
         if not self.pixel_mapping.endswith("_random"):
             return score.argmax(2)
         cdf = torch.softmax(score.double(), 2).cumsum(2)
-        u = counter_uniform(keys, counters[:, patch:]).unsqueeze(2) * cdf[:, :, -1:]
+        u = bits_to_uniform(bits[:, patch:]).unsqueeze(2) * cdf[:, :, -1:]
         return torch.searchsorted(cdf, u).squeeze(2).clamp(max=length - 1)
 
     # ---- the attack ------------------------------------------------------------------------------------------
@@ -269,6 +292,7 @@ class _Search:
             raise AdvkitError("the model returned NaN or infinite outputs on clean images")
         self.best_loss = self._loss(probs, goal)
         self.done = self._success(probs, goal)  # already adversarial: nothing to do
+        self.classes = probs.shape[1]
 
     def _loss(self, probs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """True-class probability (untargeted) or 1 - target probability, for probs (..., K) and goal (...)."""
@@ -276,26 +300,31 @@ class _Search:
         return 1 - p if self.targeted else p
 
     def _success(self, probs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        hit = probs.argmax(-1) == goal
-        return hit if self.targeted else ~hit
+        predicted = probs.argmax(-1)
+        return predicted == goal if self.targeted else predicted != goal
 
     def _draw(self, idx: torch.Tensor, first_draw: int, count: int) -> tuple[torch.Tensor, ...]:
         """Moves of ``count`` consecutive candidates of each sample in idx, built on its current base: 4 x (A, count, M)."""
         rows = idx.repeat_interleave(count)
         draw = first_draw + torch.arange(count, device=idx.device).repeat(len(idx))
-        per_row = 1 if self.attack.pixel_mapping == "random" else self.c * self.h * self.w * self.bounds[0][1] * self.bounds[1][1]
-        chunk = max(1, _MAPPING_ELEMENTS // per_row)  # similarity mappings score every pixel for every patch pixel
-        parts = [
-            self.attack._draw(self.keys[r], d, self.clean[r], self.base[r], (self.h, self.w), self.bounds)
-            for r, d in zip(rows.split(chunk), draw.split(chunk))
-        ]
-        return tuple(torch.cat(ms).view(len(idx), count, -1) for ms in zip(*parts))
+        if self.attack.pixel_mapping == "random":  # destinations ignore the images: no copies of them
+            parts = [self.attack._draw(self.keys[rows], draw, None, None, (self.h, self.w), self.bounds)]
+        else:  # similarity mappings score every pixel for every patch pixel: bounded chunks
+            chunk = max(1, _MAPPING_ELEMENTS // (self.c * self.h * self.w * self.bounds[0][1] * self.bounds[1][1]))
+            parts = [
+                self.attack._draw(self.keys[r], d, self.clean[r], self.base[r], (self.h, self.w), self.bounds)
+                for r, d in zip(rows.split(chunk), draw.split(chunk))
+            ]
+        return tuple((torch.cat(ms) if len(ms) > 1 else ms[0]).view(len(idx), count, -1) for ms in zip(*parts))
+
+    def _probabilities(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Query candidates (R, C, L) of the samples in rows (R,): probabilities (R, K)."""
+        images = candidates.view(len(rows), self.c, self.h, self.w)
+        return self.model.probabilities(_nhwc(images) if self.nhwc else images, rows)
 
     def _query(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query candidates (R, C, L) of the samples in rows (R,): loss and success (R,)."""
-        images = candidates.view(len(rows), self.c, self.h, self.w)
-        probs = self.model.probabilities(_nhwc(images) if self.nhwc else images, rows)
-        goal = self.goal[rows]
+        probs, goal = self._probabilities(rows, candidates), self.goal[rows]
         return self._loss(probs, goal), self._success(probs, goal)
 
     def _build(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], start: int, stop: int) -> torch.Tensor:
@@ -310,52 +339,64 @@ class _Search:
         self.moves.append(rows, step)
 
     def restarts(self) -> None:
-        attack = self.attack
-        n_it, k_max = attack.max_iterations, attack.candidates_per_pass
+        attack, n_it = self.attack, self.attack.max_iterations
+        budgeted = self.counter.budget is not None
         for restart in range(attack.restarts):
             idx = (~self.done).nonzero().squeeze(1)
-            idx = idx[self.counter.affordable(1)[idx]]
+            if budgeted:
+                idx = idx[self.counter.affordable(1)[idx]]
             if len(idx) == 0:
                 break
-            a = len(idx)
+            a, goal, k_max = len(idx), self.goal[idx], attack.per_pass(restart)
             plan = self._draw(idx, restart * n_it, n_it)  # the base is fixed for the whole restart: draw all its candidates
             # a candidate identical to the base can neither lower the loss nor succeed: it is not queried
             live = ~idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, n_it, -1).all(2)
-            # the passes only query and record; the restart's bookkeeping happens once, in _end_restart
-            loss = torch.full((a, n_it), float("inf"), device=idx.device)
-            success = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device)
-            budgeted = self.counter.budget is not None  # without a budget, every going sample is tried
-            tried = torch.zeros_like(success) if budgeted else torch.ones_like(success)
-            going = torch.ones(a, dtype=torch.bool, device=idx.device)
+            # a pass only queries, stores the probabilities and marks successes: as few tensor operations as
+            # possible, since on a small net they cost as much as the forward; _end_restart does the bookkeeping
+            probs = torch.full((a, n_it, self.classes), float("nan"), dtype=self.best_loss.dtype, device=idx.device)
+            hits = torch.zeros(a, dtype=torch.int32, device=idx.device)  # successes so far in this restart
+            tried = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device) if budgeted else None
             # candidates are built a block of passes at a time (the whole restart unless memory says otherwise)
             block = max(1, _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w)) * k_max
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
-                active = going & self.counter.affordable(k)[idx] if budgeted else going
-                ask, pick = (active.unsqueeze(1) & live[:, it : it + k]).nonzero().unbind(1)  # the one host sync of a pass
-                if len(ask) == 0 and not bool(active.any()):
+                going, window = hits == 0, live[:, it : it + k]
+                if tried is None:
+                    want = going.unsqueeze(1) & window
+                else:  # a pass takes only the candidates a sample can still pay for (idle ones are free)
+                    remaining = self.counter.remaining()[idx]
+                    going &= remaining > 0
+                    ahead = window.cumsum(1) - window.long()  # live candidates before each one in the pass
+                    tried[:, it : it + k] = going.unsqueeze(1) & (ahead < remaining.unsqueeze(1))
+                    want = tried[:, it : it + k] & window
+                ask, pick = want.nonzero().unbind(1)  # the one host sync of a pass
+                if len(ask) == 0 and not bool(going.any()):
                     break
-                if budgeted:
-                    tried[:, it : it + k] = active.unsqueeze(1)
                 if it % block == 0:
                     built = self._build(idx, plan, it, min(it + block, n_it))
                 if len(ask):
-                    col = it + pick
-                    asked_loss, asked_success = self._query(idx[ask], built[ask, col % block])
-                    loss[ask, col], success[ask, col] = asked_loss, asked_success
-                    going[ask[asked_success]] = False
-            self._end_restart(idx, plan, loss, success, tried)
+                    p = self._probabilities(idx[ask], built[:, it % block : it % block + k][ask, pick])
+                    probs[:, it : it + k][ask, pick] = p
+                    hits.index_add_(0, ask, self._success(p, goal[ask]).int())
+            self._end_restart(idx, plan, probs, tried)
 
     def _end_restart(
-        self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], loss: torch.Tensor, success: torch.Tensor, tried: torch.Tensor
+        self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], probs: torch.Tensor, tried: torch.Tensor | None
     ) -> None:
-        """Book a restart of samples idx from its (A, I) candidate losses, successes and tried flags, then move the
-        base: to the first successful candidate, else to the best improving one, else (before any improvement)
-        to the last candidate tried. As in the reference, candidates after the first success do not count."""
+        """Book a restart of samples idx from its (A, I, K) candidate probabilities (NaN where not queried) and
+        (A, I) tried flags (None: every candidate up to a sample's first success), then move the base: to the
+        first successful candidate, else to the best improving one, else (before any improvement) to the last
+        candidate tried. As in the reference, candidates after the first success do not count."""
+        queried = ~probs[..., 0].isnan()
+        goal = self.goal[idx].unsqueeze(1).expand(queried.shape)
+        loss = self._loss(probs, goal).masked_fill(~queried, float("inf"))
+        success = self._success(probs, goal) & queried
         order = torch.arange(loss.shape[1], device=idx.device)
         first_hit = torch.where(success, order, loss.shape[1]).amin(1)
         hit = first_hit < loss.shape[1]
-        counted = tried & (order <= first_hit.unsqueeze(1))
+        counted = order <= first_hit.unsqueeze(1)
+        if tried is not None:
+            counted &= tried
         low, arg = loss.masked_fill(~counted, float("inf")).min(1)
         improved = (low < self.best_loss[idx]) | hit
         self.best_loss[idx] = torch.minimum(low, self.best_loss[idx])
@@ -396,6 +437,8 @@ class _Search:
     def result(self) -> RawResult:
         keep = self.has_best
         x_adv = torch.where(keep.view(-1, 1, 1), self.base, self.clean).view(self.n, self.c, self.h, self.w)
+        if self.nhwc:  # the base class re-checks success with a forward pass: keep the fast layout
+            x_adv = _nhwc(x_adv)
         return RawResult(x_adv, self.iterations, self.moves.programs(self.h, self.w, keep))
 
 

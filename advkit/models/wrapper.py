@@ -31,34 +31,71 @@ class QueryCounter:
     """Per-sample counts of model evaluations for one attacked batch, with an optional per-sample budget.
 
     Every input row a forward pass evaluates is one query for the sample it belongs to: an attack that
-    scores 8 candidates of sample 3 in one pass spends 8 queries of sample 3.
+    scores 8 candidates of sample 3 in one pass spends 8 queries of sample 3. Without a budget, charges are
+    summed when :attr:`counts` is read, so a forward pass costs no tensor operation for its accounting (on a
+    tiny net that bookkeeping is a measurable share of an attack's time); the rows handed to :meth:`charge`
+    must not be changed in place before then (checked).
+
+        >>> counter = QueryCounter(3)
+        >>> counter.charge(torch.tensor([0, 2, 2]))
+        >>> counter.charge(torch.tensor([2]))
+        >>> counter.counts.tolist()
+        [1, 0, 3]
     """
+
+    _MAX_PENDING = 256  # charges kept before they are summed
 
     def __init__(self, n: int, budget: int | None = None, device: str | torch.device = "cpu") -> None:
         if budget is not None and budget < 1:
             raise ValueError(f"query budget must be >= 1, got {budget}")
-        self.counts = torch.zeros(n, dtype=torch.long, device=device)
+        self._counts = torch.zeros(n, dtype=torch.long, device=device)
+        self._pending: list[tuple[torch.Tensor, int]] = []  # (rows, rows._version) not summed yet
         self.budget = budget
+
+    def __len__(self) -> int:
+        """Samples in the counted batch."""
+        return len(self._counts)
+
+    @property
+    def device(self) -> torch.device:
+        return self._counts.device
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """(n,) int64 queries charged to each sample so far (the tensor itself: in-place edits are kept)."""
+        if self._pending:
+            if any(rows._version != version for rows, version in self._pending):
+                raise RuntimeError("rows charged to a QueryCounter were modified in place before they were counted")
+            rows = torch.cat([r for r, _ in self._pending])
+            self._pending.clear()
+            self._counts.index_add_(0, rows, torch.ones_like(rows))
+        return self._counts
 
     def charge(self, rows: torch.Tensor) -> None:
         """Count one query for each entry of ``rows`` (sample positions in this batch; repeats allowed)."""
-        rows = rows.to(self.counts.device)
+        if rows.device != self._counts.device or rows.dtype != torch.long:
+            rows = rows.to(self._counts.device, torch.long)
+        if self.budget is None:
+            self._pending.append((rows, rows._version))
+            if len(self._pending) >= self._MAX_PENDING:
+                self.counts  # noqa: B018  (sums the pending charges)
+            return
         counts = self.counts.index_add(0, rows, torch.ones_like(rows))
-        if self.budget is not None and int(counts.max()) > self.budget:  # one sync, only under a budget
+        if int(counts.max()) > self.budget:  # one sync, only under a budget
             over = int(torch.argmax(counts))
             raise QueryBudgetExceeded(f"sample {over} of the batch would exceed its budget of {self.budget} queries")
-        self.counts = counts
+        self._counts = counts
 
     def affordable(self, k: int = 1) -> torch.Tensor:
         """(n,) bool: which samples can still pay for k more queries (all of them without a budget)."""
         if self.budget is None:
-            return torch.ones_like(self.counts, dtype=torch.bool)
+            return torch.ones_like(self._counts, dtype=torch.bool)
         return self.counts + k <= self.budget
 
     def remaining(self) -> torch.Tensor:
         """(n,) queries each sample may still spend (a large number without a budget)."""
         if self.budget is None:
-            return torch.full_like(self.counts, torch.iinfo(torch.long).max)
+            return torch.full_like(self._counts, torch.iinfo(torch.long).max)
         return self.budget - self.counts
 
 
@@ -80,6 +117,7 @@ class ModelWrapper(nn.Module):
         self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1))
         self._counter: QueryCounter | None = None
+        self._net_dtype: torch.dtype | None = None  # found once: walking the parameters costs more than a tiny net's forward
 
     @property
     def device(self) -> torch.device:
@@ -130,14 +168,19 @@ class ModelWrapper(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Uncounted forward pass; for the attack base's independent re-check of success only."""
-        return select_logits(self.net(self.normalise(self.adapt(x)).to(self._dtype())))
+        x, dtype = self.normalise(self.adapt(x)), self._dtype()
+        return select_logits(self.net(x if x.dtype == dtype else x.to(dtype)))
 
     def _dtype(self) -> torch.dtype:
         """The net's floating dtype: float16/float64 pixels are cast to it instead of failing inside the net."""
-        for tensor in self.net.parameters():
-            if tensor.is_floating_point():
-                return tensor.dtype
-        return self.mean.dtype
+        if self._net_dtype is None:
+            floating = (t.dtype for t in self.net.parameters() if t.is_floating_point())
+            self._net_dtype = next(floating, self.mean.dtype)
+        return self._net_dtype
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ModelWrapper:
+        self._net_dtype = None  # .to(), .double(), .half() ... may change it
+        return super()._apply(fn, *args, **kwargs)
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         """Check the shape against the contract and replicate 1-channel images for 3-channel nets."""
@@ -166,14 +209,14 @@ class ModelWrapper(nn.Module):
             if rows.shape != (x.shape[0],):
                 raise ValueError(f"rows must have shape ({x.shape[0]},), got {tuple(rows.shape)}")
             return rows
-        if counter.counts.shape[0] == 1:  # one sample: every input belongs to it
-            return torch.zeros(x.shape[0], dtype=torch.long, device=counter.counts.device)
-        if x.shape[0] != counter.counts.shape[0]:
+        if len(counter) == 1:  # one sample: every input belongs to it
+            return torch.zeros(x.shape[0], dtype=torch.long, device=counter.device)
+        if x.shape[0] != len(counter):
             raise UnattributedQuery(
-                f"a forward pass of {x.shape[0]} images inside a counted batch of {counter.counts.shape[0]} "
+                f"a forward pass of {x.shape[0]} images inside a counted batch of {len(counter)} "
                 "needs rows= to attribute its queries"
             )
-        return torch.arange(x.shape[0], device=counter.counts.device)
+        return torch.arange(x.shape[0], device=counter.device)
 
 
 class UnattributedQuery(RuntimeError):

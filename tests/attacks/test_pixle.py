@@ -76,12 +76,9 @@ def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelW
     assert int(result.queries.max()) <= 1 + 10 * 10
     assert float(result.success.float().mean()) > 0.7
     assert bool((result.iterations[~result.success] == 100).all())  # failures used the whole budget
-    batched = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, candidates_per_pass=5)(
-        digits_model, x, y, seeds=seeds)
-    assert torch.equal(batched.success, result.success)  # same search, fewer passes
     # candidates identical to their base (black moved onto black) are not queried, and nothing else changes
     never_idle = lambda current, clean, dst, *rest: torch.zeros_like(dst, dtype=torch.bool)  # noqa: E731
-    for variant in ({}, {"update_each_iteration": True}):
+    for variant in ({"candidates_per_pass": 1}, {"update_each_iteration": True}):
         attack = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, **variant)  # type: ignore[arg-type]
         monkeypatch.setattr(pixle_module, "idle_moves", never_idle)
         everything = attack(digits_model, x, y, seeds=seeds)
@@ -94,11 +91,30 @@ def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelW
         assert bool((skipping.queries <= everything.queries).all()) and int(skipping.queries.sum()) < int(everything.queries.sum())
 
 
+def test_candidates_per_pass_changes_only_the_cost(digits_model: ModelWrapper, digits: ImageDataset) -> None:
+    x, y = digits.batch(select_samples(digits_model, digits, n=40, seed=0).attack_index)
+    settings = {"x_dimensions": (1, 2), "y_dimensions": (1, 2), "restarts": 10, "max_iterations": 10}
+    one = Pixle(**settings, candidates_per_pass=1)(digits_model, x, y)  # type: ignore[arg-type]
+    for k in (3, 10, "auto"):
+        wide = Pixle(**settings, candidates_per_pass=k)(digits_model, x, y)  # type: ignore[arg-type]
+        for field in ("x_adv", "success", "iterations"):  # the same search...
+            assert torch.equal(getattr(wide, field), getattr(one, field)), (k, field)
+        waste = wide.queries - one.queries  # ...paying for candidates scored after a success in the same pass
+        assert bool((waste >= 0).all()) and bool((waste[~one.success] == 0).all())
+        assert int(waste.max()) <= (k - 1 if k != "auto" else 10)
+    auto = Pixle(**settings)(digits_model, x, y)
+    assert auto.params["candidates_per_pass"] == "auto"
+    assert bool((auto.queries - one.queries <= one.iterations // 8).all())  # the documented bound of "auto"
+    assert int((auto.queries - one.queries).sum()) > 0  # the bound is not met vacuously: some waste happens
+
+
 def test_budget_is_never_exceeded(digits_model: ModelWrapper, digits: ImageDataset) -> None:
     x, y = digits.batch(select_samples(digits_model, digits, n=10, seed=0).attack_index)
-    for k in (1, 3):
-        result = Pixle(restarts=20, max_iterations=10, candidates_per_pass=k)(digits_model, x, y, max_queries=7)
+    for k in (1, 3, "auto"):
+        result = Pixle(restarts=20, max_iterations=10, candidates_per_pass=k)(digits_model, x, y, max_queries=7)  # type: ignore[arg-type]
         assert int(result.queries.max()) <= 7
+        # a pass takes only what a sample can still pay for, so the ones that fail spend their whole budget
+        assert bool((result.queries[~result.success] == 7).all()) and not bool(result.success.all())
 
 
 def test_targeted_success_means_reaching_the_target() -> None:

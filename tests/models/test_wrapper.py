@@ -71,6 +71,28 @@ def test_query_counting_per_row_and_budget() -> None:
     assert model.logits is not None and counter.remaining().tolist() == [2, 3, 0]
 
 
+def test_unbudgeted_counts_are_summed_when_read() -> None:
+    model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
+    counter = QueryCounter(3)
+    with model.counting(counter):
+        for _ in range(QueryCounter._MAX_PENDING + 5):  # past the pending cap: summed on the way, nothing lost
+            model(torch.rand(2, 3, 4, 4), rows=torch.tensor([0, 2]))
+        assert counter.counts.tolist() == [261, 0, 261]
+        rows = torch.tensor([1, 1])
+        model(torch.rand(2, 3, 4, 4), rows=rows)
+        rows[0] = 0  # changed before it was counted: refused rather than miscounted
+        with pytest.raises(RuntimeError, match="modified in place"):
+            counter.counts  # noqa: B018
+
+
+def test_the_nets_dtype_follows_conversions() -> None:
+    model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
+    x = torch.rand(2, 3, 4, 4)
+    assert model(x).dtype == torch.float32
+    model.double()  # the cached dtype is dropped: float32 pixels are cast to the net's float64
+    assert model(x).dtype == torch.float64
+
+
 def test_select_logits_errors() -> None:
     with pytest.raises(AdvkitError, match="without 'logits'"):
         select_logits({"a": torch.zeros(1, 2), "b": torch.zeros(1, 2)})
