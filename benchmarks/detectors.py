@@ -28,7 +28,7 @@ from advkit.attacks.runner import select_samples  # noqa: E402
 from advkit.cli.attack_cmd import builtin_checkpoint  # noqa: E402
 from advkit.datasets import open_dataset  # noqa: E402
 from advkit.detectors import DetectorSettings, LayerwiseDetector  # noqa: E402
-from advkit.detectors.evaluate import evaluate, matched_noise  # noqa: E402
+from advkit.detectors.evaluate import evaluate, fgsm_training_set, matched_noise  # noqa: E402
 from advkit.models import ModelWrapper, load_checkpoint  # noqa: E402
 
 ATTACKS = {
@@ -72,8 +72,7 @@ def main() -> None:
     plan = select_samples(model, ds, split="test", n=args.images, seed=args.seed)
     x, y = ds.batch(plan.attack_index)
     clean_f = det.features(x)
-    fgsm = create_attack("fgsm", eps=0.3)(model, x, y)
-    fgsm_f = det.features(fgsm.x_adv)
+    fgsm_f, fgsm_noisy_f = fgsm_training_set(det, x, y, plan.attack_index, eps=0.3, seed=args.seed)  # unknown protocol
     results: dict[str, dict] = {"fit": {"train_seconds": det.meta["train_seconds"], "total_seconds": total,
                                         "foreign_cores": load.cores, "settings": vars(settings) if hasattr(settings, "__dict__") else {}},
                                 "attacks": {}}
@@ -93,7 +92,7 @@ def main() -> None:
         c_f = clean_f.subset(keep)
         known = evaluate(det, c_f, adv_f, noisy_f, train_fraction=0.3, supervised="svc", seed=args.seed)
         unknown = evaluate(det, c_f, adv_f, noisy_f, train_fraction=0.3, supervised="svc", seed=args.seed,
-                           train_adv=fgsm_f.subset(keep))
+                           train_adv=fgsm_f.subset(keep), train_noisy=fgsm_noisy_f.subset(keep))
         entry = {"success": float(res.success.float().mean()), "kept": int(keep.sum()), "attack_seconds": attack_s,
                  "l2": float(res.l2[keep].mean()), "rows": {}}
         for section, det_name in ROWS:

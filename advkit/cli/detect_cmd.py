@@ -135,8 +135,11 @@ def fit(
             show(event)
 
         det = LayerwiseDetector.fit(wrapped, ds, indices, layers=names, settings=settings, progress=progress)
-    det.meta.update({"model": None if model is None else source, "data": data, "domain": domain, "data_param": params,
-                     "arch": arch, "command": command_line(), "config": recorded_config(ctx.params, {"out_path"})})
+    from advkit.report.paths import absolute_spec
+
+    paths = {"model": absolute_spec(model, "model"), "data": absolute_spec(data, "data")}  # valid from any directory
+    det.meta.update({**paths, "domain": domain, "data_param": params, "arch": arch, "command": command_line(),
+                     "config": {**recorded_config(ctx.params, {"out_path"}), **paths}})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     det.save(out_path)
     summary = {
@@ -152,27 +155,38 @@ def fit(
     out.print(kv_table(f"detector {out_path}", summary))
 
 
+def _near(path: Path) -> list[Path]:
+    """Where a relative path recorded in the file ``path`` (by older advkit) may point: its folder, then here."""
+    return [path.resolve().parent, Path.cwd()]
+
+
 def _load_detector(path: Path, model: str | None, arch: str | None, unsafe_pickle: bool, device: str
-                   ) -> tuple[LayerwiseDetector, dict[str, Any]]:
+                   ) -> tuple[LayerwiseDetector, dict[str, Any], str]:
+    """(detector, its metadata, the checkpoint its model was loaded from)."""
     from advkit.detectors import LayerwiseDetector
+    from advkit.report.paths import resolve_spec
     from advkit.runtime import resolve_device
 
     meta = LayerwiseDetector.read_meta(path)
     dev = resolve_device(device)
-    wrapped, _ = _open_model(model or meta.get("model"), arch or meta.get("arch"), unsafe_pickle, dev)
-    return LayerwiseDetector.load(path, wrapped), meta
+    spec = model or resolve_spec(meta.get("model"), "model", _near(path))
+    wrapped, source = _open_model(spec, arch or meta.get("arch"), unsafe_pickle, dev)
+    return LayerwiseDetector.load(path, wrapped), meta, source
 
 
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, arch: str | None, unsafe_pickle: bool
+def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: str, arch: str | None, unsafe_pickle: bool
                  ) -> list[tuple[str, ImageDataset, np.ndarray, torch.Tensor]]:
-    """(run id, dataset, dataset indices, adversarial images) of the successful samples of each attack run."""
+    """(run id, dataset, dataset indices, adversarial images) of the successful samples of each attack run.
+
+    ``source`` is the checkpoint the detector's model came from; a run must have attacked that same model.
+    """
     import torch
 
-    from advkit.detectors.features import model_fingerprint
     from advkit.report import Report
+    from advkit.report.paths import resolve_spec
 
     report = Report(path)
     if not report.exists():
@@ -183,7 +197,7 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, arch: str 
         raise DetectorError(f"{path} has no complete attack runs; write one with advkit attack ... --save-images")
     known = {r.id: r for r in infos}
     sets = []
-    fingerprints: dict[tuple[str | None, str | None], str] = {}
+    fingerprints: dict[tuple[str, str | None], str] = {}
     for run_id in chosen:
         if run_id not in known:
             from advkit.registry import suggest
@@ -194,23 +208,39 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, arch: str 
             raise DetectorError(f"run {run_id} in {path} has no saved images; re-run advkit attack with --save-images, "
                                 "or let advkit detect eval make them with --attack NAME")
         cfg = data.config
-        key = (cfg.get("model"), cfg.get("arch"))
-        if key not in fingerprints:
-            try:
-                other, _ = _open_model(cfg.get("model"), cfg.get("arch") or arch, unsafe_pickle, det.model.device)
-            except CheckpointError as exc:
-                raise DetectorError(f"cannot check which model run {run_id} in {path} attacked: {exc}") from None
-            fingerprints[key] = model_fingerprint(other)
-        if fingerprints[key] != det.meta["fingerprint"]:
-            raise DetectorError(f"run {run_id} in {path} attacked another model ({cfg.get('model') or 'the built-in CNN'}) "
-                                "than the one this detector was fitted for")
+        _check_attacked_model(f"run {run_id} in {path}", resolve_spec(cfg.get("model"), "model", _near(path)),
+                              cfg.get("arch") or arch, det, source, unsafe_pickle, fingerprints)
         s = data.samples
         mask = s["attacked"].astype(bool) & s["success"].astype(bool) if "attacked" in s else s["success"].astype(bool)
         images = s["adv_images"][mask]
         x_adv = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
-        ds = _open_data(cfg.get("data"), cfg.get("domain"), parse_params(cfg.get("data_param") or [], "--data-param"))
+        data_spec = resolve_spec(cfg.get("data"), "data", _near(path))
+        ds = _open_data(data_spec, cfg.get("domain"), parse_params(cfg.get("data_param") or [], "--data-param"))
         sets.append((run_id, ds, s["index"][mask].astype(np.int64), x_adv))
     return sets
+
+
+def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: LayerwiseDetector, source: str,
+                          unsafe_pickle: bool, fingerprints: dict[tuple[str, str | None], str]) -> None:
+    """A DetectorError unless ``spec`` (what ``what`` attacked) is the detector's model: the file it was loaded
+    from under any spelling, or any checkpoint with the same weights (compared by fingerprint, cached per spec)."""
+    from advkit.cli.attack_cmd import builtin_checkpoint
+    from advkit.detectors.features import model_fingerprint
+    from advkit.report.paths import same_file
+
+    checkpoint = spec or str(builtin_checkpoint())
+    if same_file(checkpoint, source):
+        return  # LayerwiseDetector.load has already checked this file's fingerprint
+    key = (checkpoint, arch)
+    if key not in fingerprints:
+        try:
+            other, _ = _open_model(checkpoint, arch, unsafe_pickle, det.model.device)
+        except CheckpointError as exc:
+            where = "" if Path(checkpoint).is_absolute() else " (looked next to the report and in the current directory)"
+            raise DetectorError(f"cannot check which model {what} attacked: {exc}{where}") from None
+        fingerprints[key] = model_fingerprint(other)
+    if fingerprints[key] != det.meta["fingerprint"]:
+        raise DetectorError(f"{what} attacked another model ({spec or 'the built-in CNN'}) than the one this detector was fitted for")
 
 
 def _attack_sets(names: list[str], params: dict[str, Any], det: LayerwiseDetector, ds: ImageDataset, n: int, seed: int
@@ -258,6 +288,7 @@ def evaluate_cmd(
     adaptive: Annotated[bool, typer.Option("--adaptive", help="Also run PGD against classifier + detector together.")] = False,
     adaptive_eps: Annotated[float, typer.Option("--adaptive-eps", help="L-infinity budget of the adaptive PGD.")] = 0.3,
     adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Steps of the adaptive PGD.")] = 40,
+    adaptive_step: Annotated[float | None, typer.Option("--adaptive-step", help="Step size of the adaptive PGD (default: 2.5 * eps / steps, as Madry et al.).")] = None,
     adaptive_weight: Annotated[float, typer.Option("--adaptive-weight", help="Weight of the detector score in the adaptive loss.")] = 1.0,
     adaptive_n: Annotated[int, typer.Option("--adaptive-n", help="Samples attacked adaptively.")] = 100,
     model: ModelOpt = None,
@@ -274,18 +305,23 @@ def evaluate_cmd(
     """AUROC and TPR at 5% FPR of the detector (per layer and combined) beside Mahalanobis and MagNet."""
     import torch
 
-    from advkit.detectors.evaluate import evaluate, matched_noise
+    from advkit.detectors.adaptive import default_step
+    from advkit.detectors.evaluate import evaluate, fgsm_training_set, matched_noise
     from advkit.report import Report
+    from advkit.report.paths import resolve_spec
 
     if (adversarial is None) == (not attack):
         raise typer.BadParameter("pass --adversarial REPORT or --attack NAME (one of them)", param_hint="--adversarial/--attack")
     if not 0 <= train_fraction < 1:
         raise typer.BadParameter("must lie in [0, 1)", param_hint="--train-fraction")
-    det, meta = _load_detector(detector, model, arch, unsafe_pickle, device)
+    if adaptive_steps < 1 or (adaptive_step is not None and adaptive_step <= 0):
+        raise typer.BadParameter("steps must be >= 1 and the step > 0", param_hint="--adaptive-steps/--adaptive-step")
+    step = default_step(adaptive_eps, adaptive_steps) if adaptive_step is None else adaptive_step
+    det, meta, source = _load_detector(detector, model, arch, unsafe_pickle, device)
     if adversarial is not None:
-        sets = _report_sets(adversarial, list(runs or []), det, arch, unsafe_pickle)
+        sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)
     else:
-        ds = _open_data(meta.get("data"), meta.get("domain"), meta.get("data_param") or {})
+        ds = _open_data(resolve_spec(meta.get("data"), "data", _near(detector)), meta.get("domain"), meta.get("data_param") or {})
         sets = _attack_sets(list(dict.fromkeys(attack or [])), parse_params(param or []), det, ds, n, seed)
     sup = None if supervised is Supervised.none else supervised.value
     report = Report(out_path)
@@ -301,15 +337,12 @@ def evaluate_cmd(
             keep &= (det.model.logits(x.to(det.model.device)).argmax(1).cpu() == y).numpy()
         idx, x, y, x_adv, noisy = idx[keep], x[keep], y[keep], x_adv[keep], noisy[keep]
         clean_f, adv_f, noisy_f = det.features(x), det.features(x_adv), det.features(noisy)
-        train_adv = None
-        if protocol is Protocol.unknown and sup:
-            from advkit.attacks import create_attack
-
-            fgsm = create_attack("fgsm", eps=fgsm_eps)(det.model, x, y)
-            train_adv = det.features(fgsm.x_adv)
+        # unknown protocol: FGSM images and noise matched to FGSM's L2 (not the tested attack's) train the detectors
+        train_adv, train_noisy = (fgsm_training_set(det, x, y, idx, eps=fgsm_eps, seed=seed)
+                                  if protocol is Protocol.unknown and sup else (None, None))
         ev = evaluate(det, clean_f, adv_f, noisy_f, train_fraction=train_fraction if sup else 0.0, supervised=sup,
-                      train_adv=train_adv, seed=seed, fpr=0.05, quick=quick_grid)
-        adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, adaptive_weight,
+                      train_adv=train_adv, train_noisy=train_noisy, seed=seed, fpr=0.05, quick=quick_grid)
+        adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, step, adaptive_weight,
                                   adaptive_n, seed) if adaptive else []
         name = f"{run_prefix}-{run_id.removeprefix('attack-')}"
         cfg = {**recorded_config(ctx.params, {"out_path", "runs", "attack", "run_prefix"}), "source": run_id,
@@ -326,9 +359,9 @@ def evaluate_cmd(
         emit_json({"report": str(out_path), "results": results})
 
 
-def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, weight: float,
+def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step: float, weight: float,
               n: int, seed: int) -> list[dict[str, Any]]:
-    """Oblivious (weight 0) and adaptive PGD at the same budget: success, detection and evasion rates."""
+    """Oblivious (weight 0) and adaptive PGD with the same budget, steps and seed: success, detection and evasion rates."""
     import torch
 
     from advkit.detectors.adaptive import adaptive_pgd
@@ -339,7 +372,7 @@ def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: flo
     clean = det.score(x)["ae"]
     rows = []
     for w in (0.0, weight):
-        x_adv = adaptive_pgd(det, x, y, eps=eps, alpha=max(eps / 30, 1e-4), steps=steps, weight=w, generator=generator(seed, "adaptive"))
+        x_adv = adaptive_pgd(det, x, y, eps=eps, alpha=step, steps=steps, weight=w, generator=generator(seed, "adaptive"))
         with torch.no_grad():
             success = (det.model.logits(x_adv).argmax(1).cpu() != y).numpy()
         score = det.score(x_adv.cpu())["ae"]
@@ -347,7 +380,7 @@ def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: flo
         rows.append({"attack": "pgd (oblivious)" if w == 0 else f"pgd + detector (weight {w:g})", "n": int(len(x)),
                      "success": float(success.mean()), "detected": float(flagged[success].mean()) if success.any() else float("nan"),
                      "success_undetected": float((success & ~flagged).mean()),
-                     "auroc": auroc(clean, score[success])})
+                     "auroc": auroc(clean, score[success]), "eps": eps, "steps": steps, "step": step})
     return rows
 
 
@@ -402,7 +435,9 @@ def _print_eval(run_id: str, ev: Evaluation, adaptive_rows: list[dict[str, Any]]
     for note in ev.notes:
         log(note)
     if adaptive_rows:
-        out.print(table("adaptive check (detector 'ae' at its calibrated threshold)",
+        pgd = adaptive_rows[0]
+        out.print(table(f"adaptive check (detector 'ae' at its calibrated threshold; L-inf PGD eps {pgd['eps']:g}, "
+                        f"{pgd['steps']} steps of {pgd['step']:.4g})",
                         ["attack", "n", "success", "detected", "success & undetected", "AUROC"],
                         [[r["attack"], r["n"], r["success"], r["detected"], r["success_undetected"], r["auroc"]] for r in adaptive_rows]))
 
@@ -452,7 +487,7 @@ def score(
 
     if sum(x is not None and x != [] for x in (inputs, data, adversarial)) != 1:
         raise typer.BadParameter("pass image files, --data DATASET or --adversarial REPORT (one of them)", param_hint="INPUTS")
-    det, meta = _load_detector(detector, model, arch, unsafe_pickle, device)
+    det, meta, source = _load_detector(detector, model, arch, unsafe_pickle, device)
     if inputs:
         names, x = _read_inputs(list(inputs), tuple(meta["input_shape"]))
     elif data is not None:
@@ -460,7 +495,7 @@ def score(
         idx = ds.indices(split)[:n]
         names, x = [f"{ds.name}[{i}]" for i in idx], ds.batch(idx)[0]
     else:
-        sets = _report_sets(adversarial, list(runs or []), det, arch, unsafe_pickle)  # type: ignore[arg-type]
+        sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)  # type: ignore[arg-type]
         names = [f"{run_id}[{i}]" for run_id, _, idx, _ in sets for i in idx[:n]]
         x = torch.cat([xa[:n] for *_, xa in sets]) if sets else torch.zeros(0)
         if not len(names):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from advkit.cli.common import ArchOpt, JsonOpt, UnsafePickleOpt, emit_json, kv_table, out, table
+from advkit.errors import DetectorError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 app = typer.Typer(help="Inspect model checkpoints.", no_args_is_help=True)
 
@@ -25,6 +29,7 @@ def info(
     pre = loaded.preprocessing
     shape = (pre.channels, *pre.input_size) if pre.channels and pre.input_size else None
     layers = layer_table(loaded.net, shape)
+    tapped = _detect_defaults(loaded.net, shape)
     summary = {
         "checkpoint": loaded.source,
         "kind": loaded.kind,
@@ -40,8 +45,21 @@ def info(
         **{f"extra.{k}": v for k, v in loaded.extra.items()},
     }
     if json_output:
-        emit_json({**summary, "layers": [{"name": l.name, "type": l.type, "output_shape": l.output_shape, "params": l.params} for l in layers]})
+        emit_json({**summary, "layers": [{"name": l.name, "type": l.type, "output_shape": l.output_shape, "params": l.params,
+                                          "detect_default": l.name in tapped} for l in layers]})
         return
     out.print(kv_table("model", {k: ("unknown" if v is None else v) for k, v in summary.items()}))
-    out.print(table("layers (hook points)", ["name", "type", "output shape", "params"],
-                    [(l.name, l.type, "x".join(map(str, l.output_shape)) if l.output_shape else "?", l.params) for l in layers]))
+    out.print(table("layers (hook points; 'default': what advkit detect fit taps without --layers)",
+                    ["name", "type", "output shape", "params", "detect fit"],
+                    [(l.name, l.type, "x".join(map(str, l.output_shape)) if l.output_shape else "?", l.params,
+                      "default" if l.name in tapped else "") for l in layers]))
+
+
+def _detect_defaults(net: nn.Module, shape: tuple[int, ...] | None) -> set[str]:
+    """The layers ``advkit detect fit`` taps by default; none when it cannot tell (it then asks for --layers)."""
+    from advkit.detectors.taps import default_layers
+
+    try:
+        return set(default_layers(net, shape))
+    except DetectorError:
+        return set()

@@ -3,8 +3,10 @@
 An oblivious attack ignores the detector; an adaptive one also lowers a differentiable proxy of the detector's
 score, so the result shows what a detector is worth against an attacker who knows it. The proxy for the layer-wise
 autoencoder detector (https://arxiv.org/abs/2006.10013) is the sum over layers of the standardised reconstruction
-error plus the absolute standardised latent norm (statistics of clean training images); the attack maximises
-``CE(f(x), y) - weight * proxy(x)`` with L-infinity PGD (sign steps, random start, projection).
+error plus the absolute standardised latent norm (and log-variance norm, for the VAE), with statistics of clean
+training images; the attack maximises ``CE(f(x), y) - weight * proxy(x)`` with L-infinity PGD (sign steps, random
+start, projection). The default step is Madry et al.'s ``2.5 * eps / steps`` (https://arxiv.org/abs/1706.06083),
+so that any number of steps can cross the eps-ball.
 
     >>> from advkit.datasets import open_dataset
     >>> from advkit.detectors.detector import DetectorSettings, LayerwiseDetector
@@ -13,9 +15,9 @@ error plus the absolute standardised latent norm (statistics of clean training i
     >>> model = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), Preprocessing())
     >>> det = LayerwiseDetector.fit(model, ds, ds.indices("train")[:200], settings=DetectorSettings(epochs=1, filters=4, n_estimators=10))
     >>> x, y = ds.batch(ds.indices("test")[:4])
-    >>> x_adv = adaptive_pgd(det, x, y, eps=0.1, alpha=0.02, steps=3, weight=1.0, generator=torch.Generator().manual_seed(0))
-    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6), tuple(detector_proxy(det, x_adv).shape)
-    (True, (4,))
+    >>> x_adv = adaptive_pgd(det, x, y, eps=0.1, steps=3, weight=1.0, generator=torch.Generator().manual_seed(0))
+    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6), tuple(detector_proxy(det, x_adv).shape), default_step(0.3, 40)
+    (True, (4,), 0.01875)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from advkit.detectors.detector import LayerwiseDetector, normalised
+from advkit.detectors.detector import LayerwiseDetector, normalised, reconstruction_errors
 from advkit.detectors.features import layer_features
 
 
@@ -33,13 +35,12 @@ def _proxy_and_logits(det: LayerwiseDetector, x: torch.Tensor) -> tuple[torch.Te
     total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     for i, name in enumerate(det.layers):
         f = normalised(feats[name], det.norms[name])
-        recon, z = det.autoencoders[name](f)
-        if det.settings.error == "mse":
-            err = (recon - f).pow(2).flatten(1).mean(1)
-        else:
-            err = (recon - f).abs().flatten(1).mean(1) / (f.pow(2).flatten(1).mean(1).sqrt() + 1e-8)
-        total = total + (err - stats["err_mean"][i]) / stats["err_std"][i]
+        z, logvar = det.autoencoders[name].encode_stats(f)
+        mse, rel = reconstruction_errors(det.autoencoders[name].decode(z), f)
+        total = total + ((mse if det.settings.error == "mse" else rel) - stats["err_mean"][i]) / stats["err_std"][i]
         total = total + ((z.norm(dim=1) - stats["znorm_mean"][i]) / stats["znorm_std"][i]).abs()
+        if "logvar_mean" in stats:  # a VAE detector scores |logvar| too
+            total = total + ((logvar.norm(dim=1) - stats["logvar_mean"][i]) / stats["logvar_std"][i]).abs()
     return total, logits
 
 
@@ -48,14 +49,21 @@ def detector_proxy(det: LayerwiseDetector, x: torch.Tensor) -> torch.Tensor:
     return _proxy_and_logits(det, x)[0]
 
 
-def adaptive_pgd(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.3, alpha: float = 0.01,
+def default_step(eps: float, steps: int) -> float:
+    """Madry et al.'s PGD step, ``2.5 * eps / steps``: the steps can cover 2.5 times the eps-ball's radius."""
+    return 2.5 * eps / steps
+
+
+def adaptive_pgd(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.3, alpha: float | None = None,
                  steps: int = 40, weight: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """L-infinity PGD on ``CE - weight * detector_proxy``; returns (B, C, H, W) images in [0, 1] within ``eps`` of x.
 
-    ``weight`` 0 is plain (oblivious) PGD with the same budget, the control an adaptive result is read against.
+    ``alpha`` is the step (default :func:`default_step`). ``weight`` 0 is plain (oblivious) PGD with the same
+    budget, the control an adaptive result is read against: give both runs the same settings.
     """
-    if eps < 0 or alpha <= 0 or steps < 1 or weight < 0:
+    if eps < 0 or (alpha is not None and alpha <= 0) or steps < 1 or weight < 0:
         raise ValueError(f"need eps >= 0, alpha > 0, steps >= 1, weight >= 0; got {eps}, {alpha}, {steps}, {weight}")
+    alpha = default_step(eps, steps) if alpha is None else alpha
     model = det.model
     x, y = x.to(model.device), y.to(model.device)
     for ae in det.autoencoders.values():

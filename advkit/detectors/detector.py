@@ -2,10 +2,10 @@
 
 One autoencoder per tapped layer learns the manifold of clean features (all trained in one loop over clean training
 images; the classifier stays frozen). An input's per-layer features are [reconstruction MSE averaged over
-(C, H, W), latent norm |z|]; an IsolationForest on them (per layer, and on all layers concatenated) scores how
-anomalous the input is. Thresholds are set on held-out clean images to a chosen false-positive rate. The same
-fit also trains the two baselines (Mahalanobis on the same layers, and a MagNet input autoencoder), so every
-evaluation can show them side by side.
+(C, H, W), latent norm |z|], plus the norm of the log-variance for the VAE (as the paper's code does); an
+IsolationForest on them (per layer, and on all layers concatenated) scores how anomalous the input is. Thresholds
+are set on held-out clean images to a chosen false-positive rate. The same fit also trains the two baselines
+(Mahalanobis on the same layers, and a MagNet input autoencoder), so every evaluation can show them side by side.
 
 Detector files are safetensors + JSON metadata, never pickle: IsolationForests cannot be stored without pickle,
 so the file keeps the features they were fitted on and :meth:`LayerwiseDetector.load` refits them with the
@@ -46,7 +46,7 @@ from advkit.rng import derive_seed, generator, seeded_globals
 from advkit.runtime import ProgressEvent, ProgressFn, no_progress
 
 FORMAT = "advkit-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # files are written as 1 unless they hold the VAE's log-variance feature (new in 2)
 _META_KEY = "advkit_detector"
 ERRORS = ("rel-l1", "mse")
 CACHE_BYTES = 512 * 2**20  # features of all training images are kept in memory up to this size
@@ -113,6 +113,7 @@ class Features:
         mse: (N, L) reconstruction MSE per layer, averaged over (C, H, W) (the paper's error).
         rel_l1: (N, L) mean absolute reconstruction error over (C, H, W) divided by the features' RMS.
         znorm: (N, L) L2 norm of each layer's code.
+        logvar: (N, L) L2 norm of each layer's VAE log-variance (zeros for the other kinds).
         z: (N, L, latent) codes (the supervised detector's input, concatenated over layers).
         maha: (N, L) Mahalanobis distance to the closest class per layer (baseline).
         magnet: (N,) mean absolute reconstruction error of the input autoencoder (baseline).
@@ -122,15 +123,20 @@ class Features:
     mse: np.ndarray
     rel_l1: np.ndarray
     znorm: np.ndarray
+    logvar: np.ndarray
     z: np.ndarray
     maha: np.ndarray
     magnet: np.ndarray
     pred: np.ndarray
 
-    def unsupervised(self, error: str = "rel-l1") -> np.ndarray:
-        """(N, 2L): [err_1, |z_1|, err_2, |z_2|, ...] (the paper's "ae_encoded" features; ``error`` "mse" or "rel-l1")."""
+    def unsupervised(self, error: str = "rel-l1", logvar: bool = False) -> np.ndarray:
+        """(N, 2L): [err_1, |z_1|, err_2, |z_2|, ...], the paper's "ae_encoded" features (``error`` "mse" or "rel-l1").
+
+        With ``logvar`` (the VAE) each layer adds the norm of its log-variance: (N, 3L), [err_1, |z_1|, |logvar_1|, ...].
+        """
         err = self.mse if error == "mse" else self.rel_l1
-        return np.stack([err, self.znorm], axis=2).reshape(len(self.mse), -1)  # (N, L, 2) -> (N, 2L)
+        cols = [err, self.znorm, self.logvar] if logvar else [err, self.znorm]
+        return np.stack(cols, axis=2).reshape(len(self.mse), -1)  # (N, L, 2 or 3) -> (N, 2L or 3L)
 
     @property
     def latents(self) -> np.ndarray:
@@ -167,7 +173,8 @@ class LayerwiseDetector:
         self.autoencoders = autoencoders
         self.magnet = magnet
         self.maha = maha
-        self.fit_features = fit_features  # (N_fit, 2L) unsupervised features of the training images
+        self.fit_features = fit_features  # (N_fit, 2L) unsupervised features of the training images; (N_fit, 3L) for a VAE
+        self.width = _feature_width(fit_features, layers, settings.kind)  # features per layer: 2, or 3 with the VAE's |logvar|
         self.calib = calib  # features of the held-out clean images
         self.meta = meta
         self._forests = self._fit_forests()
@@ -219,7 +226,7 @@ class LayerwiseDetector:
             "nonnegative": nonneg, "dataset": dataset.name, "n_fit": len(fit_idx), "n_calib": len(calib_idx),
             "train_seconds": round(train_seconds, 3), "channels": channels,
         }
-        return cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error), calib, meta)
+        return cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error, s.kind == "vae"), calib, meta)
 
     def _fit_forests(self) -> dict[str, Any]:
         from sklearn.ensemble import IsolationForest
@@ -231,8 +238,9 @@ class LayerwiseDetector:
         return forests
 
     def _forest_columns(self) -> dict[str, list[int]]:
-        cols = {f"ae[{name}]": [2 * i, 2 * i + 1] for i, name in enumerate(self.layers)}
-        cols["ae"] = list(range(2 * len(self.layers)))
+        w = self.width
+        cols = {f"ae[{name}]": list(range(w * i, w * i + w)) for i, name in enumerate(self.layers)}
+        cols["ae"] = list(range(w * len(self.layers)))
         return cols
 
     # ---------------------------------------------------------------------------------------------- scoring
@@ -258,7 +266,7 @@ class LayerwiseDetector:
         return self._scores(feats)
 
     def _scores(self, feats: Features, calibrating: bool = False) -> dict[str, np.ndarray]:
-        unsup = feats.unsupervised(self.settings.error)
+        unsup = feats.unsupervised(self.settings.error, self.width == 3)
         out = {name: -self._forests[name].score_samples(unsup[:, cols]) for name, cols in self._forest_columns().items()}
         err, ref = (feats.mse, self.calib.mse) if self.settings.error == "mse" else (feats.rel_l1, self.calib.rel_l1)
         out["recon"] = ((err - ref.mean(0)) / (ref.std(0) + 1e-12)).sum(1)  # one-sided: only high errors count
@@ -278,10 +286,11 @@ class LayerwiseDetector:
         return {name: s > self.thresholds[name] for name, s in scores.items()}
 
     def standardisation(self) -> dict[str, np.ndarray]:
-        """Mean and std (each (L,)) of clean training error and |z| per layer (for the adaptive attack's score)."""
-        f = self.fit_features.reshape(len(self.fit_features), len(self.layers), 2)  # (N, 2L) -> (N, L, 2)
-        return {"err_mean": f[:, :, 0].mean(0), "err_std": f[:, :, 0].std(0) + 1e-12,
-                "znorm_mean": f[:, :, 1].mean(0), "znorm_std": f[:, :, 1].std(0) + 1e-12}
+        """Mean and std (each (L,)) of clean training error, |z| (and the VAE's |logvar|) per layer, for the adaptive attack."""
+        f = self.fit_features.reshape(len(self.fit_features), len(self.layers), self.width)  # (N, wL) -> (N, L, w)
+        names = ("err", "znorm", "logvar")[:self.width]
+        return {f"{name}_{stat}": value for i, name in enumerate(names)
+                for stat, value in (("mean", f[:, :, i].mean(0)), ("std", f[:, :, i].std(0) + 1e-12))}
 
     # ------------------------------------------------------------------------------------------- save / load
 
@@ -303,7 +312,7 @@ class LayerwiseDetector:
         tensors["fit.features"] = torch.from_numpy(self.fit_features)
         for f in fields(Features):
             tensors[f"calib.{f.name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.calib, f.name)))
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "layers": self.layers,
+        meta = {"format": FORMAT, "format_version": 2 if self.width == 3 else 1, "layers": self.layers,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}, "settings": asdict(self.settings), **self.meta}
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
@@ -358,7 +367,7 @@ class LayerwiseDetector:
                 norms[name] = (tensors[f"norm.{i}.mean"].to(model.device), tensors[f"norm.{i}.std"].to(model.device))
             magnet = InputAutoencoder(int(meta["channels"]))
             magnet.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("magnet.")})
-            calib = Features(*(tensors[f"calib.{f.name}"].numpy() for f in fields(Features)))
+            calib = _calib_features(tensors)
             fit_features = tensors["fit.features"].numpy()
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DetectorError(f"{path} is a damaged detector file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
@@ -384,6 +393,28 @@ def _feature_stats(model: ModelWrapper, layers: list[str], dataset: ImageDataset
         norms[name] = (mean.view(-1, 1, 1), std.view(-1, 1, 1))  # (C,) -> (C, 1, 1)
         nonneg[name] = bool(f.min() >= 0) and not standardise
     return nonneg, norms
+
+
+def _feature_width(fit_features: np.ndarray, layers: list[str], kind: str) -> int:
+    """Unsupervised features per layer: 2, or 3 for a VAE fitted since the log-variance feature exists."""
+    total = fit_features.shape[1] if fit_features.ndim == 2 else -1
+    width = total // max(len(layers), 1)
+    if width * len(layers) != total or width not in ((2, 3) if kind == "vae" else (2,)):
+        raise DetectorError(f"a {kind} detector on {len(layers)} layer(s) cannot have fitting features of shape {fit_features.shape}")
+    return width
+
+
+def _calib_features(tensors: dict[str, torch.Tensor]) -> Features:
+    """The held-out features stored in a detector file; files written before ``logvar`` existed lack it."""
+    stored = {f.name: tensors[f"calib.{f.name}"].numpy() for f in fields(Features) if f.name != "logvar"}
+    logvar = tensors.get("calib.logvar")
+    return Features(**stored, logvar=np.zeros_like(stored["znorm"]) if logvar is None else logvar.numpy())
+
+
+def reconstruction_errors(recon: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) MSE and (B,) relative L1 error (mean |recon - f| over the RMS of f) of reconstructions of f (B, C, H, W)."""
+    diff = (recon - f).flatten(1)
+    return diff.pow(2).mean(1), diff.abs().mean(1) / (f.flatten(1).pow(2).mean(1).sqrt() + 1e-8)
 
 
 def normalised(f: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -458,13 +489,15 @@ def _batch_features(model: ModelWrapper, layers: list[str], aes: dict[str, Layer
                     ) -> tuple[Features, dict[str, torch.Tensor]]:
     x = x.to(model.device)
     feats, logits = layer_features(model, layers, x)
-    mse, rel, znorm, zs, dist, pools = [], [], [], [], [], {}
+    mse, rel, znorm, lvnorm, zs, dist, pools = [], [], [], [], [], [], {}
     for name in layers:
         f = normalised(feats[name], norms[name])
-        recon, z = aes[name](f)
-        mse.append((recon - f).pow(2).flatten(1).mean(1))
-        rel.append((recon - f).abs().flatten(1).mean(1) / (f.pow(2).flatten(1).mean(1).sqrt() + 1e-8))
+        z, logvar = aes[name].encode_stats(f)
+        layer_mse, layer_rel = reconstruction_errors(aes[name].decode(z), f)
+        mse.append(layer_mse)
+        rel.append(layer_rel)
         znorm.append(z.norm(dim=1))
+        lvnorm.append(torch.zeros_like(znorm[-1]) if logvar is None else logvar.norm(dim=1))
         zs.append(z)
         pools[name] = pooled(feats[name]).cpu()
         if maha is not None:
@@ -473,7 +506,7 @@ def _batch_features(model: ModelWrapper, layers: list[str], aes: dict[str, Layer
     n = len(x)
     out = Features(
         torch.stack(mse, 1).double().cpu().numpy(), torch.stack(rel, 1).double().cpu().numpy(),
-        torch.stack(znorm, 1).double().cpu().numpy(),
+        torch.stack(znorm, 1).double().cpu().numpy(), torch.stack(lvnorm, 1).double().cpu().numpy(),
         torch.stack(zs, 1).cpu().numpy(),  # L x (N, latent) -> (N, L, latent)
         torch.stack(dist, 1).double().numpy() if dist else np.zeros((n, len(layers))),
         magnet.score(x).double().cpu().numpy(), logits.argmax(1).cpu().numpy(),

@@ -5,7 +5,8 @@ plus noisy copies whose Gaussian noise matches the adversarial L2 ("clean+noisy"
 adversarial images of the same samples. Unsupervised scores need no adversarial data; supervised ones (SVC or
 logistic regression on the concatenated latent codes, grid-searched by AUROC with 5-fold stratified CV) are trained
 on a seeded share of the samples and every score is reported on the rest. In the "unknown" protocol the
-supervised detectors are trained on FGSM images and tested on another attack.
+supervised detectors are trained on FGSM images, with noisy negatives matched to FGSM's L2 (the tested attack's L2
+would tell training about the attack it must not know), and tested on another attack.
 
     >>> neg, pos = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.35, 0.5, 0.6])
     >>> round(auroc(neg, pos), 3), tpr_at_fpr(neg, pos, 0.25)
@@ -66,6 +67,19 @@ def matched_noise(x: torch.Tensor, x_adv: torch.Tensor, indices: np.ndarray, see
     return (x + std.view(-1, 1, 1, 1) * noise).clamp(0, 1)
 
 
+def fgsm_training_set(detector: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, indices: np.ndarray, *,
+                      eps: float = 0.3, seed: int = 0) -> tuple[Features, Features]:
+    """Training data of the unknown-attack protocol for clean images x (N, C, H, W) with labels y (N,).
+
+    Returns the features of FGSM images of x and of noisy copies of x matched to each FGSM perturbation's L2
+    (:func:`matched_noise`), row-aligned with x: ``train_adv`` and ``train_noisy`` of :func:`evaluate`.
+    """
+    from advkit.attacks import create_attack
+
+    x_adv = create_attack("fgsm", eps=eps)(detector.model, x, y).x_adv.cpu()
+    return detector.features(x_adv), detector.features(matched_noise(x, x_adv, indices, seed))
+
+
 def fit_supervised(features: np.ndarray, labels: np.ndarray, kind: str = "svc", seed: int = 0, quick: bool = False) -> Any:
     """A GridSearchCV (5-fold stratified, AUROC) over the paper's grid; call ``decision_function`` on the result.
 
@@ -123,14 +137,17 @@ class Evaluation:
 
 def evaluate(detector: LayerwiseDetector, clean: Features, adv: Features, noisy: Features, *,
              train_fraction: float = 0.0, supervised: str | None = "svc", train_adv: Features | None = None,
-             seed: int = 0, fpr: float = 0.05, quick: bool = False) -> Evaluation:
+             train_noisy: Features | None = None, seed: int = 0, fpr: float = 0.05, quick: bool = False) -> Evaluation:
     """Evaluate every score of ``detector`` on N samples (clean, adversarial and noisy features, row-aligned).
 
     With ``train_fraction`` > 0 a seeded share of the samples trains the supervised detectors (positives: their
-    adversarial images, or ``train_adv`` (same rows) for the unknown-attack protocol); every row of the table is
-    then measured on the remaining samples only, so all detectors are compared on the same images. ``quick``
-    shrinks the grid search (see :func:`fit_supervised`).
+    adversarial images, negatives: their clean and noisy images); every row of the table is then measured on the
+    remaining samples only, so all detectors are compared on the same images. For the unknown-attack protocol,
+    ``train_adv`` and ``train_noisy`` (same rows, e.g. from :func:`fgsm_training_set`) replace the adversarial and
+    noisy images in training. ``quick`` shrinks the grid search (see :func:`fit_supervised`).
     """
+    if (train_adv is None) != (train_noisy is None):
+        raise ValueError("pass train_adv and train_noisy together: noisy negatives must match the training attack's L2")
     n = len(clean.pred)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "eval-split") % 2**63)).numpy()
     n_train = int(round(train_fraction * n)) if supervised else 0
@@ -147,25 +164,34 @@ def evaluate(detector: LayerwiseDetector, clean: Features, adv: Features, noisy:
         if n_train < 10 or n - n_train < 10:
             result.notes.append(f"supervised detectors skipped: {n_train} training and {n - n_train} test samples (need 10 each)")
             return result
-        train = ~test
-        positives = train_adv if train_adv is not None else adv
-        groups: dict[str, Any] = {f"{supervised}[{layer}]": (lambda f, i=i: f.z[:, i]) for i, layer in enumerate(detector.layers)}
-        groups[supervised] = lambda f: f.latents
-        groups["mahalanobis (LR)"] = lambda f: f.maha
-        for setting in SETTINGS:
-            negs = [clean] + ([noisy] if setting == "clean+noisy" else [])
-            for name, get in groups.items():
-                kind = "logreg" if name == "mahalanobis (LR)" else supervised
-                x_train = np.concatenate([get(f)[train] for f in negs] + [get(positives)[train]])
-                y_train = np.r_[np.zeros(sum(int(train.sum()) for _ in negs)), np.ones(int(train.sum()))]
-                model = fit_supervised(x_train, y_train, kind, seed, quick)
-                neg = np.concatenate([model.decision_function(get(f)[test]) for f in negs])
-                pos = model.decision_function(get(adv)[test])
-                _add_one(result, "supervised", name, setting, neg, pos, fpr)
-            s = {k: v["magnet"][test] for k, v in result.scores.items()}
-            neg = np.concatenate([s["clean"]] + ([s["noisy"]] if setting == "clean+noisy" else []))
-            _add_one(result, "supervised", "magnet", setting, neg, s["adv"], fpr)
+        trained_on = (clean, adv, noisy) if train_adv is None or train_noisy is None else (clean, train_adv, train_noisy)
+        _add_supervised(result, detector, supervised, trained_on, (clean, adv, noisy), test, seed, fpr, quick)
     return result
+
+
+def _add_supervised(result: Evaluation, detector: LayerwiseDetector, supervised: str,
+                    train_parts: tuple[Features, Features, Features], test_parts: tuple[Features, Features, Features],
+                    test: np.ndarray, seed: int, fpr: float, quick: bool) -> None:
+    """Supervised rows: fit on the rows outside ``test`` of the (clean, adversarial, noisy) ``train_parts``, score
+    the ``test`` rows of ``test_parts``."""
+    train = ~test
+    groups: dict[str, Any] = {f"{supervised}[{layer}]": (lambda f, i=i: f.z[:, i]) for i, layer in enumerate(detector.layers)}
+    groups[supervised] = lambda f: f.latents
+    groups["mahalanobis (LR)"] = lambda f: f.maha
+    (clean, adv, noisy), (train_clean, train_adv, train_noisy) = test_parts, train_parts
+    for setting in SETTINGS:
+        with_noisy = setting == "clean+noisy"
+        negs, train_negs = [clean] + [noisy] * with_noisy, [train_clean] + [train_noisy] * with_noisy
+        for name, get in groups.items():
+            kind = "logreg" if name == "mahalanobis (LR)" else supervised
+            x_train = np.concatenate([get(f)[train] for f in train_negs] + [get(train_adv)[train]])
+            y_train = np.r_[np.zeros(len(train_negs) * int(train.sum())), np.ones(int(train.sum()))]
+            model = fit_supervised(x_train, y_train, kind, seed, quick)
+            neg = np.concatenate([model.decision_function(get(f)[test]) for f in negs])
+            _add_one(result, "supervised", name, setting, neg, model.decision_function(get(adv)[test]), fpr)
+        s = {k: v["magnet"][test] for k, v in result.scores.items()}
+        neg = np.concatenate([s["clean"]] + [s["noisy"]] * with_noisy)
+        _add_one(result, "supervised", "magnet", setting, neg, s["adv"], fpr)
 
 
 def _add(result: Evaluation, section: str, name: str, s: dict[str, np.ndarray], fpr: float) -> None:

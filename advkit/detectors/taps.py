@@ -23,13 +23,14 @@ from advkit.models.hooks import capture
 from advkit.registry import suggest
 
 
-def default_layers(net: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
-    """The stem and each conv-stage output of ``net`` for (C, H, W) inputs.
+def default_layers(net: nn.Module, input_shape: tuple[int, ...] | None) -> list[str]:
+    """The stem and each conv-stage output of ``net`` for (C, H, W) inputs (``advkit detect fit`` without ``--layers``).
 
     Known architectures: advkit's ``small-cnn`` (its two conv blocks: the first is also the stem), the CIFAR
     ResNets (``stem``, ``layers.i``), advkit's VGGs (each max-pool output), torchvision ResNets (``relu``,
     ``layer1``..``layer4``). Anything else: the top-level children whose output is a (C, H, W) map with H, W > 1.
-    Fully connected features are left out: they carried no signal in advkit's prototype.
+    Fully connected features are left out: they carried no signal in advkit's prototype. With ``input_shape`` None
+    only the known architectures have defaults (a DetectorError otherwise).
     """
     from advkit.models.architectures import VGG, CifarResNet, SmallCNN
 
@@ -42,7 +43,7 @@ def default_layers(net: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     children = [name for name, _ in net.named_children()]
     if {"conv1", "relu", "layer1", "layer4"} <= set(children):  # torchvision ResNet family
         return ["relu", "layer1", "layer2", "layer3", "layer4"]
-    shapes = _output_shapes(net, children, input_shape)
+    shapes = _output_shapes(net, children, input_shape) if input_shape is not None else {}
     chosen = [n for n in children if len(shapes.get(n, ())) == 3 and min(shapes[n][1:]) > 1]
     if not chosen:
         raise DetectorError("cannot guess which layers to tap in this model: name them with --layers (see advkit models info)")

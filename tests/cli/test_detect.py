@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pytest
 from PIL import Image
 
 from advkit.datasets import open_images
@@ -13,7 +17,17 @@ from advkit.report import Report
 IR = ["--data", "synthetic-rgbir", "--domain", "ir", "--data-param", "n_per_class=40", "--data-param", "size=16"]
 
 
-def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path) -> None:
+def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advkit.detectors import evaluate as evaluate_module
+
+    calls: list[dict] = []
+    real_evaluate = evaluate_module.evaluate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
     fit = cli("detect", "fit", "--n", "600", "--epochs", "2", "--filters", "8", "--out", "det.safetensors", "--json")
     assert fit.code == 0, fit.stderr
     info = fit.json()
@@ -30,8 +44,12 @@ def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path) -> None:
         assert 0 <= rows[key]["auroc"] <= 1, key
     assert rows[("unsupervised", "mahalanobis", "clean")]["auroc"] > 0.8  # FGSM at eps 0.3 moves MNIST features far
     assert Path(result["roc_png"]).stat().st_size > 1000
+    (kwargs,) = calls  # the unknown protocol trains on FGSM images with noise matched to FGSM's L2, not the tested attack's
+    assert kwargs["train_adv"] is not None and kwargs["train_noisy"] is not None
     oblivious, adaptive = result["adaptive"]
     assert oblivious["attack"] == "pgd (oblivious)" and oblivious["n"] == adaptive["n"] <= 8
+    for row in (oblivious, adaptive):  # both on the same settings; the default step is 2.5 * eps / steps
+        assert (row["eps"], row["steps"]) == (0.3, 3) and row["step"] == pytest.approx(0.25)
     assert all(0 <= r["success"] <= 1 and 0 <= r["success_undetected"] <= r["success"] for r in (oblivious, adaptive))
     run = Report(tmp_path / "eval.h5").read("detect-fgsm")
     assert run.kind == "detect" and {"results", "adaptive"} <= set(run.tables) and run.config["protocol"] == "unknown"
@@ -88,3 +106,67 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     assert cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "5", "--out", "plain.h5").code == 0
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "plain.h5"), "no saved images")
     one_line_error(cli("detect", "score", "--detector", "missing.safetensors", "--data", "digits"), "no such detector file")
+
+
+def _rewrite_detector_meta(path: Path, **changes: object) -> None:
+    """Edit a detector file's JSON metadata in place (to make one as older advkit wrote it)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["advkit_detector"])
+    save_file(load_file(str(path)), str(path), metadata={"advkit_detector": json.dumps({**meta, **changes})})
+
+
+def _rewrite_run_config(path: Path, run: str, **changes: object) -> None:
+    with h5py.File(path, "r+") as f:
+        attrs = f[f"runs/{run}"].attrs
+        attrs["config"] = json.dumps({**json.loads(attrs["config"]), **changes})
+
+
+def test_detect_works_from_any_directory(cli, tmp_path: Path, digits_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here, elsewhere = tmp_path / "A", tmp_path / "B"
+    here.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(digits_checkpoint, here / "rel.safetensors")
+    monkeypatch.chdir(here)
+    assert cli("attack", "fgsm", "--model", "rel.safetensors", "--data", "digits", "--n", "30", "--save-images", "--out", "adv.h5").code == 0
+    fit = cli("detect", "fit", "--model", "rel.safetensors", "--data", "digits", "--n", "300", "--epochs", "1", "--filters", "4",
+              "--out", "det.safetensors")
+    assert fit.code == 0, fit.stderr
+    recorded = Path(Report(here / "adv.h5").read("attack-fgsm").config["model"])
+    assert recorded.is_absolute() and recorded.samefile(here / "rel.safetensors")
+    det, adv = here / "det.safetensors", here / "adv.h5"
+    monkeypatch.chdir(elsewhere)
+    evaluate = ["detect", "eval", "--detector", det, "--adversarial", adv, "--supervised", "none", "--overwrite"]
+    score_data = ["detect", "score", "--detector", det, "--data", "digits", "--n", "2"]  # the model recorded in the detector
+
+    def works(*args: str | Path) -> None:
+        outcome = cli(*args)
+        assert outcome.code == 0, (args, outcome.stderr)
+
+    works(*evaluate)
+    works("detect", "score", "--detector", det, "--adversarial", adv, "--n", "2")
+    works(*score_data)
+    works(*evaluate, "--model", "../A/./rel.safetensors")  # another spelling of the same file
+    # files written before paths were recorded absolute: resolved next to the report / detector file
+    _rewrite_run_config(adv, "attack-fgsm", model="rel.safetensors")
+    _rewrite_detector_meta(det, model="rel.safetensors")
+    works(*evaluate)
+    works(*score_data)
+    works(*evaluate, "--model", here / "rel.safetensors")
+    shutil.copy(here / "rel.safetensors", elsewhere / "copy.safetensors")
+    works(*evaluate, "--model", "copy.safetensors")  # same weights under another name: same fingerprint
+
+
+def test_a_report_of_another_model_is_refused_in_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> None:
+    assert cli("train", "--data", "digits", "--epochs", "1", "--seed", "1", "--out", "other.safetensors").code == 0
+    assert cli("attack", "fgsm", "--model", "other.safetensors", "--data", "digits", "--n", "20", "--save-images", "--out", "adv.h5").code == 0
+    assert cli("detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "300", "--epochs", "1", "--filters", "4",
+               "--out", "det.safetensors").code == 0
+    refused = cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "adv.h5", "--supervised", "none")
+    assert refused.code == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "attacked another model" in refused.stderr and "other.safetensors" in refused.stderr
+    _rewrite_run_config(tmp_path / "adv.h5", "attack-fgsm", model="gone.safetensors")
+    missing = cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "adv.h5", "--supervised", "none")
+    assert missing.code == 1 and "cannot check which model" in missing.stderr and "next to the report" in missing.stderr

@@ -51,7 +51,11 @@ def test_models_info_lists_layers_and_preprocessing(cli: Cli, digits_checkpoint:
     names = {layer["name"]: layer["output_shape"] for layer in info["layers"]}
     assert names["block1"] == [32, 4, 4] and names["block2"] == [64, 4, 4]
     assert info["parameters"] == sum(t.numel() for t in load_file(str(digits_checkpoint)).values())
-    assert cli("models", "info", digits_checkpoint).code == 0
+    assert [layer["name"] for layer in info["layers"] if layer["detect_default"]] == ["block1", "block2"]  # what detect fit taps
+    shown = cli("models", "info", digits_checkpoint)
+    assert shown.code == 0
+    marked = [line.split("│")[1].strip() for line in shown.stdout.splitlines() if line.startswith("│") and "default" in line]
+    assert marked == ["block1", "block2"]
 
 
 def test_list_commands(cli: Cli) -> None:

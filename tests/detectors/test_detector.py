@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import torch
 
 from advkit.attacks import create_attack
 from advkit.datasets import ImageDataset
-from advkit.detectors import DetectorSettings, LayerwiseDetector
+from advkit.detectors import DetectorSettings, Features, LayerwiseDetector
+from advkit.detectors import evaluate as evaluate_module
 from advkit.detectors.adaptive import adaptive_pgd, detector_proxy
-from advkit.detectors.evaluate import auroc, evaluate, matched_noise
+from advkit.detectors.detector import normalised
+from advkit.detectors.evaluate import auroc, evaluate, fgsm_training_set, matched_noise
+from advkit.detectors.features import layer_features
 from advkit.errors import DetectorError
 from advkit.models import ModelWrapper, create_architecture
 
@@ -142,11 +146,103 @@ def test_unknown_attack_protocol_trains_on_fgsm_images(detector: LayerwiseDetect
     idx, x, y, x_adv = pgd_set
     noisy = matched_noise(x, x_adv, idx, seed=0)
     clean_f, adv_f, noisy_f = detector.features(x), detector.features(x_adv), detector.features(noisy)
-    fgsm_f = detector.features(create_attack("fgsm", eps=0.2)(digits_model, x, y).x_adv)
+    fgsm_f, fgsm_noisy_f = fgsm_training_set(detector, x, y, idx, eps=0.2, seed=0)
     known = evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", seed=0, quick=True)
-    unknown = evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", seed=0, quick=True, train_adv=fgsm_f)
-    assert np.array_equal(known.test_mask, unknown.test_mask)  # same split, only the training positives differ
+    unknown = evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", seed=0, quick=True,
+                       train_adv=fgsm_f, train_noisy=fgsm_noisy_f)
+    assert np.array_equal(known.test_mask, unknown.test_mask)  # same split, only the training data differ
     for name in ("logreg", "mahalanobis (LR)"):
         k, u = known.get("supervised", name, "clean"), unknown.get("supervised", name, "clean")
         assert k.n_pos == u.n_pos and k.auroc != u.auroc, name
     assert known.get("unsupervised", "ae", "clean") == unknown.get("unsupervised", "ae", "clean")
+    with pytest.raises(ValueError, match="train_noisy"):  # FGSM positives with the tested attack's noise: the old leak
+        evaluate(detector, clean_f, adv_f, noisy_f, train_fraction=0.4, supervised="logreg", quick=True, train_adv=fgsm_f)
+
+
+def test_unknown_protocol_noise_matches_fgsm_not_the_tested_attack(detector: LayerwiseDetector, digits_model: ModelWrapper,
+                                                                   pgd_set: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    idx, x, y, x_adv = pgd_set
+    fgsm = create_attack("fgsm", eps=0.2)(digits_model, x, y).x_adv
+    fgsm_f, fgsm_noisy_f = fgsm_training_set(detector, x, y, idx, eps=0.2, seed=0)
+    np.testing.assert_array_equal(fgsm_f.latents, detector.features(fgsm).latents)
+    np.testing.assert_array_equal(fgsm_noisy_f.latents, detector.features(matched_noise(x, fgsm, idx, seed=0)).latents)
+    tested_noisy_f = detector.features(matched_noise(x, x_adv, idx, seed=0))
+    assert not np.allclose(fgsm_noisy_f.latents, tested_noisy_f.latents)  # PGD's L2 differs from FGSM's
+    fits: list[tuple[np.ndarray, np.ndarray]] = []
+    real_fit = evaluate_module.fit_supervised
+
+    def spy(features: np.ndarray, labels: np.ndarray, *args: object) -> object:
+        fits.append((features, labels))
+        return real_fit(features, labels, *args)
+
+    monkeypatch.setattr(evaluate_module, "fit_supervised", spy)
+    ev = evaluate(detector, detector.features(x), detector.features(x_adv), tested_noisy_f, train_fraction=0.4,
+                  supervised="logreg", seed=0, quick=True, train_adv=fgsm_f, train_noisy=fgsm_noisy_f)
+    train = ~ev.test_mask
+    k = int(train.sum())
+    with_noisy = [features for features, labels in fits if len(labels) == 3 * k and features.shape[1] == fgsm_f.latents.shape[1]]
+    assert with_noisy, "no clean+noisy fit on the concatenated codes"
+    for features in with_noisy:  # rows: clean, noisy, adversarial (training rows of each)
+        np.testing.assert_array_equal(features[k:2 * k], fgsm_noisy_f.latents[train])
+        np.testing.assert_array_equal(features[2 * k:], fgsm_f.latents[train])
+
+
+def test_default_adaptive_step_lets_few_steps_reach_the_budget(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    _, x, y, _ = pgd_set
+    x, y = x[:40], y[:40]
+    x_adv = adaptive_pgd(detector, x, y, eps=0.2, steps=2, weight=0.0, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        success = (detector.model.logits(x_adv).argmax(1) != y).float().mean()
+    # step 2.5 * eps / steps = 0.25: measured 0.98 success; the old fixed step (0.01, or eps / 30) gave 0.03
+    assert float(success) > 0.8
+    assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
+
+
+VAE = DetectorSettings(kind="vae", epochs=2, filters=8, n_estimators=50, seed=0)
+
+
+@pytest.fixture(scope="module")
+def vae_detector(digits_model: ModelWrapper, digits: ImageDataset) -> LayerwiseDetector:
+    return LayerwiseDetector.fit(digits_model, digits, digits.indices("train")[:600], settings=VAE)
+
+
+def test_vae_adds_the_log_variance_norm_per_layer(vae_detector: LayerwiseDetector, digits: ImageDataset) -> None:
+    det = vae_detector
+    x, _ = digits.batch(digits.indices("test")[:20])
+    feats = det.features(x)
+    maps, _ = layer_features(det.model, det.layers, x)
+    for i, name in enumerate(det.layers):  # the reference code's feature: torch.norm(logvar, dim=1)
+        _, logvar = det.autoencoders[name].encode_stats(normalised(maps[name], det.norms[name]))
+        np.testing.assert_allclose(feats.logvar[:, i], logvar.norm(dim=1).detach().numpy(), rtol=1e-5)
+    assert det.fit_features.shape[1] == 3 * len(det.layers)
+    shifted = Features(**{**vars(feats), "logvar": feats.logvar + 5 * feats.logvar.std(0)})
+    assert not np.array_equal(det.scores(feats)["ae"], det.scores(shifted)["ae"])  # the forests use it
+
+
+def test_vae_files_round_trip_and_older_vae_files_still_load(vae_detector: LayerwiseDetector, detector: LayerwiseDetector,
+                                                             digits_model: ModelWrapper, digits: ImageDataset, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path, plain = tmp_path / "vae.safetensors", tmp_path / "wae.safetensors"
+    vae_detector.save(path)
+    detector.save(plain)
+    assert LayerwiseDetector.read_meta(path)["format_version"] == 2 and LayerwiseDetector.read_meta(plain)["format_version"] == 1
+    x, _ = digits.batch(digits.indices("test")[:30])
+    loaded = LayerwiseDetector.load(path, digits_model)
+    for name, values in vae_detector.score(x).items():
+        np.testing.assert_array_equal(values, loaded.score(x)[name], err_msg=name)
+    # a VAE file from before the log-variance feature: [error, |z|] per layer, no calib.logvar, format 1
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["advkit_detector"])
+    keep = [c for c in range(tensors["fit.features"].shape[1]) if c % 3 != 2]
+    tensors["fit.features"] = tensors["fit.features"][:, keep].contiguous()
+    del tensors["calib.logvar"]
+    old = tmp_path / "old-vae.safetensors"
+    save_file(tensors, str(old), metadata={"advkit_detector": json.dumps({**meta, "format_version": 1})})
+    legacy = LayerwiseDetector.load(old, digits_model)
+    feats = legacy.features(x)
+    shifted = Features(**{**vars(feats), "logvar": feats.logvar + 100.0})
+    np.testing.assert_array_equal(legacy.scores(feats)["ae"], legacy.scores(shifted)["ae"])  # scored as it was fitted
+    assert np.isfinite(legacy.scores(feats)["ae"]).all()

@@ -64,6 +64,10 @@ def test_default_layers_per_architecture() -> None:
     assert shapes[layers[0]] == (64, 16, 16)
     generic = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 64, 2))
     assert default_layers(generic, (1, 8, 8)) == ["0", "1"]
+    # without an input size (advkit models info on a bare module) only the known architectures have defaults
+    assert default_layers(create_architecture("small-cnn", in_channels=1, input_size=8), None) == ["block1", "block2"]
+    with pytest.raises(DetectorError, match="--layers"):
+        default_layers(generic, None)
 
 
 def test_layer_shapes_reject_unknown_names_with_suggestions() -> None:
