@@ -167,10 +167,12 @@ def train_classifier(
 
     With ``state_path``, the full training state is saved there after every epoch and, if the file exists
     when training starts, training resumes after its last epoch (``fingerprint``, e.g. an adversarial method's
-    settings, must match too). With ``validate`` (a score of the model, higher is better, e.g. robust validation
-    accuracy), the best epoch's weights are kept and restored at the end. Under torchrun (``world`` of several
-    ranks) the net is wrapped in DistributedDataParallel, each rank trains on every size-th image of each epoch's
-    seeded order, and only rank 0 writes the state file.
+    settings, must match too). With ``validate`` (a score of the model on val images, higher is better, e.g.
+    robust validation accuracy), the best epoch's weights are kept and restored at the end: epochs rank by the
+    score, ties by clean accuracy on the whole val split, remaining ties by the later epoch. ``validate`` needs a
+    val split, so that selection never sees test images. Under torchrun (``world`` of several ranks) the net is
+    wrapped in DistributedDataParallel, each rank trains on every size-th image of each epoch's seeded order,
+    and only rank 0 writes the state file.
     """
     device = torch.device(device)
     world = world or World()
@@ -184,6 +186,8 @@ def train_classifier(
     train_idx, eval_split = dataset.indices("train"), "val" if len(dataset.indices("val")) else "test"
     if len(train_idx) == 0:
         raise AdvkitError(f"{dataset.name} has no training images")
+    if validate and eval_split != "val":
+        raise AdvkitError(f"{dataset.name} has no val split to select the best epoch on (test images must not choose it)")
     steps = (len(train_idx) // world.size + settings.batch_size - 1) // settings.batch_size
     opt = _optimizer(net, settings)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": [], "val_score": []}
@@ -196,8 +200,8 @@ def train_classifier(
         eval_idx = dataset.indices(eval_split)
         eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean())
         score = validate(model) if validate else float("nan")
-        if validate and (not best or score > float(best["score"])):  # type: ignore[arg-type]
-            best.update(score=score, epoch=epoch + 1, net={k: v.detach().clone() for k, v in net.state_dict().items()})
+        if validate and _at_least_as_good(score, eval_acc, best):
+            best.update(score=score, clean=eval_acc, epoch=epoch + 1, net={k: v.detach().clone() for k, v in net.state_dict().items()})
         for key, value in zip(history, (epoch + 1, loss, acc, eval_acc, score)):
             history[key].append(value)
         done = (epoch + 1) * len(train_idx)
@@ -213,6 +217,14 @@ def train_classifier(
     outcome = TrainOutcome(history, accuracy, test_idx, dataset.labels[test_idx], pred, start, asdict(settings))
     outcome.best_epoch = int(best.get("epoch", settings.epochs))  # type: ignore[arg-type]
     return outcome
+
+
+def _at_least_as_good(score: float, clean: float, best: dict[str, object]) -> bool:
+    """Rank by (score, clean val accuracy); an exact tie goes to the later epoch, which has trained longer."""
+    if not best:
+        return True
+    # states saved before the clean tie-break have no "clean": such a best loses only on a tie
+    return (score, clean) >= (float(best["score"]), float(best.get("clean", float("-inf"))))  # type: ignore[arg-type]
 
 
 def _train_epoch(

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from advkit.attacks.sanity import uses_gradients
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, QueryCounter
 from advkit.registry import Registry, suggest
@@ -97,6 +98,22 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
             raise AdvkitError(f"{what} must be class indices >= 0, got {int(labels.min())}")
 
 
+def require_input_gradients(model: ModelWrapper, x: torch.Tensor, what: str,
+                            instead: str = "a gradient-free attack such as pixle or square") -> None:
+    """One-line error when the logits have no autograd path back to the input (a forward that detaches or runs
+    without autograd), probed with one uncounted forward and backward pass on ``x[:1]``.
+
+    Gradients that are merely zero pass: that is gradient masking, which the sanity flags report instead.
+    """
+    probe = x[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.logits(probe)
+        grad = torch.autograd.grad(logits.sum(), probe, allow_unused=True)[0] if logits.requires_grad else None
+    if grad is None:
+        raise AdvkitError(f"{what} needs the model's input gradients, but its output does not depend on the input "
+                          f"through autograd (the forward detaches it or runs without gradients); use {instead}")
+
+
 class Attack:
     """Base class. Subclasses set ``name`` and implement ``run``; constructors take keyword-only settings."""
 
@@ -140,7 +157,16 @@ class Attack:
         seeds = torch.arange(len(x)) if seeds is None else seeds.cpu()
         counter = QueryCounter(len(x), max_queries, device)
         with model.counting(counter):
-            raw = self.run(model, x, y, target, seeds)
+            try:
+                raw = self.run(model, x, y, target, seeds)
+            except AdvkitError:
+                raise
+            except Exception:
+                # autograd's error (or a None gradient) deep inside the attack becomes one line. Probed only after a
+                # failure, so a working attack spends no uncounted evaluation; the CLI probes before attacking.
+                if self.name in ATTACKS and uses_gradients(self.name):
+                    require_input_gradients(model, x, f"attack {self.name}")
+                raise
         return self._verify(model, x, y, target, raw, counter)
 
     def _verify(

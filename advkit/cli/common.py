@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 
 from advkit.errors import AdvkitError
 from advkit.runtime import ProgressEvent, ProgressFn
+
+if TYPE_CHECKING:
+    from advkit.models import LoadedModel
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -250,3 +253,30 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
 def log(message: str) -> None:
     """A status line on stderr."""
     err.print(message, highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (the same look as library warnings shown by the CLI)."""
+    log(f"[yellow]warning:[/] {message}")
+
+
+def has_preprocessing(loaded: LoadedModel) -> bool:
+    """Whether a loaded checkpoint says what its net takes (input size, channels, normalisation)."""
+    pre = loaded.preprocessing
+    return pre.channels is not None and pre.input_size is not None
+
+
+# where preprocessing metadata can come from (advkit/models/checkpoint.py reads each of them)
+PREPROCESSING_SOURCES = ("a checkpoint written by advkit train, a TorchScript archive with an advkit.json extra file, "
+                         "or a module:factory whose net has an advkit_preprocessing attribute")
+
+
+def no_preprocessing(spec: str, consequence: str) -> str:
+    return (f"{spec} carries no preprocessing metadata (input size, channels, normalisation), so {consequence}; "
+            f"use {PREPROCESSING_SOURCES}")
+
+
+def require_preprocessing(loaded: LoadedModel, spec: str, consequence: str) -> None:
+    """One-line error for a checkpoint without preprocessing metadata; ``consequence`` says what would go wrong."""
+    if not has_preprocessing(loaded):
+        raise AdvkitError(no_preprocessing(spec, consequence))

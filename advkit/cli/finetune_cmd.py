@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -12,13 +12,23 @@ import typer
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, finished_run, log, out,
     training_state_path,
-    parse_params, progress_bar, recorded_config, table,
+    parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
 
+if TYPE_CHECKING:
+    import torch
+
+    from advkit.attacks import Attack
+    from advkit.datasets import ImageDataset
+    from advkit.defenses.finetune import FinetuneMethod
+    from advkit.models import LoadedModel, ModelWrapper
+
 # evaluation attacks: Pixle at restarts 10 x iterations 10 (the issue's protocol) and PGD eps/40 steps
 EVAL_DEFAULTS = {"pixle": {"restarts": 10, "max_iterations": 10}, "pgd": {"steps": 40}}
+# a larger fall in clean accuracy makes the attack rows compare few, easy images: warned, and recorded in the report
+CLEAN_DROP_WARNING = 0.03
 
 
 def finetune(
@@ -38,12 +48,13 @@ def finetune(
     alpha: Annotated[float | None, typer.Option("--alpha", help="PGD step size in training (default 2.5 eps / steps).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="PGD/TRADES steps in training.")] = 7,
     beta: Annotated[float, typer.Option("--beta", help="TRADES weight of the robustness term.")] = 6.0,
-    select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust validation accuracy (PGD).")] = True,
+    select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust accuracy on val images against the method's threat (PGD for pgd/fast/trades, Pixle 5 x 5 for paper-*, clean accuracy for plain).")] = True,
     eval_attack: Annotated[list[str] | None, typer.Option("--eval-attack", help="Attacks for before/after (default: pixle and pgd).")] = None,
     eval_n: Annotated[int, typer.Option("--eval-n", help="Images both models classify correctly, attacked before and after.")] = 100,
     corruptions: Annotated[bool, typer.Option("--corruptions/--no-corruptions", help="Also compare accuracy under the 15 natural corruptions x 5 severities.")] = True,
     data_param: DataParamOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Report file (default: OUT with .h5).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name inside the report (default: finetune-METHOD).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint and report run.")] = False,
     unsafe_pickle: UnsafePickleOpt = False,
     seed: SeedOpt = 0,
@@ -51,16 +62,19 @@ def finetune(
     json_output: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Fine-tune with adversarial examples; checkpoints every epoch, resumes, and reports before/after robustness."""
-    from advkit.attacks import create_attack
+    """Fine-tune with adversarial examples; checkpoints every epoch, resumes, and reports before/after robustness.
+
+    Datasets without a val split get one carved out of their training split (10%, stratified, seeded by --seed):
+    the epoch is chosen on val images, and before/after is measured on test images.
+    """
     from advkit.datasets import open_images
-    from advkit.defenses.evaluate import common_correct, robustness_columns, robustness_summary
     from advkit.defenses.finetune import FinetuneMethod, default_optimisation
+    from advkit.defenses.selection import VAL_FRACTION, epoch_selection, with_validation_split
     from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint, save_checkpoint
     from advkit.report import Report
     from advkit.runtime import resolve_device
-    from advkit.training import TrainSettings, predict, train_classifier
+    from advkit.training import TrainSettings, train_classifier
 
     dev = resolve_device(device)
     world = init_world(dev)
@@ -69,76 +83,64 @@ def finetune(
     default_lr, default_schedule = default_optimisation(method)
     settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
                              schedule or default_schedule, 0, False, seed)
+    names = eval_attack or list(EVAL_DEFAULTS)
+    attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
     state_path = training_state_path(out_path, overwrite)
-    loaded = load_checkpoint(model, unsafe_pickle=unsafe_pickle, map_location=dev)
+    loaded = _checked_model(model, unsafe_pickle, dev)
     pre = loaded.preprocessing
-    if pre.channels is None or pre.input_size is None or loaded.kind not in ("advkit", "state_dict"):
-        raise AdvkitError(f"{model} has no advkit preprocessing metadata or architecture; fine-tune a checkpoint written by advkit train")
-    ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+    opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+    ds = with_validation_split(opened, seed=seed)
     before = ModelWrapper(load_checkpoint(model, unsafe_pickle=unsafe_pickle, map_location=dev).net, pre).to(dev)
-    val_index = common_correct({"before": before}, ds, split="val" if len(ds.indices("val")) else "test", n=200, seed=seed + 1)
-    pgd = create_attack("pgd", eps=eps, alpha=eps / 4, steps=10)
-
-    def robust_val(current: ModelWrapper) -> float:
-        x, y = ds.batch(val_index)
-        return float((~pgd(current.unwrapped(), x, y).success.cpu()).float().mean())
+    _require_gradients(before, ds, spec, attacks)
+    _dry_run(attacks, before, ds)
+    selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None
+    criterion = selection.criterion if selection else "the last epoch (--last)"
+    validation = (f"the val split of {ds.name}" if ds is opened else
+                  f"{VAL_FRACTION:.0%} of the train split of {ds.name} (stratified, seed {seed})")
 
     report_path = report or out_path.with_suffix(".h5")
-    run_id = f"finetune-{method}"
+    run_id = run or f"finetune-{method}"
+    cfg = recorded_config(ctx.params, exclude={"run"})
     # a run killed after finishing its report but before deleting its state file: done, not a conflict
-    finished = world.broadcast(finished_run(Report(report_path), run_id, recorded_config(ctx.params))
+    finished = world.broadcast(finished_run(Report(report_path), run_id, cfg)
                                if world.is_root and not overwrite and state_path.exists() else None)
     if finished is not None:
         world.close()
         if world.is_root:
             state_path.unlink(missing_ok=True)
             log(f"run {run_id} in {report_path} is already complete with this config (--overwrite redoes it)")
-            _print(finished, eval_attack or list(EVAL_DEFAULTS), method, report_path, json_output)
+            _print(finished, names, method, report_path, json_output)
         return
+    train_args: dict[str, Any] = dict(preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
+                                      validate=selection.score if selection else None, fingerprint=spec.fingerprint(), world=world)
     if not world.is_root:  # other torchrun ranks train their share; rank 0 evaluates and writes
         try:
-            train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
-                             validate=robust_val if select_best else None, fingerprint=spec.fingerprint(), world=world)
+            train_classifier(loaded.net, ds, settings, **train_args)
         finally:
             world.close()
         return
-    with Report(report_path).start_run(run_id, kind="finetune", config=recorded_config(ctx.params), seed=seed,
-                                       command=command_line(), overwrite=overwrite) as writer:
-        log(f"fine-tuning {loaded.architecture} with {method} ({settings.optimizer} lr {settings.lr:g}, {settings.schedule}) on {ds.name} ({len(ds.indices('train'))} train images, {dev}"
-            + (f" x {world.size} ranks)" if world.size > 1 else ")"))
+    with Report(report_path).start_run(run_id, kind="finetune", config=cfg, seed=seed, command=command_line(),
+                                       overwrite=overwrite) as writer:
+        log(f"fine-tuning {loaded.architecture} with {method} ({settings.optimizer} lr {settings.lr:g}, {settings.schedule}) on {ds.name} "
+            f"({len(ds.indices('train'))} train images, {dev}" + (f" x {world.size} ranks)" if world.size > 1 else ")"))
+        log(f"keeping the epoch with the best {criterion}; val images: {validation}" if selection else f"keeping {criterion}")
         began = time.perf_counter()
         try:
             with progress_bar() as progress:
-                outcome = train_classifier(loaded.net, ds, settings, preprocessing=pre, device=dev, state_path=state_path,
-                                           progress=progress, objective=spec.objective(), validate=robust_val if select_best else None,
-                                           fingerprint=spec.fingerprint(), world=world)
+                outcome = train_classifier(loaded.net, ds, settings, progress=progress, **train_args)
         finally:
             world.close()
         seconds_per_epoch = (time.perf_counter() - began) / max(epochs - outcome.resumed_from_epoch, 1)
+        if selection:
+            best = outcome.best_epoch - 1
+            log(f"kept epoch {outcome.best_epoch} of {epochs} (val score {outcome.history['val_score'][best]:.3f}, clean val "
+                f"accuracy {outcome.history['eval_acc'][best]:.3f}) by {criterion}")
         save_checkpoint(out_path, loaded.net, loaded.architecture, loaded.arch_kwargs, pre,
                         {**loaded.extra, "finetune": method, "epochs": epochs, "best_epoch": outcome.best_epoch})
         after = ModelWrapper(loaded.net, pre).to(dev)
-        test_idx = ds.indices("test")
-        clean = {name: float((predict(m, ds, test_idx) == ds.labels[test_idx]).mean()) for name, m in (("before", before), ("after", after))}
-        names = eval_attack or list(EVAL_DEFAULTS)
-        attacks = {a: create_attack(a, **({**EVAL_DEFAULTS.get(a, {}), "eps": eps, "alpha": eps / 40} if a == "pgd" else EVAL_DEFAULTS.get(a, {}))) for a in names}
-        index = common_correct({"before": before, "after": after}, ds, n=eval_n, seed=seed)
-        log(f"evaluating {', '.join(names)} on {len(index)} test images both models classify correctly")
-        columns = robustness_columns({"before": before, "after": after}, attacks, ds, index, seed=seed)
-        natural: dict[str, float] = {}
-        if corruptions:
-            from advkit.perturbations import perturbation_names
-            from advkit.perturbations.robustness import corruption_correct
-
-            for name, m in (("before", before), ("after", after)):
-                correct = corruption_correct(m, ds, test_idx[:eval_n], perturbation_names(), [1, 2, 3, 4, 5], seed=seed)
-                natural[f"{name}.corruption_accuracy"] = float(correct.mean())
-        summary: dict[str, Any] = {
-            "before.clean_accuracy": clean["before"], "after.clean_accuracy": clean["after"], **natural,
-            **robustness_summary(columns, ["before", "after"], names),
-            "seconds_per_epoch": round(seconds_per_epoch, 2), "best_epoch": outcome.best_epoch, "eval_images": len(index),
-            "checkpoint": str(out_path),
-        }
+        columns, summary = _before_after(before, after, attacks, ds, eval_n=eval_n, corruptions=corruptions, seed=seed)
+        summary.update({"seconds_per_epoch": round(seconds_per_epoch, 2), "best_epoch": outcome.best_epoch,
+                        "selection": criterion, "validation": validation, "checkpoint": str(out_path)})
         writer.add_table("history", {k: np.asarray(v) for k, v in outcome.history.items()})
         writer.append(columns)
         writer.finish(summary)
@@ -146,14 +148,96 @@ def finetune(
     _print(summary, names, method, report_path, json_output)
 
 
+def _checked_model(spec: str, unsafe_pickle: bool, device: torch.device) -> LoadedModel:
+    """The checkpoint to fine-tune: it needs an advkit architecture (to save the result) and its preprocessing."""
+    from advkit.models import load_checkpoint
+
+    loaded = load_checkpoint(spec, unsafe_pickle=unsafe_pickle, map_location=device)
+    if loaded.kind not in ("advkit", "state_dict"):
+        raise AdvkitError(f"{spec} is a {loaded.kind} model without an advkit architecture to save the fine-tuned weights "
+                          "under; fine-tune a checkpoint written by advkit train")
+    require_preprocessing(loaded, spec, "fine-tuning would train it on wrongly normalised inputs")
+    return loaded
+
+
+def _eval_attacks(names: list[str], eps: float) -> dict[str, Attack]:
+    """The before/after attacks, built (so validated, with close matches for unknown names) before any training."""
+    from advkit.attacks import create_attack
+
+    def settings(name: str) -> dict[str, Any]:
+        return {**EVAL_DEFAULTS["pgd"], "eps": eps, "alpha": eps / 40} if name == "pgd" else EVAL_DEFAULTS.get(name, {})
+
+    return {name: create_attack(name, **settings(name)) for name in names}
+
+
+def _require_gradients(model: ModelWrapper, ds: ImageDataset, spec: FinetuneMethod, attacks: dict[str, Attack]) -> None:
+    """One line, before training, if the method or an evaluation attack needs input gradients the model lacks."""
+    from advkit.attacks.base import require_input_gradients
+    from advkit.attacks.sanity import uses_gradients
+
+    x = ds.batch(ds.indices("val")[:1])[0].to(model.device)
+    if spec.uses_gradients:
+        require_input_gradients(model, x, f"--method {spec.method}", "--method paper-black or plain")
+    for name in filter(uses_gradients, attacks):
+        require_input_gradients(model, x, f"attack {name}", "a gradient-free --eval-attack such as pixle or square")
+
+
+def _dry_run(attacks: dict[str, Attack], model: ModelWrapper, ds: ImageDataset) -> None:
+    """Each evaluation attack on one val image, so what fails only when run (an RGB-only attack on gray data, a
+    setting torchattacks rejects when it builds the attack, ...) fails before training instead of after it."""
+    x, y = ds.batch(ds.indices("val")[:1])
+    for attack in attacks.values():
+        attack(model, x, y)
+
+
+def _before_after(before: ModelWrapper, after: ModelWrapper, attacks: dict[str, Attack], ds: ImageDataset, *,
+                  eval_n: int, corruptions: bool, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-image attack columns and the summary: clean accuracy on the test split, attacks on the same test images
+    both models classify correctly, corruption accuracy, and a warning if clean accuracy fell."""
+    from advkit.defenses.evaluate import common_correct, robustness_columns, robustness_summary
+    from advkit.training import predict
+
+    models = {"before": before, "after": after}
+    test_idx = ds.indices("test")
+    clean = {name: float((predict(m, ds, test_idx) == ds.labels[test_idx]).mean()) for name, m in models.items()}
+    index = common_correct(models, ds, n=eval_n, seed=seed)
+    log(f"evaluating {', '.join(attacks)} on {len(index)} test images both models classify correctly")
+    columns = robustness_columns(models, attacks, ds, index, seed=seed)
+    summary: dict[str, Any] = {"before.clean_accuracy": clean["before"], "after.clean_accuracy": clean["after"],
+                               "test_images": len(test_idx), "eval_images": len(index)}
+    if corruptions:
+        from advkit.perturbations import perturbation_names
+        from advkit.perturbations.robustness import corruption_correct
+
+        for name, m in models.items():
+            correct = corruption_correct(m, ds, test_idx[:eval_n], perturbation_names(), [1, 2, 3, 4, 5], seed=seed)
+            summary[f"{name}.corruption_accuracy"] = float(correct.mean())
+    summary.update(robustness_summary(columns, list(models), list(attacks)))
+    drop = clean["before"] - clean["after"]
+    summary["clean_accuracy_drop"] = drop
+    if drop > CLEAN_DROP_WARNING:
+        summary["warning.clean_accuracy_drop"] = (
+            f"fine-tuning lowered clean accuracy from {clean['before']:.3f} to {clean['after']:.3f} ({100 * drop:.1f} points): "
+            f"the attack rows compare only the {len(index)} test images both models still classify correctly, so they can "
+            "look like a robustness gain; try a lower --lr or fewer --epochs")
+    return columns, summary
+
+
 def _print(summary: dict[str, Any], attacks: list[str], method: str, path: Path, json_output: bool) -> None:
+    for key, message in summary.items():
+        if key.startswith("warning."):
+            warn(message)
     if json_output:
         emit_json({"report": str(path), **summary})
         return
-    rows = [["clean accuracy", summary["before.clean_accuracy"], summary["after.clean_accuracy"]]]
+    n = summary["eval_images"]
+    rows = [["clean accuracy" + (f" ({summary['test_images']} test images)" if "test_images" in summary else ""),
+             summary["before.clean_accuracy"], summary["after.clean_accuracy"]]]
     if "before.corruption_accuracy" in summary:
         rows.append(["accuracy under corruptions (15 x 5)", summary["before.corruption_accuracy"], summary["after.corruption_accuracy"]])
+    rows.append(["images in the attack rows (both models correct)", n, n])
     for a in attacks:
         for key, label in (("success_rate", "success rate"), ("l0_mean", "pixels changed (successes)"), ("queries_mean", "queries (successes)")):
             rows.append([f"{a} {label}", summary[f"before.{a}.{key}"], summary[f"after.{a}.{key}"]])
-    out.print(table(f"{method} fine-tuning: before / after on {summary['eval_images']} images (report {path})", ["", "before", "after"], rows))
+    kept = f", epoch {summary['best_epoch']} kept" if "best_epoch" in summary else ""
+    out.print(table(f"{method} fine-tuning{kept}: before / after (report {path})", ["", "before", "after"], rows))

@@ -10,7 +10,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, log, out,
-    parse_params, progress_bar, recorded_config, table,
+    parse_params, progress_bar, recorded_config, require_preprocessing, table,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -58,6 +58,7 @@ def robustness(
     wrapped = {}
     for role, spec in models.items():
         loaded = load_checkpoint(spec, unsafe_pickle=unsafe_pickle, map_location=dev)
+        require_preprocessing(loaded, spec, "its accuracies would be measured on wrongly normalised inputs")
         wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
     index = ds.indices("test")[: n or None]
     columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}

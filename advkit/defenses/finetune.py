@@ -41,6 +41,7 @@ from advkit.models import ModelWrapper
 from advkit.rng import counter_uniform, derive_seed
 
 METHODS = ("paper-white", "paper-black", "pgd", "fast", "trades", "plain")
+GRADIENT_METHODS = frozenset({"paper-white", "pgd", "fast", "trades"})  # they follow the model's input gradient
 
 # Adam learning rate and schedule each method fine-tunes with unless told otherwise, from the 10-epoch runs on the
 # MNIST subset in docs/benchmarks.md: the paper's protocols lower Pixle's success only with a larger constant
@@ -85,6 +86,10 @@ class FinetuneMethod:
         if self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
             raise SettingsError(f"eps and alpha must be > 0, steps >= 1 and beta >= 0; got eps={self.eps}, "
                                 f"alpha={self.alpha}, steps={self.steps}, beta={self.beta}")
+
+    @property
+    def uses_gradients(self) -> bool:
+        return self.method in GRADIENT_METHODS
 
     def fingerprint(self) -> dict[str, object]:
         return {f"finetune.{k}": v for k, v in asdict(self).items()}

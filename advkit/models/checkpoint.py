@@ -127,7 +127,9 @@ def load_checkpoint(
 
 def _build(architecture: str | None, arch_kwargs: dict[str, Any], state: dict[str, torch.Tensor], source: str) -> nn.Module:
     if architecture is None:
-        raise CheckpointError(f"{source} holds bare weights; name their architecture with --arch (see advkit list models)")
+        raise CheckpointError(f"{source} holds bare weights (no architecture, no preprocessing): advkit attack, detect and "
+                              "models info take --arch NAME for them (see advkit list models); the other commands need a "
+                              "checkpoint with advkit metadata (advkit.models.save_checkpoint writes one)")
     try:
         net = create_architecture(architecture, **arch_kwargs)
     except (TypeError, ValueError) as exc:

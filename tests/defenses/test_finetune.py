@@ -72,8 +72,9 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     summary = result.json()
     assert {"before.clean_accuracy", "after.clean_accuracy", "before.fgsm.success_rate", "after.fgsm.success_rate",
             "before.corruption_accuracy", "after.corruption_accuracy"} <= set(summary)
+    assert summary["selection"].startswith("robust accuracy under pgd (eps 0.2, 10 steps) on ")
     run = Report(tmp_path / "robust.h5").read("finetune-pgd")
-    assert len(run.tables["history"]["epoch"]) == 1
+    assert len(run.tables["history"]["epoch"]) == 1 and run.summary["selection"] == summary["selection"]
     assert run.samples["before_fgsm_success"].mean() == pytest.approx(summary["before.fgsm.success_rate"])
     assert (tmp_path / "robust.safetensors").exists() and not (tmp_path / "robust.safetensors.state.pt").exists()
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
@@ -95,3 +96,92 @@ def test_torchrun_two_ranks_fine_tune_with_ddp(digits_checkpoint: Path, tmp_path
     assert out.exists() and (tmp_path / "ddp.h5").exists()
     run = Report(tmp_path / "ddp.h5").read("finetune-paper-white")
     assert run.status == "complete" and len(run.tables["history"]["epoch"]) == 1
+
+
+QUICK = ["--data", "digits", "--epochs", "1", "--eval-n", "10", "--eval-attack", "fgsm", "--no-corruptions"]
+
+
+def _no_training(result: Any, tmp_path: Path) -> None:
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "fine-tuning " not in result.stderr and not list(tmp_path.glob("*.state.pt"))
+
+
+def test_eval_attacks_are_checked_before_training(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    typo = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--eval-attack", "pgdd", "--out", "t.safetensors")
+    _no_training(typo, tmp_path)
+    assert "unknown attack 'pgdd'; did you mean pgd" in typo.stderr
+    rgb_only = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--eval-attack", "tifgsm", "--out", "t.safetensors")
+    _no_training(rgb_only, tmp_path)  # fails when run: the dry run on one val image catches it
+    assert "3-channel images only" in rgb_only.stderr
+
+
+def test_paper_protocol_keeps_its_best_epoch_by_pixle_on_carved_val(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("finetune", "--model", digits_checkpoint, *QUICK, "--epochs", "2", "--method", "paper-black",
+                 "--out", "pb.safetensors", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["selection"].startswith("robust accuracy under pixle (restarts 5 x iterations 5) on ")
+    assert "ties: clean val accuracy, then the later epoch" in summary["selection"]
+    assert summary["validation"] == "10% of the train split of digits (stratified, seed 0)"
+    history = Report(tmp_path / "pb.h5").read("finetune-paper-black").tables["history"]
+    scores = list(zip(history["val_score"], history["eval_acc"], history["epoch"]))
+    assert summary["best_epoch"] == max(scores)[2]  # the CLI keeps what the criterion ranks first
+    assert f"kept epoch {summary['best_epoch']} of 2" in result.stderr and "by robust accuracy under pixle" in result.stderr
+
+
+def test_a_collapsed_fine_tune_is_warned_about_and_recorded(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--lr", "0.3", "--out", "c.safetensors")
+    assert result.code == 0, result.stderr
+    summary = Report(tmp_path / "c.h5").read("finetune-plain").summary
+    assert summary["clean_accuracy_drop"] > 0.3
+    n = summary["eval_images"]
+    assert f"warning: fine-tuning lowered clean accuracy from {summary['before.clean_accuracy']:.3f}" in result.stderr
+    assert f"compare only the {n} test images" in summary["warning.clean_accuracy_drop"]
+    assert "images in the attack rows (both models correct)" in result.stdout
+    gentle = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--lr", "1e-5", "--out", "g.safetensors")
+    assert gentle.code == 0 and "warning:" not in gentle.stderr
+    assert "warning.clean_accuracy_drop" not in Report(tmp_path / "g.h5").read("finetune-plain").summary
+
+
+def test_a_conflicting_rerun_names_an_option_finetune_has(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    args = ["finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--last", "--report", "shared.h5"]
+    assert cli(*args, "--out", "a.safetensors").code == 0
+    conflict = cli(*args, "--out", "b.safetensors", "--eps", "0.1")
+    _no_training(conflict, tmp_path)
+    assert "pass --run NAME or --overwrite" in conflict.stderr
+    renamed = cli(*args, "--out", "b.safetensors", "--eps", "0.1", "--run", "finetune-plain-eps01")
+    assert renamed.code == 0, renamed.stderr
+    assert {r.id for r in Report(tmp_path / "shared.h5").runs()} == {"finetune-plain", "finetune-plain-eps01"}
+
+
+@pytest.fixture
+def detaching_checkpoint(digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registered architecture whose forward cuts the input from autograd, saved as an advkit checkpoint."""
+    from advkit.models import load_checkpoint, save_checkpoint
+    from advkit.models.architectures import ARCHITECTURES, SmallCNN
+    from advkit.registry import Entry
+
+    class Detaching(SmallCNN):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.detach())
+
+    monkeypatch.setitem(ARCHITECTURES._entries, "test-detaching-cnn", Entry("test-detaching-cnn", Detaching, ""))
+    loaded = load_checkpoint(digits_checkpoint)
+    path = tmp_path / "detaching.safetensors"
+    save_checkpoint(path, loaded.net, "test-detaching-cnn", loaded.arch_kwargs, loaded.preprocessing)
+    return path
+
+
+def test_gradient_methods_refuse_a_model_without_input_gradients(cli: Cli, detaching_checkpoint: Path, tmp_path: Path) -> None:
+    for method in ("pgd", "paper-white"):
+        result = cli("finetune", "--model", detaching_checkpoint, *QUICK, "--method", method, "--out", "d.safetensors")
+        _no_training(result, tmp_path)
+        assert f"--method {method} needs the model's input gradients" in result.stderr
+        assert "use --method paper-black or plain" in result.stderr
+    default_eval = cli("finetune", "--model", detaching_checkpoint, "--data", "digits", "--method", "paper-black", "--out", "d.safetensors")
+    _no_training(default_eval, tmp_path)
+    assert "attack pgd needs the model's input gradients" in default_eval.stderr
+    silent = cli("finetune", "--model", detaching_checkpoint, "--data", "digits", "--method", "paper-black", "--eval-attack", "pixle",
+                 "--eval-attack", "cw", "--out", "d.safetensors")  # cw would run and report a fake robustness
+    _no_training(silent, tmp_path)
+    assert "attack cw needs the model's input gradients" in silent.stderr and "gradient-free --eval-attack" in silent.stderr

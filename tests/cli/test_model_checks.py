@@ -1,0 +1,117 @@
+"""Models the CLI cannot evaluate honestly: no input gradients for a gradient attack, no preprocessing metadata,
+bare weights. Each is one line, and every hint in it is true for the command that prints it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from advkit.models import load_checkpoint
+
+Cli = Callable[..., Any]
+
+
+@pytest.fixture
+def user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_checkpoint: Path) -> Iterator[str]:
+    """A user module (unique name per test: imports are cached) with factories around the digits CNN."""
+    name = f"user_models_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+        import torch
+        from advkit.models import load_checkpoint
+
+        class Detached(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net(x.detach())
+
+        def detached():
+            loaded = load_checkpoint({str(digits_checkpoint)!r})
+            net = Detached(loaded.net)
+            net.advkit_preprocessing = loaded.preprocessing
+            return net
+
+        def without_preprocessing():
+            return load_checkpoint({str(digits_checkpoint)!r}).net
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def _one_error_line(result: Any) -> str:
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_gradient_attack_on_a_detaching_model_fails_before_any_attack_runs(cli: Cli, user_models: str, tmp_path: Path) -> None:
+    result = cli("attack", "pixle", "pgd", "--model", f"{user_models}:detached", "--data", "digits", "--n", "4", "--out", "g.h5")
+    line = _one_error_line(result)
+    assert "attack pgd needs the model's input gradients" in line and "gradient-free attack" in line
+    assert not (tmp_path / "g.h5").exists()  # refused before pixle ran, not after
+    silent = cli("attack", "cw", "--model", f"{user_models}:detached", "--data", "digits", "--n", "4", "--out", "cw.h5")
+    assert "attack cw needs the model's input gradients" in _one_error_line(silent)  # cw alone would not even crash
+    fine = cli("attack", "pixle", "--model", f"{user_models}:detached", "--data", "digits", "--n", "4",
+               "--param", "restarts=1", "--param", "max_iterations=2", "--out", "p.h5")
+    assert fine.code == 0, fine.stderr
+
+
+def test_attack_warns_about_a_model_without_preprocessing(cli: Cli, user_models: str, digits_checkpoint: Path) -> None:
+    args = ["--data", "digits", "--n", "4", "--param", "restarts=1", "--param", "max_iterations=1"]
+    result = cli("attack", "pixle", "--model", f"{user_models}:without_preprocessing", *args, "--out", "w.h5")
+    assert result.code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("carries no preprocessing metadata" in w and "without normalisation" in w for w in warnings), result.stderr
+    with_metadata = cli("attack", "pixle", "--model", digits_checkpoint, *args, "--out", "m.h5")
+    assert with_metadata.code == 0 and "preprocessing" not in with_metadata.stderr
+
+
+def _torchscript(path: Path, checkpoint: Path, *, with_metadata: bool) -> Path:
+    loaded = load_checkpoint(checkpoint)
+    extra = {"advkit.json": json.dumps({"preprocessing": loaded.preprocessing.to_dict()})} if with_metadata else {}
+    torch.jit.save(torch.jit.trace(loaded.net, torch.zeros(1, 1, 8, 8)), str(path), _extra_files=extra)
+    return path
+
+
+def test_robustness_refuses_a_model_without_preprocessing(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    bare = _torchscript(tmp_path / "bare.pt", digits_checkpoint, with_metadata=False)
+    args = ["--data", "digits", "--corruption", "fog", "--severity", "1", "--n", "20"]
+    line = _one_error_line(cli("robustness", "--model", bare, *args))
+    assert "bare.pt carries no preprocessing metadata" in line and "advkit.json" in line
+    as_baseline = _one_error_line(cli("robustness", "--model", digits_checkpoint, "--baseline", bare, *args))
+    assert "bare.pt carries no preprocessing metadata" in as_baseline
+    described = _torchscript(tmp_path / "described.pt", digits_checkpoint, with_metadata=True)
+    ok = cli("robustness", "--model", described, *args, "--json")
+    assert ok.code == 0, ok.stderr
+    reference = cli("robustness", "--model", digits_checkpoint, *args, "--out", "ref.h5", "--json")
+    assert ok.json()["clean_accuracy"] == reference.json()["clean_accuracy"]  # the same net, normalised the same
+
+
+def test_bare_weights_message_is_true_for_each_command(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in load_checkpoint(digits_checkpoint).net.state_dict().items()}, str(bare))
+    runs = {
+        "robustness": ["robustness", "--model", bare, "--data", "digits"],
+        "finetune": ["finetune", "--model", bare, "--data", "digits", "--out", "ft.safetensors"],
+        "attack": ["attack", "--model", bare, "--data", "digits"],
+    }
+    lines = {command: _one_error_line(cli(*args)) for command, args in runs.items()}
+    assert len(set(lines.values())) == 1  # one message, true wherever it is printed
+    line = lines["attack"]
+    assert "advkit attack, detect and models info take --arch NAME" in line and "the other commands need" in line
+    for command in (["attack"], ["detect", "fit"], ["models", "info"]):
+        assert "--arch" in cli(*command, "--help").stdout
+    for command in ("finetune", "robustness"):
+        assert "--arch" not in cli(command, "--help").stdout
