@@ -148,11 +148,40 @@ class MoveProgram:
         bounds = np.concatenate([[0], np.cumsum(arrays["step_sizes"])]).astype(np.int64)
         if bounds[-1] != len(arrays["dst"]) or len(arrays["dst"]) != len(arrays["src"]):
             raise AdvkitError("move program arrays are inconsistent (step sizes do not match the moves)")
-        positions = np.concatenate([arrays["dst"], arrays["src"]])
-        if len(positions) and (positions.min() < 0 or positions.max() >= height * width):
-            raise AdvkitError(f"move program has positions outside a {height}x{width} image")
+        _check_positions(np.concatenate([arrays["dst"], arrays["src"]]), height, width)
         steps = [
             Step(arrays["dst"][a:b].astype(np.int64), arrays["src"][a:b].astype(np.int64), arrays["from_clean"][a:b].astype(bool))
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
         return cls(height, width, steps)
+
+
+def moves_table(index: np.ndarray, programs: list[MoveProgram]) -> dict[str, np.ndarray]:
+    """Programs as one flat table: a row per move with its sample (dataset index), step number, dst, src, from_clean."""
+    rows: dict[str, list[np.ndarray]] = {"sample": [], "step": [], "dst": [], "src": [], "from_clean": []}
+    for sample, program in zip(index.tolist(), programs):
+        for number, step in enumerate(program.steps):
+            rows["sample"].append(np.full(len(step.dst), sample, np.int64))
+            rows["step"].append(np.full(len(step.dst), number, np.int64))
+            rows["dst"].append(step.dst)
+            rows["src"].append(step.src)
+            rows["from_clean"].append(step.from_clean)
+    empty = {"sample": np.int64, "step": np.int64, "dst": np.int64, "src": np.int64, "from_clean": bool}
+    return {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in rows.items()}
+
+
+def _check_positions(positions: np.ndarray, height: int, width: int) -> None:
+    if len(positions) and (positions.min() < 0 or positions.max() >= height * width):
+        raise AdvkitError(f"move program has positions outside a {height}x{width} image")
+
+
+def programs_from_table(table: dict[str, np.ndarray], sample: int, height: int, width: int) -> MoveProgram:
+    """Rebuild one sample's program from :func:`moves_table` rows (as read back from a report)."""
+    mine = table["sample"] == sample
+    _check_positions(np.concatenate([table["dst"][mine], table["src"][mine]]), height, width)
+    steps_of = table["step"][mine]
+    steps = [
+        Step(table["dst"][mine][steps_of == s], table["src"][mine][steps_of == s], table["from_clean"][mine][steps_of == s].astype(bool))
+        for s in np.unique(steps_of)
+    ]
+    return MoveProgram(height, width, steps)

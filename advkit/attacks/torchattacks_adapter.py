@@ -18,6 +18,10 @@ batched (PGD's random start) therefore depend on the batch composition; advkit's
 from __future__ import annotations
 
 import inspect
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -41,6 +45,8 @@ TORCHATTACKS_NAMES = {
 }
 _NUM_CLASSES_PARAM = "n_classes"
 RGB_ONLY = {"tifgsm", "pifgsm", "pifgsmpp"}  # torchattacks builds 3-channel kernels for these
+# what torchattacks raises on settings it cannot run with (bad shapes, math domain errors, failed asserts)
+THIRD_PARTY_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError, IndexError, AssertionError, NotImplementedError)
 
 
 def _torchattacks_class(class_name: str) -> type:
@@ -71,6 +77,64 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Rule:
+    """The range a numeric setting must lie in: ``test`` on the value, ``wanted`` for the message, ``bad`` an example
+    outside it (the conformance suite feeds it to every attack that has the setting)."""
+
+    test: Callable[[float], bool]
+    wanted: str
+    bad: float
+
+
+_NON_NEGATIVE = Rule(lambda v: v >= 0, ">= 0", -1.0)
+_POSITIVE = Rule(lambda v: v > 0, "> 0", 0.0)
+_COUNT = Rule(lambda v: isinstance(v, int) and v >= 1, "an integer >= 1", 0)
+_FRACTION = Rule(lambda v: 0 < v <= 1, "in (0, 1]", 1.5)
+_PROBABILITY = Rule(lambda v: 0 <= v <= 1, "in [0, 1]", -0.5)
+
+# torchattacks checks almost none of these: out of range they fail deep inside (PGD eps < 0, Square p_init < 0) or run
+# and mean nothing (FGSM eps < 0 steps towards the label, CW steps=0 returns the clean image)
+RANGES: dict[str, Rule] = {
+    **dict.fromkeys(("eps", "max_epsilon", "std", "noise_sd", "kappa", "decay", "momentum", "overshoot", "beta",
+                     "amplification", "project_factor"), _NON_NEGATIVE),
+    **dict.fromkeys(("alpha", "lr", "c", "delta", "initial_const", "lam", "nsig", "scale", "resize_rate", "eta",
+                     "alpha_max", "eps_for_division"), _POSITIVE),
+    **dict.fromkeys(("steps", "n_queries", "n_restarts", "restarts", "max_iterations", "binary_search_steps", "eot_iter",
+                     "noise_batch_size", "batch_max", "nb_iter", "nb_sample", "max_batch_size", "inf_batch", "popsize",
+                     "pixels", "N", "m", "num_iter_set", "len_kernel"), _COUNT),
+    **dict.fromkeys(("p_init", "rho", "gamma"), _FRACTION),
+    **dict.fromkeys(("diversity_prob", "prob"), _PROBABILITY),
+    "n_classes": Rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2", 1),
+}
+UNCHECKED = frozenset({"theta", "seed"})
+"""Numeric settings with no range: JSMA's theta may be negative, any seed is fine."""
+
+# string settings torchattacks branches on; an unknown value fails late or is silently ignored (FAB's norm)
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "norm": {"fab": ("Linf", "L2", "L1"), "apgd": ("Linf", "L2"), "apgdt": ("Linf", "L2"), "square": ("Linf", "L2"),
+             "autoattack": ("Linf", "L2")},
+    "loss": {"apgd": ("ce", "dlr"), "square": ("ce", "margin"), "upgd": ("ce", "dlr", "margin")},
+    "version": {"autoattack": ("standard", "plus", "rand")},
+    "noise_type": {"pgdrs": ("guassian", "uniform"), "pgdrsl2": ("guassian", "uniform")},  # torchattacks' spelling
+    "kernel_name": {"tifgsm": ("gaussian", "linear", "uniform")},
+}
+
+
+def check_setting(name: str, key: str, value: Any) -> None:
+    """SettingsError (a ValueError) naming ``key`` and ``value`` when a setting of attack ``name`` is out of range."""
+    choices = CHOICES.get(key, {}).get(name)
+    if choices is not None and value not in choices:
+        raise SettingsError(f"{name}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    rule = RANGES.get(key)
+    if rule is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{name}: {key} must be a finite number, got {value!r}")
+    if not rule.test(value):
+        raise SettingsError(f"{name}: {key} must be {rule.wanted}, got {value!r}")
+
+
 class TorchattacksAttack(Attack):
     """A torchattacks attack run through advkit (see the module docstring for accounting and seeding)."""
 
@@ -92,7 +156,8 @@ class TorchattacksAttack(Attack):
             settings[_NUM_CLASSES_PARAM] = _num_classes(model)
         if "seed" in defaults and "seed" not in settings:  # AutoAttack's default seed=None means "the clock"
             settings["seed"] = seed % 2**31
-        atk = cls(model, **settings)
+        with self._settings_blamed():
+            atk = cls(model, **settings)
         if target is not None:
             try:
                 atk.set_mode_targeted_by_label(quiet=True)
@@ -117,7 +182,26 @@ class TorchattacksAttack(Attack):
 
     def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seed: int) -> torch.Tensor:
         atk = self._build(model, target, seed)
-        return atk(x, target if target is not None else y).detach()
+        with self._settings_blamed():
+            return atk(x, target if target is not None else y).detach()
+
+    @contextmanager
+    def _settings_blamed(self) -> Iterator[None]:
+        """An exception torchattacks raises on the user's settings becomes one SettingsError line naming them.
+
+        With no user settings the defaults ran (the conformance suite runs them all), so it stays a traceback: a bug.
+        advkit's own errors and the accounting signals (UnattributedQuery) pass through.
+        """
+        try:
+            yield
+        except (AdvkitError, UnattributedQuery):
+            raise
+        except THIRD_PARTY_ERRORS as exc:
+            if not self.settings:
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+            raise SettingsError(f"{self.name}: torchattacks {self.class_name} failed with {given}: "
+                                f"{' '.join(str(exc).split()) or type(exc).__name__}; check these settings") from exc
 
     def _per_sample(
         self,
@@ -130,7 +214,7 @@ class TorchattacksAttack(Attack):
     ) -> torch.Tensor:
         x_adv = x.clone()
         for i in range(len(x)):
-            one = QueryCounter(1, counter.budget, counter.counts.device)
+            one = QueryCounter(1, counter.budget, counter.device)
             try:
                 with model.counting(one), seeded_globals(int(seeds[i])):
                     x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], None if target is None else target[i : i + 1], int(seeds[i]))
@@ -155,6 +239,8 @@ def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
     if unknown:
         raise SettingsError(f"{name} has no setting {', '.join(unknown)}{suggest(unknown[0], list(defaults))}")
     clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
+    for key, value in clean.items():
+        check_setting(name, key, value)
     return TorchattacksAttack(name=name, class_name=class_name, settings=clean)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from advkit.attacks.base import Attack
-from advkit.attacks.moves import MoveProgram, Step
+from advkit.attacks.moves import MoveProgram, Step, moves_table, programs_from_table  # noqa: F401  (documented here too)
 from advkit.attacks.runner import sample_seeds
 from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError
@@ -87,31 +87,6 @@ class DirectionResult:
     columns: dict[str, np.ndarray]
     moves: dict[str, np.ndarray]
     summary: dict[str, float | int | str] = field(default_factory=dict)
-
-
-def moves_table(index: np.ndarray, programs: list[MoveProgram]) -> dict[str, np.ndarray]:
-    """Programs as one flat table: a row per move with its sample (dataset index), step number, dst, src, from_clean."""
-    rows: dict[str, list[np.ndarray]] = {"sample": [], "step": [], "dst": [], "src": [], "from_clean": []}
-    for sample, program in zip(index.tolist(), programs):
-        for number, step in enumerate(program.steps):
-            rows["sample"].append(np.full(len(step.dst), sample, np.int64))
-            rows["step"].append(np.full(len(step.dst), number, np.int64))
-            rows["dst"].append(step.dst)
-            rows["src"].append(step.src)
-            rows["from_clean"].append(step.from_clean)
-    empty = {"sample": np.int64, "step": np.int64, "dst": np.int64, "src": np.int64, "from_clean": bool}
-    return {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in rows.items()}
-
-
-def programs_from_table(table: dict[str, np.ndarray], sample: int, height: int, width: int) -> MoveProgram:
-    """Rebuild one sample's program from :func:`moves_table` rows (as read back from a report)."""
-    mine = table["sample"] == sample
-    steps_of = table["step"][mine]
-    steps = [
-        Step(table["dst"][mine][steps_of == s], table["src"][mine][steps_of == s], table["from_clean"][mine][steps_of == s].astype(bool))
-        for s in np.unique(steps_of)
-    ]
-    return MoveProgram(height, width, steps)
 
 
 def run_direction(

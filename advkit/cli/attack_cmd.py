@@ -16,7 +16,8 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json,
-    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
+    finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, progress_bar, recorded_config,
+    table, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -81,6 +82,7 @@ def attack(
     from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint
     from advkit.report import Report
+    from advkit.report.paths import absolute_spec
     from advkit.runtime import resolve_device
 
     if (model is None) != (data is None):
@@ -106,11 +108,16 @@ def attack(
         _check_compatible(wrapped, ds)
         plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
                               only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
+        _require_gradients(wrapped, ds, plan, names)
         if world.is_root:
+            if not has_preprocessing(loaded):
+                warn(no_preprocessing(loaded.source, "it is attacked on [0, 1] pixels without normalisation and its "
+                                      "accuracies are wrong if it expects normalised inputs"))
             where = "the built-in small CNN" if model is None else loaded.source
             log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
                 f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
         base_config = recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"})
+        base_config.update(model=absolute_spec(model, "model"), data=absolute_spec(data, "data"))  # readable from any directory
         flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
         summaries: dict[str, dict[str, Any]] = {}
@@ -156,7 +163,7 @@ def _attack_run(
     sanity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One attack over the plan, resumable; rank 0 journals the merged rows. Returns the run summary."""
-    from advkit.attacks.runner import attack_batches, batches, skipped_columns
+    from advkit.attacks.runner import attack_batches, batches, skipped_columns, split_tables
     from advkit.distributed import World, merge_columns, shard
     from advkit.report import attack_summary
 
@@ -166,6 +173,7 @@ def _attack_run(
             log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
         return finished
     writer = report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) if world.is_root else None
+    attacked = False
     try:
         done = world.broadcast(set(int(i) for i in writer.done_indices) if writer else None)
         if writer and done:
@@ -182,20 +190,27 @@ def _attack_run(
                                           seed=seed, max_queries=max_queries, save_images=save_images):
                 merged = merge_columns(world.gather(columns) or [])
                 if writer and merged is not None:
-                    writer.append(merged)
-                    show(progress.update(merged))
+                    rows, tables = split_tables(merged)
+                    writer.append(rows, tables=tables)
+                    attacked = True
+                    show(progress.update(rows))
         if writer is None:
             return {}
         summary = {**attack_summary(writer.samples()), **(sanity or {})}
         writer.finish(summary)
         return summary
+    except AdvkitError:
+        if writer and not attacked:  # e.g. settings torchattacks refuses: no half-made run for the fixed command to trip on
+            writer.abandon()
+        raise
     finally:
         if writer:
             writer.close()
 
 
 class _AttackProgress:
-    """Live numbers for the progress bar: images/s, success so far, median queries."""
+    """Live numbers for the progress bar: images/s, success so far, and the median queries of the successful samples
+    (the definition of the report's ``queries_median``)."""
 
     def __init__(self, name: str, total: int, already: int) -> None:
         self.name, self.total, self.done, self.started = name, total, already, time.perf_counter()
@@ -206,10 +221,11 @@ class _AttackProgress:
         self.done += len(columns["index"])
         self.fresh += len(columns["index"])
         self.successes += int(columns["success"].sum())
-        self.queries.extend(columns["queries"].tolist())
+        self.queries.extend(columns["queries"][columns["success"].astype(bool)].tolist())
         rate = self.fresh / max(time.perf_counter() - self.started, 1e-9)
+        median = float(np.median(self.queries)) if self.queries else float("nan")
         return ProgressEvent(f"attack {self.name}", self.done, self.total, {
-            "img/s": rate, "success": self.successes / self.fresh, "median queries": float(np.median(self.queries)),
+            "img/s": rate, "success": self.successes / self.fresh, "median queries (successes)": median,
         })
 
 
@@ -237,6 +253,16 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], base_conf
     return summary
 
 
+def _require_gradients(model: ModelWrapper, ds: ImageDataset, plan: SamplePlan, names: list[str]) -> None:
+    """Refuse a gradient attack on a model without input gradients before any attack runs (one line, not autograd's)."""
+    from advkit.attacks.base import require_input_gradients
+    from advkit.attacks.sanity import uses_gradients
+
+    needing = [name for name in names if uses_gradients(name)]
+    if needing and len(plan.scanned_index):
+        require_input_gradients(model, ds.batch(plan.scanned_index[:1])[0].to(model.device), f"attack {needing[0]}")
+
+
 def _sanity_flags(model: ModelWrapper, ds: ImageDataset, plan: SamplePlan, names: list[str]) -> dict[str, Any]:
     """AutoAttack-style flags of the model on up to 64 of the planned clean images (advkit.attacks.sanity)."""
     from advkit.attacks.sanity import model_flags, uses_gradients
@@ -257,7 +283,7 @@ def _warn_sanity(summaries: dict[str, dict[str, Any]]) -> None:
         for line in warnings_for(summary, [] if name == "worst case" else [name]):
             if line not in shown:
                 shown.append(line)
-                log(f"[yellow]warning:[/] {line}")
+                warn(line)
 
 
 def _check_compatible(model: ModelWrapper, ds: ImageDataset) -> None:

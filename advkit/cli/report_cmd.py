@@ -16,7 +16,8 @@ app = typer.Typer(help="Read HDF5 reports.", no_args_is_help=True)
 
 TABLE_ROWS = 20  # rows of a run table `report show` prints
 HEADLINE = ("test_accuracy", "clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_median",
-            "source_success_rate", "transfer_rate", "random.transfer_rate")
+            "source_success_rate", "transfer_rate", "random.transfer_rate", "corruption_accuracy", "mCE")
+BEFORE_AFTER = ("clean_accuracy", "success_rate")  # fine-tune summaries: before.<...> and after.<...> of these
 
 
 @app.command("show")
@@ -128,7 +129,8 @@ def plot(
     """PNG figures of everything the report has data for; says which figures were skipped and why.
 
     success rate vs queries, L0/L2/Linf histograms, clean | adversarial | difference grids (pixel moves drawn for
-    transfer runs), accuracy vs corruption severity, detector ROC curves, the cross-domain transfer matrix.
+    Pixle, WhitePixle and transfer runs), accuracy vs corruption severity, detector ROC curves, the cross-domain
+    transfer matrix. A damaged run is a one-line error naming it.
     """
     from advkit.report import Report
     from advkit.report.plots import plot_report
@@ -178,8 +180,23 @@ def _show_all(report: Any, json_output: bool) -> None:
 
 
 def _headline(summary: dict[str, Any]) -> str:
-    """The few numbers that say how a run went."""
-    return ", ".join(f"{k.replace('_', ' ')} {fmt(summary[k])}" for k in HEADLINE if k in summary)
+    """The few numbers that say how a run went: accuracies and success rates, a fine-tune's before -> after, a
+    detector evaluation's best AUROC.
+
+    >>> _headline({"before.clean_accuracy": 0.9, "after.clean_accuracy": 0.8, "auroc_ae_clean": 0.7, "auroc_ae_noisy": 0.75})
+    'clean accuracy 0.9 -> 0.8, best auroc 0.75 (ae noisy)'
+    """
+    parts = [f"{k.replace('_', ' ')} {fmt(summary[k])}" for k in HEADLINE if k in summary]
+    for key, before in summary.items():
+        name = key.removeprefix("before.")
+        if key.startswith("before.") and name.endswith(BEFORE_AFTER) and f"after.{name}" in summary:
+            parts.append(f"{name.replace('.', ' ').replace('_', ' ')} {fmt(before)} -> {fmt(summary[f'after.{name}'])}")
+    aurocs = {k.removeprefix("auroc").strip("_").replace("_", " "): float(v) for k, v in summary.items()
+              if k.startswith("auroc") and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}  # v == v: not NaN
+    if aurocs:
+        best = max(aurocs, key=lambda k: aurocs[k])
+        parts.append(f"best auroc {fmt(aurocs[best])}" + (f" ({best})" if best else ""))
+    return ", ".join(parts)
 
 
 def per_class(samples: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from advkit.errors import ReportError
+from advkit.report.paths import SpecKind, resolve_spec
 from advkit.report.store import Report, RunData
 from advkit.report.summary import attack_summary
 
@@ -201,10 +203,20 @@ def _verdict(first: Any, value: Any, direction: int) -> str | None:
     return "better" if (b - a) * direction > 0 else "worse"
 
 
-def _auto_perspective(runs: list[RunData]) -> str:
+def _canonical(spec: Any, kind: SpecKind, report: Path) -> str:
+    """A recorded model or data spec spelled one way per file: relative paths resolved against the report's directory
+    (then the current one) and symlinks followed, so a relative and an absolute path of one checkpoint are one model."""
+    if not isinstance(spec, str):
+        return str(spec)
+    resolved = resolve_spec(spec, kind, [report.resolve().parent, Path.cwd()]) or spec
+    return os.path.realpath(resolved) if os.path.isfile(resolved) else resolved
+
+
+def _auto_perspective(runs: list[RunData], refs: list[RunRef]) -> str:
     if not all(_is_attack(r) for r in runs):
         return "model"
-    setup = {(str(r.config.get("model")), str(r.config.get("data")), str(r.config.get("domain"))) for r in runs}
+    setup = {(_canonical(r.config.get("model"), "model", ref.path), _canonical(r.config.get("data"), "data", ref.path),
+              str(r.config.get("domain"))) for r, ref in zip(runs, refs)}
     return "attack" if len(setup) == 1 else "model"
 
 
@@ -220,9 +232,10 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
         raise ReportError(f"unknown perspective {perspective!r}; choose from {', '.join(PERSPECTIVES)}")
     refs = parse_specs(specs)
     if len(refs) < 2:
-        raise ReportError(f"need at least two runs to compare, got {len(refs)} ({refs[0].label} of {refs[0].path})")
+        which = f" ({refs[0].label} of {refs[0].path})" if refs else ""  # a report may hold no run at all
+        raise ReportError(f"need at least two runs to compare, got {len(refs)}{which}")
     runs = [Report(ref.path).read(ref.run) for ref in refs]
-    side = _auto_perspective(runs) if perspective == "auto" else perspective
+    side = _auto_perspective(runs, refs) if perspective == "auto" else perspective
     attack = [_is_attack(r) for r in runs]
     summaries = [dict(r.summary) for r in runs]
     shared: int | None = None

@@ -40,14 +40,12 @@ from typing import Any
 import numpy as np
 
 from advkit.errors import ReportError
-from advkit.report.store import IMAGES, Report, RunData
+from advkit.report.store import IMAGES, Report, RunData, check_number
 
 FORMATS = ("csv", "json")
 MAX_FLAT_VALUES = 256
 """A per-sample column with more values than this per sample (an image) is not written to CSV."""
 
-# attacks whose perturbation budget is a number of pixels rather than a norm ball
-_L0_ATTACKS = ("pixle", "white-pixle", "white-pixle-sorted", "onepixel", "jsma", "sparsefool")
 
 
 @dataclass
@@ -139,19 +137,16 @@ def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None)
     return result
 
 
+_NORM_NAMES = {"l0": "L0", "l1": "L1", "l2": "L2", "linf": "Linf"}  # RobustBench spells norms this way
+
+
 def threat_model(attack: str | None, params: dict[str, Any]) -> str:
-    """``L0`` for pixel-moving/sparse attacks, ``L2`` for L2 attacks, ``Linf`` for eps-ball ones, else ``unknown``."""
-    if not attack:
-        return "unknown"
-    name = attack.lower()
-    if name in _L0_ATTACKS:
-        return "L0"
-    norm = str(params.get("norm", "")).lower()
-    if "l2" in name or norm in ("l2", "2"):
-        return "L2"
-    if "eps" in params or norm in ("linf", "inf"):
-        return "Linf"
-    return "unknown"
+    """The norm of :func:`advkit.attacks.sanity.threat_model` in RobustBench's spelling (``L0``, ``L1``, ``L2``,
+    ``Linf``), or ``unknown`` (no attack, or one without a budget such as Gaussian noise)."""
+    from advkit.attacks.sanity import threat_model as norm_and_eps  # lazily: it imports torch
+
+    found = norm_and_eps(attack.lower(), params) if attack else None
+    return "unknown" if found is None else _NORM_NAMES.get(found[0], found[0])
 
 
 def _json_number(value: Any) -> Any:
@@ -161,12 +156,22 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _attack_of(data: RunData) -> tuple[str | None, dict[str, Any]]:
+    """The attack name and settings a run records, checked to be a string and an object."""
+    attack = data.config.get("attack") or data.config.get("attack_name")  # transfer runs record --attack as attack_name
+    params = data.config.get("attack_params") or {}
+    if attack is not None and not isinstance(attack, str):
+        raise ReportError(f"run {data.id}: config 'attack' is {attack!r}, expected a string")
+    if not isinstance(params, dict):
+        raise ReportError(f"run {data.id}: config 'attack_params' is {params!r}, expected an object")
+    return attack, params
+
+
 def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
     config, summary = data.config, data.summary
-    attack = config.get("attack") or config.get("attack_name")  # transfer runs record --attack as attack_name
-    params = config.get("attack_params") or {}
-    clean = summary.get("clean_accuracy", summary.get("test_accuracy", summary.get("before.clean_accuracy")))
-    robust = summary.get("robust_accuracy")
+    attack, params = _attack_of(data)
+    clean = next((data.number(k) for k in ("clean_accuracy", "test_accuracy", "before.clean_accuracy") if k in summary), None)
+    robust = data.number("robust_accuracy")
     model = config.get("model") or config.get("source_model") or summary.get("checkpoint")
     dataset = config.get("data")
     if data.kind in ("attack", "worst-case") and model is None and dataset is None:
@@ -179,7 +184,7 @@ def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
         "dataset": dataset,
         "domain": config.get("domain"),
         "threat_model": threat_model(attack, params) if attack else None,
-        "eps": params.get("eps"),
+        "eps": check_number(data.id, "config 'attack_params.eps'", params.get("eps")),
         "clean_accuracy": clean,
         "robust_accuracy": robust,
         "n_samples": data.n_samples,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advkit.errors import AdvkitError, ReportError
+from advkit.report.schema import IMAGES, MOVES
 
 if TYPE_CHECKING:
     from advkit.report.store import Report, RunData
@@ -288,6 +289,46 @@ ImageLoader = Callable[["RunData", np.ndarray], Any]
 """``loader(run, indices)`` -> the clean images of those dataset indices (see :func:`dataset_images`)."""
 
 
+class Unavailable(ReportError):
+    """A run lacks what a figure needs (no saved images, its dataset cannot be opened): the figure skips the run."""
+
+
+# What the figures read from a run is checked here, so a damaged report is one line naming the run, never a
+# TypeError from matplotlib; Report.read has already checked the schema (standard columns, attributes, tables).
+_KINDS = {"b": "bool", "iu": "integer", "biuf": "numeric"}
+
+
+def _damaged(run: RunData, what: str) -> ReportError:
+    return ReportError(f"run {run.id}: {what}")
+
+
+def _column(run: RunData, name: str, kinds: str, ndim: int = 1) -> np.ndarray:
+    """Per-sample column ``name``, checked to have a dtype kind in ``kinds`` and ``ndim`` dimensions."""
+    values = run.samples.get(name)
+    if values is None:
+        raise _damaged(run, f"has no per-sample column {name!r}")
+    if values.dtype.kind not in kinds or values.ndim != ndim:
+        raise _damaged(run, f"per-sample column {name!r} is {values.dtype} of shape {values.shape}, expected "
+                            f"{_KINDS.get(kinds, kinds)} with {ndim} dimension(s)")
+    return values
+
+
+def _config_list(run: RunData, key: str, item: type) -> list[Any]:
+    """Config value ``key``: a non-empty list of ``item`` values."""
+    value = run.config.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        raise _damaged(run, f"config {key!r} is {json.dumps(value)}, expected a non-empty list of {item.__name__}")
+    return value
+
+
+def _config_text(run: RunData, key: str, default: str | None = None) -> str | None:
+    """Config value ``key``: a string (``default`` when absent)."""
+    value = run.config.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise _damaged(run, f"config {key!r} is {json.dumps(value)}, expected a string")
+    return value
+
+
 def _data_params(values: Any) -> dict[str, Any]:
     """A recorded ``data_param`` list of ``key=value`` strings -> options (JSON values where they parse)."""
     params: dict[str, Any] = {}
@@ -307,14 +348,16 @@ def dataset_images(run: RunData, indices: np.ndarray) -> dict[str, np.ndarray]:
     """
     from advkit.datasets import PairedDataset, open_dataset
 
-    config = run.config
-    spec = config.get("data") or ("mnist-subset" if run.kind == "attack" else None)  # `advkit attack` without --data
+    spec = _config_text(run, "data") or ("mnist-subset" if run.kind == "attack" else None)  # `advkit attack` without --data
     if not spec:
-        raise ReportError(f"run {run.id} does not record its dataset (config key 'data')")
+        raise Unavailable(f"run {run.id} does not record its dataset (config key 'data')")
+    params = run.config.get("data_param") or []
+    if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+        raise _damaged(run, f"config 'data_param' is {json.dumps(params)}, expected a list of key=value strings")
     try:
-        ds = open_dataset(spec, **_data_params(config.get("data_param")))
+        ds = open_dataset(spec, **_data_params(params))
     except AdvkitError as exc:
-        raise ReportError(f"cannot open the dataset of run {run.id} ({spec}): {exc}") from None
+        raise Unavailable(f"cannot open the dataset of run {run.id} ({spec}): {exc}") from None
     if isinstance(ds, PairedDataset):
         return {d: ds.domain(d).batch(indices)[0].numpy() for d in ("rgb", "ir")}
     return {ds.domain: ds.batch(indices)[0].numpy()}
@@ -366,16 +409,13 @@ def _images(runs: list[RunData], out: Path, result: PlotResult, report: Report, 
     reasons = []
     written: list[Path] = []
     for run in runs:
-        if run.kind == "transfer" and "moves" in run.tables:
-            try:
-                written.append(_transfer_images(run, out, loader, n))
-            except ReportError as exc:
-                reasons.append(f"{run.id}: {exc}")
-        elif run.kind == "attack":
-            try:
-                written.append(_attack_images(report, run, out, loader, n))
-            except ReportError as exc:
-                reasons.append(f"{run.id}: {exc}")
+        try:
+            path = _grid(run, out, report, loader, n)
+        except Unavailable as exc:  # anything else wrong with the run is an error, not a skipped figure
+            reasons.append(f"{run.id}: {exc}")
+            continue
+        if path is not None:
+            written.append(path)
     if written:
         result.written["images"] = written
     if reasons and not written:
@@ -384,21 +424,52 @@ def _images(runs: list[RunData], out: Path, result: PlotResult, report: Report, 
         result.skipped["images"] = "no attack run with saved images and no transfer run with recorded moves"
 
 
+def _grid(run: RunData, out: Path, report: Report, loader: ImageLoader, n: int) -> Path | None:
+    """The image grid of a transfer run with moves or of an attack run; None for other runs."""
+    if run.kind == "transfer" and MOVES in run.tables:
+        return _transfer_images(run, out, loader, n)
+    if run.kind == "attack":
+        return _attack_images(report, run, out, loader, n)
+    return None
+
+
 def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
+    """The grid of an attack run: its saved images, or its moves replayed on the clean images; moves drawn if recorded."""
+    moves = run.tables.get(MOVES)
     full = report.read(run.id, images=True)
     s = full.samples
-    if "adv_images" not in s:
-        raise ReportError("no adversarial images (run the attack with --save-images)")
-    rows = _pick(full, s["success"].astype(bool) & _attacked(full), n)
-    adv = s["adv_images"][rows]
-    adv = adv.astype(np.float32) / 255 if adv.dtype == np.uint8 else adv.astype(np.float32)
-    clean = loader(run, s["index"][rows])
-    domain = run.config.get("domain")
-    clean = clean[domain] if domain in clean else next(iter(clean.values()))
-    captions = [f"#{i} label {lab} -> {p}" for i, lab, p in zip(s["index"][rows], s["label"][rows],
-                                                                s.get("adv_pred", s["label"])[rows])]
-    return plot_image_grid(clean, adv, out / f"images-{run.id}.png", captions=captions,
+    if IMAGES not in s and moves is None:
+        raise Unavailable("no adversarial images (run the attack with --save-images)")
+    rows = _pick(full, _column(full, "success", "b") & _attacked(full), n)
+    index = s["index"][rows]
+    clean = _domain_images(full, loader(run, index))
+    adv, arrows = None, None
+    if moves is not None:
+        replayed, arrows = _replayed(run, moves, index, {"x": clean})
+        adv = replayed["x"]
+    if IMAGES in s:  # what the attack returned; the replayed moves reproduce it up to the stored precision
+        adv = s[IMAGES][rows]
+        adv = adv.astype(np.float32) / 255 if adv.dtype == np.uint8 else adv.astype(np.float32)
+        if adv.shape != clean.shape:
+            raise _damaged(run, f"adversarial images {adv.shape[1:]} do not match the dataset's {clean.shape[1:]}")
+    captions = [f"#{i} label {lab} -> {p}" for i, lab, p in zip(index, s["label"][rows], s.get("adv_pred", s["label"])[rows])]
+    return plot_image_grid(clean, adv, out / f"images-{run.id}.png", moves=arrows, captions=captions,
                            title=f"{run.id}: {run.config.get('attack', run.kind)}")
+
+
+def _domain_images(run: RunData, clean: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The clean images of the domain the run attacked (the only one for single-domain data)."""
+    domain = _config_text(run, "domain")
+    return clean[domain] if domain in clean else next(iter(clean.values()))
+
+
+def _replayed(run: RunData, moves: Mapping[str, np.ndarray], index: np.ndarray, images: Mapping[str, np.ndarray]
+              ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """:func:`replay_moves`, with a damaged moves table (positions outside the image) reported as the run's."""
+    try:
+        return replay_moves(moves, index, images)
+    except AdvkitError as exc:
+        raise _damaged(run, f"table {MOVES!r}: {exc}") from None
 
 
 def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: Mapping[str, np.ndarray]
@@ -406,7 +477,7 @@ def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: M
     """Replay the recorded move programs of samples ``indices`` (a run's ``moves`` table) on their clean images.
 
     Args:
-        moves: the table :func:`advkit.attacks.transfer.moves_table` writes (sample, step, dst, src, from_clean).
+        moves: the table :func:`advkit.attacks.moves.moves_table` writes (sample, step, dst, src, from_clean).
         indices: (N,) dataset indices.
         images: ``{domain: (N, C, H, W)}`` clean images of those samples.
 
@@ -416,7 +487,7 @@ def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: M
     """
     import torch
 
-    from advkit.attacks.transfer import programs_from_table
+    from advkit.attacks.moves import programs_from_table
 
     replayed: dict[str, list[np.ndarray]] = {d: [] for d in images}
     arrows = []
@@ -434,15 +505,16 @@ def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: M
 
 def _transfer_images(run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
     s = run.samples
-    direction = str(run.config.get("direction", ""))
+    direction = _config_text(run, "direction", "") or ""
     src, _, tgt = direction.partition("->")
-    rows = _pick(run, s["src_success"].astype(bool), n)
+    rows = _pick(run, _column(run, "src_success", "b"), n)
+    src_pred, tgt_pred = _column(run, "src_adv_pred", "iu")[rows], _column(run, "tgt_adv_pred", "iu")[rows]
     clean = loader(run, s["index"][rows])
     if src not in clean or tgt not in clean:
-        raise ReportError(f"the dataset of run {run.id} has no {src!r} and {tgt!r} domains (direction {direction!r})")
-    adversarial, arrows = replay_moves(run.tables["moves"], s["index"][rows], {src: clean[src], tgt: clean[tgt]})
+        raise _damaged(run, f"the dataset has no {src!r} and {tgt!r} domains (direction {direction!r})")
+    adversarial, arrows = _replayed(run, run.tables[MOVES], s["index"][rows], {src: clean[src], tgt: clean[tgt]})
     captions = [f"#{i} label {lab}: {src} -> {a}, {tgt} -> {b}" for i, lab, a, b in
-                zip(s["index"][rows], s["label"][rows], s["src_adv_pred"][rows], s["tgt_adv_pred"][rows])]
+                zip(s["index"][rows], _column(run, "label", "iu")[rows], src_pred, tgt_pred)]
     return plot_image_grid(clean[src], adversarial[src], out / f"images-{run.id}.png", moves=arrows,
                            extra=(f"moves replayed on {tgt}", adversarial[tgt]), captions=captions,
                            title=f"{run.id}: {run.config.get('attack_name', 'moves')} on {src}, replayed on {tgt}")
@@ -451,19 +523,29 @@ def _transfer_images(run: RunData, out: Path, loader: ImageLoader, n: int) -> Pa
 def _corruptions(runs: list[RunData], out: Path, result: PlotResult) -> None:
     written = []
     for run in runs:
-        s = run.samples
-        names, severities = run.config.get("corruptions"), run.config.get("severities")
-        if run.kind != "robustness" or "model_correct" not in s or not names or not severities:
+        if run.kind != "robustness" or "model_correct" not in run.samples:
             continue
-        accuracy = s["model_correct"].mean(axis=0)  # (N, C, S) -> (C, S)
-        baseline = s["baseline_correct"].mean(axis=0) if "baseline_correct" in s else None
+        names, severities = _config_list(run, "corruptions", str), _config_list(run, "severities", int)
+        accuracy, baseline = (_corruption_accuracy(run, column, (len(names), len(severities)))
+                              for column in ("model_correct", "baseline_correct"))
         written.append(plot_corruptions(accuracy, names, severities, out / f"corruptions-{run.id}.png",
-                                        clean=run.summary.get("clean_accuracy"), baseline=baseline,
+                                        clean=run.number("clean_accuracy"), baseline=baseline,
                                         title=f"{run.id}: accuracy vs corruption severity"))
     if written:
         result.written["corruptions"] = written
     else:
         result.skipped["corruptions"] = "no robustness run (advkit robustness) with per-sample corruption results"
+
+
+def _corruption_accuracy(run: RunData, column: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """(C, S) accuracy from a (N, C, S) correctness column whose C x S matches the recorded corruptions x severities."""
+    if column not in run.samples:  # the baseline is optional
+        return None
+    correct = _column(run, column, "biuf", ndim=3)
+    if correct.shape[1:] != shape:
+        raise _damaged(run, f"per-sample column {column!r} has {correct.shape[1]} x {correct.shape[2]} corruptions x "
+                            f"severities per sample, but the config lists {shape[0]} x {shape[1]}")
+    return correct.mean(axis=0)  # (N, C, S) -> (C, S)
 
 
 def roc_tables(runs: list[RunData]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -472,6 +554,9 @@ def roc_tables(runs: list[RunData]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for run in runs:
         tables = {name: t for name, t in run.tables.items() if {"fpr", "tpr"} <= set(t)}
         for name, t in tables.items():
+            if any(t[k].dtype.kind not in "iuf" or t[k].ndim != 1 for k in ("fpr", "tpr")):
+                raise _damaged(run, f"table {name!r} has fpr/tpr of {t['fpr'].dtype} {t['fpr'].shape} and "
+                                    f"{t['tpr'].dtype} {t['tpr'].shape}, expected 1-D numbers")
             found[run.id if len(tables) == 1 else f"{run.id}/{name}"] = (np.asarray(t["fpr"]), np.asarray(t["tpr"]))
     return found
 
@@ -492,7 +577,7 @@ def transfer_matrix(runs: list[RunData]) -> tuple[np.ndarray, list[str], list[st
     controls), a column per direction and rate (source success, transfer, both fooled)."""
     chosen = [r for r in runs if r.kind == "transfer" and "transfer_rate" in r.summary]
     if not chosen:
-        raise ReportError("no transfer run (advkit transfer) in the report")
+        raise Unavailable("no transfer run (advkit transfer) in the report")
     cols = [f"{r.config.get('direction', r.id)} {m}" for r in chosen for m in ("source", "transfer", "both")]
     rows, matrix = [], []
     for prefix, name in TRANSFER_METHODS:
@@ -500,15 +585,19 @@ def transfer_matrix(runs: list[RunData]) -> tuple[np.ndarray, list[str], list[st
             continue
         attack = {str(r.config.get("attack_name", "attack")) for r in chosen}
         rows.append(name or " / ".join(sorted(attack)))
-        matrix.append([r.summary.get(f"{prefix}{key}", float("nan")) for r in chosen
+        matrix.append([_nan_if_none(r.number(f"{prefix}{key}")) for r in chosen
                        for key in ("source_success_rate", "transfer_rate", "both_fooled_rate")])
     return np.array(matrix, np.float64), rows, cols
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _transfer(runs: list[RunData], out: Path, result: PlotResult) -> None:
     try:
         matrix, rows, cols = transfer_matrix(runs)
-    except ReportError as exc:
+    except Unavailable as exc:
         result.skipped["transfer"] = str(exc)
         return
     result.written["transfer"] = [plot_heatmap(matrix, rows, cols, out / "transfer-matrix.png",

@@ -40,6 +40,12 @@ KINDS = ("train", "attack", "transfer", "finetune", "robustness", "detect")
 ALLOWED_KINDS = "biufU"
 """NumPy dtype kinds a column may have: bool, signed/unsigned int, float, unicode string."""
 
+IMAGES = "adv_images"
+"""The per-sample column holding adversarial images."""
+
+MOVES = "moves"
+"""The table of recorded pixel moves (Pixle, WhitePixle and transfer runs)."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -127,8 +133,20 @@ TABLES: dict[str, dict[str, str]] = {
         "train_acc": "Training accuracy over the epoch.",
         "val_acc": "Validation accuracy after the epoch (NaN without a validation split).",
     },
+    MOVES: {
+        "sample": "Dataset index of the sample whose program the move belongs to (int64).",
+        "step": "Which step of that sample's program (int64, from 0).",
+        "dst": "Flat position `row * W + col` the move writes (int64).",
+        "src": "Flat position the value is read from (int64).",
+        "from_clean": "Whether the value is read from the clean image (bool), else from the image just before the step.",
+    },
 }
 """Standard tables (``/runs/<id>/tables/<name>``); writers may add others."""
+
+TABLE_KINDS: dict[str, dict[str, str]] = {
+    MOVES: {"sample": "iu", "step": "iu", "dst": "iu", "src": "iu", "from_clean": "b"},
+}
+"""Required columns of standard tables that readers rely on, with their NumPy dtype kinds."""
 
 ATTACK_SUMMARY: dict[str, str] = {
     "n": "Number of samples in the run.",
@@ -179,13 +197,28 @@ def coerce_column(name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(target)
 
 
-def check_stored_dtype(name: str, dtype: np.dtype) -> str | None:
-    """Why a stored dataset's dtype is wrong for column ``name``, or None if it is fine."""
+def check_stored_dtype(name: str, dtype: np.dtype, ndim: int | None = None) -> str | None:
+    """Why a stored dataset's dtype (or, given ``ndim``, its number of dimensions) is wrong for column ``name``, or
+    None if it is fine."""
     spec = SAMPLE_COLUMNS.get(name)
     if spec is None:
         return None if dtype.kind in ALLOWED_KINDS or dtype.kind == "O" else f"has unsupported dtype {dtype}"
     if dtype.name not in spec.dtypes:
         return f"has dtype {dtype}, expected {' or '.join(spec.dtypes)}"
+    if ndim is not None and ndim != spec.ndim:
+        return f"has {ndim} dimensions, expected {spec.ndim}"
+    return None
+
+
+def check_table(name: str, columns: dict[str, np.ndarray]) -> str | None:
+    """Why a stored table ``name`` lacks what readers of a standard table rely on, or None if it is fine."""
+    for column, kinds in TABLE_KINDS.get(name, {}).items():
+        values = columns.get(column)
+        if values is None:
+            return f"has no column {column!r}"
+        if values.dtype.kind not in kinds or values.ndim != 1:
+            wanted = {"iu": "integers", "b": "booleans"}.get(kinds, kinds)
+            return f"column {column!r} is {values.dtype} of shape {values.shape}, expected 1-D {wanted}"
     return None
 
 

@@ -54,9 +54,10 @@ import numpy as np
 from advkit.errors import ReportError
 from advkit.report import schema
 
-IMAGES = "adv_images"
+IMAGES = schema.IMAGES
 _CHUNK_NAME = re.compile(r"chunk-(\d{6,})\.npz")
 _TABLE_NAME = re.compile(r"table-(.+)\.npz")
+_TABLE_SEP = "/"  # chunk members "<table>/<column>" hold rows of per-sample tables (never a column name)
 _MISSING = object()  # a config key present on one side only
 _ColumnSpecs = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, shape after the sample axis)
 
@@ -97,6 +98,18 @@ class RunData:
     @property
     def versions(self) -> dict[str, str]:
         return json.loads(self.attrs["versions"])
+
+    def number(self, key: str) -> float | int | None:
+        """Summary value ``key`` (None when absent), checked to be a number: a ReportError names the run otherwise."""
+        return check_number(self.id, f"summary {key!r}", self.summary.get(key))
+
+
+def check_number(run_id: str, what: str, value: Any) -> float | int | None:
+    """``value`` if it is an int or float (None passes: not recorded), else a ReportError naming the run and ``what``."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    shown = " ".join(repr(value).split())  # an array's repr spans lines
+    raise ReportError(f"run {run_id}: {what} is {shown if len(shown) <= 60 else shown[:57] + '...'}, expected a number")
 
 
 # ------------------------------------------------------------------------------------ value conversion
@@ -432,6 +445,36 @@ class _Journal:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ReportError(f"journal file {path} is damaged: {_one_line(exc)}") from None
 
+    @classmethod
+    def load_sample_tables(cls, path: Path) -> dict[str, dict[str, np.ndarray]]:
+        """The per-sample table rows journaled in one chunk: ``{table: {column: values}}``."""
+        members = _table_members(path)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key, values in (cls.load(path, members) if members else {}).items():
+            table, _, column = key.partition(_TABLE_SEP)
+            out.setdefault(table, {})[column] = values
+        return out
+
+    def sample_tables(self, plan: _Plan) -> dict[str, dict[str, np.ndarray]]:
+        """Per-sample tables of all chunks: a row is kept when its ``sample`` is kept from the same chunk (as
+        samples are), and rows are stably sorted by sample, so resuming or sharding never changes the table."""
+        parts: dict[str, list[dict[str, np.ndarray]]] = {}
+        for c, path in enumerate(plan.chunks):
+            kept = plan.indices[plan.chunk_of == c]
+            for name, table in self.load_sample_tables(path).items():
+                mine = np.isin(table["sample"], kept)
+                parts.setdefault(name, []).append({k: v[mine] for k, v in table.items()})
+        out = {}
+        for name, chunks in parts.items():
+            merged = {k: np.concatenate([chunk[k] for chunk in chunks]) for k in chunks[0]}
+            order = np.argsort(merged["sample"], kind="stable")
+            out[name] = {k: v[order] for k, v in merged.items()}
+        return out
+
+    def all_tables(self, plan: _Plan) -> dict[str, dict[str, np.ndarray]]:
+        """Whole tables (:meth:`RunWriter.add_table`) and per-sample ones (``append(..., tables=...)``)."""
+        return {**self.tables(), **self.sample_tables(plan)}
+
     def plan(self, *, repair: bool) -> _Plan:
         """Read every chunk's ``index`` and decide which row wins for each sample (the first one journaled).
 
@@ -443,10 +486,11 @@ class _Journal:
         for path in self.chunks():
             try:
                 with np.load(path, allow_pickle=False) as npz:
+                    names = [k for k in npz.files if _TABLE_SEP not in k]  # table rows may come with any chunk
                     if not specs:
-                        specs = {k: (a.dtype, a.shape[1:]) for k in npz.files for a in [npz[k]]}
-                    elif set(npz.files) != set(specs):
-                        raise ReportError(f"journal chunk {path} has columns {sorted(npz.files)}, "
+                        specs = {k: (a.dtype, a.shape[1:]) for k in names for a in [npz[k]]}
+                    elif set(names) != set(specs):
+                        raise ReportError(f"journal chunk {path} has columns {sorted(names)}, "
                                           f"earlier chunks have {sorted(specs)}")
                     parts.append(np.asarray(npz["index"], np.int64))
             except FileNotFoundError:
@@ -474,6 +518,17 @@ class _Journal:
             stacked = np.concatenate(parts[name]) if parts[name] else np.zeros((0, *shape), dtype)
             out[name] = stacked[plan.first]
         return _ordered(out)
+
+
+def _table_members(path: Path) -> list[str]:
+    """Keys of the per-sample table rows in a journal chunk, from the zip directory (so images are not loaded)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [name.removesuffix(".npy") for name in archive.namelist() if _TABLE_SEP in name]
+    except FileNotFoundError:
+        raise _JournalChanged(f"journal file {path} vanished while being read") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ReportError(f"journal file {path} is damaged: {_one_line(exc)}") from None
 
 
 # ------------------------------------------------------------------------------------ HDF5 layout
@@ -579,7 +634,7 @@ def _columns(group: h5py.Group, display: str, *, need_index: bool) -> dict[str, 
     for name, item in group.items():
         if not isinstance(item, h5py.Dataset) or item.ndim == 0:
             raise ReportError(f"{display}: {item.name} is not a dataset with one row per sample")
-        problem = schema.check_stored_dtype(name, item.dtype) if need_index else None
+        problem = schema.check_stored_dtype(name, item.dtype, item.ndim) if need_index else None
         if problem:
             raise ReportError(f"{display}: {item.name} {problem}")
         out[name] = item
@@ -613,6 +668,9 @@ def _read_tables(run: h5py.Group, display: str) -> dict[str, dict[str, np.ndarra
         if not isinstance(group, h5py.Group):
             raise ReportError(f"{display}: {group.name} is not a group of columns")
         out[name] = {k: _read_dataset(v) for k, v in _columns(group, display, need_index=False).items()}
+        problem = schema.check_table(name, out[name])
+        if problem:
+            raise ReportError(f"{display}: {group.name} {problem}")
     return out
 
 
@@ -659,6 +717,17 @@ def _prepare_table(name: str, columns: Mapping[str, Any]) -> dict[str, np.ndarra
     return arrays
 
 
+def _prepare_sample_table(name: str, columns: Mapping[str, Any], index: np.ndarray) -> dict[str, np.ndarray]:
+    """A per-sample table's rows for one chunk: a table whose integer ``sample`` column names samples of the chunk."""
+    arrays = _prepare_table(name, columns)
+    sample = arrays.get("sample")
+    if sample is None or sample.dtype.kind not in "iu":
+        raise ReportError(f"per-sample table {name!r} needs an integer column 'sample' (the dataset index of each row)")
+    if not np.isin(sample, index).all():
+        raise ReportError(f"per-sample table {name!r} has rows for samples that are not in this chunk")
+    return arrays
+
+
 def _match_specs(arrays: dict[str, np.ndarray], specs: _ColumnSpecs, run_id: str) -> dict[str, np.ndarray]:
     """Make a chunk's columns agree with the run's earlier chunks (same names, dtypes, per-sample shapes)."""
     missing, extra = sorted(set(specs) - set(arrays)), sorted(set(arrays) - set(specs))
@@ -691,10 +760,11 @@ class RunWriter:
     """
 
     def __init__(self, report: Report, lock: _WriteLock, run_id: str, header: dict[str, Any], *,
-                 resumed: bool) -> None:
+                 resumed: bool, started: str = "") -> None:
         self._report = report
         self._lock = lock
         self._header = header
+        self._started = started  # what start_run wrote: "" (nothing), "run" (the header) or "file" (the report)
         self._journal = report._journal(run_id)
         self.run_id = run_id
         self.resumed = resumed
@@ -728,21 +798,27 @@ class RunWriter:
         if self._state != "open":
             raise ReportError(f"cannot {action}: run {self.run_id!r} is already {self._state}")
 
-    def append(self, columns: Mapping[str, Any]) -> None:
+    def append(self, columns: Mapping[str, Any], *, tables: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Journal one chunk of per-sample rows (equal-length columns, ``index`` required).
 
         Every chunk of a run must have the same columns with the same dtypes. A sample index that was already
         journaled is kept from its first chunk. The report file itself is not touched.
+
+        ``tables`` adds rows to per-sample tables (e.g. ``moves``, several rows per sample), each with a ``sample``
+        column naming samples of this chunk. They are journaled in the same file, so rows and samples are kept
+        or dropped together; :meth:`finish` writes each table sorted by ``sample``. Chunks may leave them out.
         """
         self._check_open("append")
         arrays = _prepare_columns(columns)
+        rows = {f"{name}{_TABLE_SEP}{column}": values for name, table in (tables or {}).items()
+                for column, values in _prepare_sample_table(name, table, arrays["index"]).items()}
         if not len(arrays["index"]):
             return
         if self._specs:
             arrays = _match_specs(arrays, self._specs, self.run_id)
         else:
             self._specs = {k: (a.dtype, a.shape[1:]) for k, a in arrays.items()}
-        self._journal.write_chunk(self._seq, arrays)
+        self._journal.write_chunk(self._seq, {**arrays, **rows})
         self._seq += 1
         self._done_parts.append(arrays["index"].astype(np.int64))
 
@@ -771,7 +847,7 @@ class RunWriter:
         for key, value in summary.items():
             _attr_value(value, key)  # validate everything before writing anything
         plan = self._journal.plan(repair=False)
-        tables = self._journal.tables()
+        tables = self._journal.all_tables(plan)
         header = {**self._header, "status": "complete", "finished": _now()}
 
         def build(run: h5py.Group) -> None:
@@ -791,6 +867,24 @@ class RunWriter:
         """Stop writing without finishing: the run stays ``running`` and can be resumed. Idempotent."""
         if self._state == "open":
             self._release("closed")
+
+    def abandon(self) -> None:
+        """Give up a run that failed before it produced anything worth resuming: its journal and the header
+        ``start_run`` wrote are removed (the report file too, if ``start_run`` created it), so a corrected command
+        starts afresh instead of meeting a half-made run with another config. A resumed run is only closed: its
+        journaled samples stay. Idempotent."""
+        if self._state != "open":
+            return
+        try:
+            if not self.resumed:
+                self._journal.remove()
+                if self._started == "file":
+                    self._report._real.unlink(missing_ok=True)
+                    _fsync_dir(self._report._real.parent)
+                elif self._started == "run":
+                    self._report._rewrite(self.run_id, None)
+        finally:
+            self._release("abandoned")
 
     def _release(self, state: str) -> None:
         self._state = state
@@ -930,14 +1024,15 @@ class Report:
                 plan = journal.plan(repair=False)
                 names = [k for k in plan.specs if images or k != IMAGES]
                 samples = journal.merged(plan, names) if plan.specs else {"index": np.zeros(0, np.int64)}
-                tables = journal.tables()
+                tables = journal.all_tables(plan)
         return RunData(run_id, attrs["kind"], attrs["status"], attrs, json.loads(attrs["config"]), summary,
                        samples, tables)
 
     # ---------------------------------------------------------------- writing
 
-    def _rewrite(self, run_id: str, build: Callable[[h5py.Group], None]) -> None:
-        """Replace the report by a copy whose ``/runs/<run_id>`` is made by ``build`` (the rest copied as is).
+    def _rewrite(self, run_id: str, build: Callable[[h5py.Group], None] | None) -> None:
+        """Replace the report by a copy whose ``/runs/<run_id>`` is made by ``build`` (the rest copied as is);
+        ``build=None`` leaves the run out.
 
         Objects are copied with HDF5's object copy rather than byte-copying the file, so space of a replaced
         run is not carried over. The copy is fsynced before ``os.replace``, so the path always holds a whole
@@ -953,7 +1048,7 @@ class Report:
                         self._copy_except(src, dst, run_id, build)
                 else:
                     dst.attrs["format"] = schema.FORMAT
-                if run_id not in runs:
+                if run_id not in runs and build is not None:
                     build(runs.create_group(run_id))
                 dst.attrs["schema_version"] = np.int64(schema.SCHEMA_VERSION)
             if real.exists():
@@ -967,8 +1062,8 @@ class Report:
             tmp.unlink(missing_ok=True)
 
     @staticmethod
-    def _copy_except(src: h5py.File, dst: h5py.File, run_id: str, build: Callable[[h5py.Group], None]) -> None:
-        """Copy everything from ``src`` but ``/runs/<run_id>``, which ``build`` makes in its old position."""
+    def _copy_except(src: h5py.File, dst: h5py.File, run_id: str, build: Callable[[h5py.Group], None] | None) -> None:
+        """Copy everything from ``src`` but ``/runs/<run_id>``, which ``build`` makes in its old position (or drops)."""
         for key, value in src.attrs.items():
             dst.attrs[key] = value
         for name in src:
@@ -977,7 +1072,8 @@ class Report:
         runs = dst["runs"]
         for name in src["runs"]:
             if name == run_id:
-                build(runs.create_group(run_id))
+                if build is not None:
+                    build(runs.create_group(run_id))
             else:
                 src.copy(src["runs"][name], runs, name)
 
@@ -1065,11 +1161,13 @@ class Report:
                   "versions": json.dumps(_versions()), "git_sha": _git_sha(),
                   "schema_version": schema.SCHEMA_VERSION}
         journal.remove()  # fresh start: journal of an overwritten running run goes first
+        started = ""
         if not (old and old["status"] == "complete"):
             # A complete run being overwritten stays intact in the file until finish(); otherwise the
             # header marks the run as started, so a crash leaves a visible, resumable "running" run.
+            started = "run" if self._real.exists() else "file"
             self._rewrite(run_id, lambda run: self._write_header(run, header))
-        return RunWriter(self, lock, run_id, header, resumed=False)
+        return RunWriter(self, lock, run_id, header, resumed=False, started=started)
 
     @staticmethod
     def _write_header(run: h5py.Group, header: Mapping[str, Any]) -> None:

@@ -3,13 +3,16 @@ seeds and settings; plus the torchattacks adapter's exact query accounting."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from advkit.attacks import attack_names, create_attack
 from advkit.attacks.runner import select_samples
+from advkit.attacks.torchattacks_adapter import CHOICES, RANGES, TORCHATTACKS_NAMES, UNCHECKED, _defaults, _torchattacks_class
 from advkit.datasets import ImageDataset
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper
 
 # small settings so every attack finishes quickly on 8x8 digits
@@ -115,3 +118,73 @@ def test_bad_inputs_are_one_line_errors(digits_model: ModelWrapper) -> None:
     ]:
         with pytest.raises(AdvkitError, match=message):
             attack(digits_model, x, y)
+
+
+TORCHATTACKS = sorted(TORCHATTACKS_NAMES)
+
+
+@pytest.mark.parametrize("name", TORCHATTACKS)
+def test_every_numeric_torchattacks_setting_has_a_range(name: str) -> None:
+    defaults = _defaults(_torchattacks_class(TORCHATTACKS_NAMES[name]))
+    numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    unchecked = [k for k in numeric if k not in RANGES and k not in UNCHECKED]
+    assert not unchecked, f"{name}: no range for {unchecked}"
+
+
+@pytest.mark.parametrize("name", TORCHATTACKS)
+def test_torchattacks_settings_out_of_range_are_value_errors(name: str) -> None:
+    defaults = _defaults(_torchattacks_class(TORCHATTACKS_NAMES[name]))
+    for key in (k for k in defaults if k in RANGES):
+        bad = RANGES[key].bad
+        # integer settings get the integral bad value as an int (-1.0 -> -1)
+        with pytest.raises(ValueError, match=rf"^{re.escape(name)}: {key} must be .*, got {re.escape(format(bad, 'g'))}(\.0)?$"):
+            create_attack(name, **{key: bad})
+        create_attack(name, **{key: defaults[key]})  # the default itself is in range
+    for key, per_attack in CHOICES.items():
+        if name in per_attack:
+            with pytest.raises(ValueError, match=f"{key} must be one of .*, got 'nonsense'"):
+                create_attack(name, **{key: "nonsense"})
+            create_attack(name, **{key: defaults[key]})
+
+
+@pytest.mark.parametrize(("name", "settings", "message"), [
+    ("pgd", {"eps": -1}, "eps must be >= 0, got -1"),
+    ("fgsm", {"eps": "-8/255"}, "eps must be >= 0, got -0.031"),
+    ("pgd", {"steps": -1}, "steps must be an integer >= 1, got -1"),
+    ("pgd", {"steps": 2.5}, "steps must be an integer >= 1, got 2.5"),
+    ("pgd", {"alpha": 0}, "alpha must be > 0, got 0"),
+    ("square", {"p_init": -3}, r"p_init must be in \(0, 1\], got -3"),
+    ("square", {"n_queries": 0}, "n_queries must be an integer >= 1, got 0"),
+    ("cw", {"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ("cw", {"c": 0}, "c must be > 0, got 0"),
+    ("cw", {"kappa": -1}, "kappa must be >= 0, got -1"),
+    ("pgd", {"eps": float("inf")}, "eps must be a finite number, got inf"),
+    ("pgd", {"eps": [0.1]}, r"eps must be a finite number, got \[0.1\]"),
+    ("fab", {"norm": "L7"}, "norm must be one of Linf, L2, L1, got 'L7'"),
+])
+def test_settings_the_audit_found_accepted_are_refused(name: str, settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_attack(name, **settings)
+
+
+def test_torchattacks_failures_on_user_settings_are_one_line(digits_model: ModelWrapper, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    # in range for advkit's table, but DI-FGSM resizes the 8x8 digits to 0x0 and torch raises inside torchattacks
+    with pytest.raises(SettingsError) as caught:
+        create_attack("difgsm", resize_rate=0.1)(digits_model, *batch)
+    assert "\n" not in str(caught.value) and "resize_rate=0.1" in str(caught.value)
+    with pytest.raises(SettingsError, match="x_dimensions=\\(5, 2\\)"):  # torchattacks' own check, raised at run time
+        create_attack("ta-pixle", x_dimensions=[5, 2], restarts=1, max_iterations=1)(digits_model, *batch)
+
+
+def test_torchattacks_failures_with_default_settings_stay_tracebacks(
+    digits_model: ModelWrapper, batch: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchattacks
+
+    def broken(self: object, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("a bug inside the attack")
+
+    monkeypatch.setattr(torchattacks.FGSM, "forward", broken)
+    with pytest.raises(RuntimeError, match="a bug inside the attack") as caught:
+        create_attack("fgsm")(digits_model, *batch)  # nothing the user set can be blamed
+    assert not isinstance(caught.value, SettingsError)

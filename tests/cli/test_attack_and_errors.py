@@ -10,6 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
+from advkit.report import Report
+
 Cli = Callable[..., Any]
 
 
@@ -97,3 +99,54 @@ def test_bare_command_groups_show_their_help(cli: Cli) -> None:
     result = cli("report")
     shown = result.stdout + result.stderr
     assert result.code == 2 and "Usage: advkit report" in shown and "compare" in shown and "error" not in shown
+
+
+@pytest.mark.parametrize(("attack", "param", "message"), [
+    ("pgd", "eps=-1", "pgd: eps must be >= 0, got -1"),
+    ("square", "p_init=-3", "square: p_init must be in (0, 1], got -3"),
+    ("pgd", "steps=-1", "pgd: steps must be an integer >= 1, got -1"),
+    ("fgsm", "eps=-1", "fgsm: eps must be >= 0, got -1"),
+    ("cw", "steps=0", "cw: steps must be an integer >= 1, got 0"),
+])
+def test_out_of_range_torchattacks_settings_are_one_line_before_any_work(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
+                                                                          attack: str, param: str, message: str) -> None:
+    result = cli("attack", attack, "--model", digits_checkpoint, "--data", "digits", "--n", "2", "--param", param, "--out", "r.h5")
+    assert result.code == 1 and result.stderr.strip().splitlines() == [f"error: {message}"], result.stderr
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_a_settings_failure_inside_torchattacks_leaves_no_half_made_run(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """In range for advkit, but DI-FGSM resizes the 8x8 digits to 0x0 and torch fails inside torchattacks: one line,
+    no `running` run left behind (nor a new report file), and the corrected command then runs."""
+    common = ["--model", digits_checkpoint, "--data", "digits", "--n", "3"]
+    for out in ("fresh.h5", "shared.h5"):
+        if out == "shared.h5":
+            assert cli("attack", "fgsm", *common, "--out", out).code == 0
+        before = (tmp_path / out).exists()
+        failed = cli("attack", "difgsm", *common, "--param", "resize_rate=0.1", "--out", out)
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+        assert failed.code == 1 and errors == failed.stderr.strip().splitlines()[-1:], failed.stderr
+        assert "resize_rate=0.1" in errors[0] and "Traceback" not in failed.stderr
+        if not before:
+            assert not (tmp_path / out).exists()
+        else:
+            assert [r.id for r in Report(tmp_path / out).runs()] == ["attack-fgsm"]
+        assert not (tmp_path / f"{out}.parts").exists()
+        fixed = cli("attack", "difgsm", *common, "--param", "resize_rate=0.9", "--out", out)
+        assert fixed.code == 0, fixed.stderr
+        assert Report(tmp_path / out).read("attack-difgsm").status == "complete"
+
+
+def test_the_progress_bar_median_is_the_reports_queries_median() -> None:
+    """Both are over the successful samples (the bar says so); failed samples would pull it to the budget."""
+    from advkit.cli.attack_cmd import _AttackProgress
+    from advkit.report import attack_summary
+
+    progress = _AttackProgress("pixle", 6, 0)
+    batches = [{"index": np.arange(3), "success": np.array([True, False, True]), "queries": np.array([4, 500, 10])},
+               {"index": np.arange(3, 6), "success": np.array([False, True, False]), "queries": np.array([500, 6, 500])}]
+    for batch in batches:
+        event = progress.update(batch)
+    merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    merged.update(label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
+    assert event.stats["median queries (successes)"] == attack_summary(merged)["queries_median"] == 6

@@ -72,13 +72,18 @@ def test_interrupted_attack_resumes_to_the_same_report(cli: Cli, digits_checkpoi
     full = Report(tmp_path / "full.h5").read("attack-pixle")
     partial = Report(tmp_path / "part.h5").start_run("attack-pixle", kind="attack", config=full.config, seed=0)
     first = {k: v[:8] for k, v in full.samples.items()}
-    partial.append(first)
+    moves = full.tables["moves"]
+    mine = np.isin(moves["sample"], first["index"])
+    partial.append(first, tables={"moves": {k: v[mine] for k, v in moves.items()}})
     partial.close()
     resumed = cli(*args, "--batch-size", "5", "--out", "part.h5")
     assert resumed.code == 0 and "resuming" in resumed.stderr
-    again = Report(tmp_path / "part.h5").read("attack-pixle").samples
+    again = Report(tmp_path / "part.h5").read("attack-pixle")
     for key in ("index", "success", "queries", "iterations", "l0", "adv_pred"):
-        assert np.array_equal(again[key], full.samples[key]), key
+        assert np.array_equal(again.samples[key], full.samples[key]), key
+    assert mine.any() and not mine.all()  # the move programs came from both processes
+    for key, values in moves.items():
+        assert np.array_equal(again.tables["moves"][key], values), key
 
 
 def test_torchrun_two_ranks_match_one_process(digits_checkpoint: Path, tmp_path: Path) -> None:
@@ -91,12 +96,14 @@ def test_torchrun_two_ranks_match_one_process(digits_checkpoint: Path, tmp_path:
                               "-m", "advkit", *common, "--out", str(tmp_path / "two.h5")],
                              capture_output=True, text=True, env=env, timeout=240)
     assert sharded.returncode == 0, sharded.stderr[-2000:]
-    one = Report(tmp_path / "one.h5").read("attack-pixle").samples
-    two = Report(tmp_path / "two.h5").read("attack-pixle").samples
-    assert set(one) == set(two)
-    for key in one:
+    one, two = (Report(tmp_path / name).read("attack-pixle") for name in ("one.h5", "two.h5"))
+    assert set(one.samples) == set(two.samples)
+    for key in one.samples:
         if key != "time":
-            assert np.array_equal(one[key], two[key]), key
+            assert np.array_equal(one.samples[key], two.samples[key]), key
+    assert set(one.tables) == set(two.tables) == {"moves"} and len(one.tables["moves"]["sample"])
+    for key, values in one.tables["moves"].items():  # merged from both ranks, in the same order
+        assert np.array_equal(two.tables["moves"][key], values), key
 
 
 def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:

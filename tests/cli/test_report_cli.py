@@ -99,3 +99,56 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
         assert result.code == 1, (args, result.stdout)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_pixle_runs_record_their_moves_and_plot_them(cli: Cli, digits_checkpoint: Path) -> None:
+    """`advkit attack pixle` stores each sample's move program; replayed on the clean image it gives the stored
+    adversarial image, and `report plot` draws the grid from the moves even without --save-images."""
+    from advkit.attacks.moves import programs_from_table
+    from advkit.datasets import open_dataset
+
+    for name, images in (("with.h5", ["--save-images"]), ("without.h5", [])):
+        result = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "6", *images,
+                     "--param", "restarts=4", "--param", "max_iterations=5", "--out", name)
+        assert result.code == 0, result.stderr
+    run = Report("with.h5").read("attack-pixle", images=True)
+    moves = run.tables["moves"]
+    assert set(moves) == {"sample", "step", "dst", "src", "from_clean"} and np.all(np.diff(moves["sample"]) >= 0)
+    clean = open_dataset("digits").batch(run.samples["index"])[0]
+    for j, index in enumerate(run.samples["index"].tolist()):
+        replayed = programs_from_table(moves, index, 8, 8).apply(clean[j]).numpy()
+        np.testing.assert_allclose(replayed, run.samples["adv_images"][j].astype(np.float32), atol=1e-3)
+    without = Report("without.h5").read("attack-pixle")
+    for key, values in moves.items():
+        assert np.array_equal(without.tables["moves"][key], values), key
+    plotted = cli("report", "plot", "without.h5", "--figure", "images", "--out", "figs", "--json")
+    assert plotted.code == 0, plotted.stderr
+    assert [Path(p).name for p in plotted.json()["written"]["images"]] == ["images-attack-pixle.png"]
+
+
+def test_attacks_without_moves_store_no_moves_table(cli: Cli, attacked: Path) -> None:
+    assert "moves" in Report(attacked).read("attack-pixle").tables
+    assert Report(attacked).read("attack-pgd").tables == {}
+
+
+def test_run_list_shows_a_result_for_every_kind_of_run(cli: Cli, tmp_path: Path) -> None:
+    """`report show`'s result column says how fine-tune, detect and robustness runs went, not only attacks."""
+    from advkit.cli.report_cmd import _headline
+
+    summaries = {
+        "finetune": {"before.clean_accuracy": 0.98, "after.clean_accuracy": 0.95, "before.pixle.success_rate": 1.0,
+                     "after.pixle.success_rate": 0.4, "best_epoch": 2},
+        "detect": {"auroc_unsupervised_ae_clean": 0.81, "auroc_unsupervised_magnet_clean": 0.9, "auroc_x": float("nan")},
+        "robustness": {"clean_accuracy": 0.97, "corruption_accuracy": 0.7},
+    }
+    assert _headline(summaries["finetune"]) == "clean accuracy 0.98 -> 0.95, pixle success rate 1 -> 0.4"
+    assert _headline(summaries["detect"]) == "best auroc 0.9 (unsupervised magnet clean)"
+    assert _headline(summaries["robustness"]) == "clean accuracy 0.97, corruption accuracy 0.7"
+    report = Report(tmp_path / "k.h5")
+    for kind, summary in summaries.items():
+        with report.start_run(kind, kind=kind, config={}) as writer:
+            writer.append({"index": np.arange(2)})
+            writer.finish(summary)
+    shown = cli("report", "show", "k.h5")
+    words = shown.stdout.split()  # the narrow test terminal wraps cells at spaces
+    assert shown.code == 0 and "->" in words and "best" in words and "corruption" in words, shown.stdout

@@ -339,12 +339,28 @@ def _read_everything(path: Path) -> None:
         for name, kind in (("label", "iu"), ("success", "b"), ("queries", "iu")):
             if name in data.samples:
                 assert data.samples[name].dtype.kind in kind, f"{name} read back as {data.samples[name].dtype}"
+    _use_everything(report)
     try:  # a writer refuses a damaged file in one line, or works on an intact one
         with report.start_run("c", kind="attack", config={}) as run:
             run.append({"index": np.arange(2)})
             run.finish()
     except AdvkitError as exc:
         _one_line(exc)
+
+
+def _use_everything(report: Report) -> None:
+    """What `advkit report plot|export|compare` do with the damaged report: a one-line AdvkitError or a result."""
+    from advkit.report.compare import compare_runs
+    from advkit.report.export import export_csv, summary_json
+    from advkit.report.plots import plot_report
+
+    with tempfile.TemporaryDirectory() as out:
+        for use in (lambda: plot_report(report, Path(out) / "figs"), lambda: export_csv(report, Path(out) / "csv"),
+                    lambda: summary_json(report), lambda: compare_runs([str(report.path)])):
+            try:
+                use()
+            except AdvkitError as exc:
+                _one_line(exc)
 
 
 def test_huge_batches_are_refused_or_handled_without_hanging(digits_model: ModelWrapper) -> None:
@@ -441,6 +457,9 @@ def test_cli_on_a_damaged_report_is_one_line(cli, digits_checkpoint: Path, tmp_p
 
     one_line_or_ok("report", "show", "r.h5", "a", must_fail=True)
     one_line_or_ok("report", "show", "r.h5")
+    for command in (["plot", "r.h5", "--run", "a"], ["export", "r.h5", "--run", "a"], ["export", "r.h5", "--format", "json"],
+                    ["compare", "r.h5:a,b"]):
+        one_line_or_ok("report", *command, must_fail=True)  # every command that reads the damaged run refuses it
     if one_line_or_ok("attack", "fgsm", "--data", "digits", "--model", digits_checkpoint, "--n", "2", "--out", "r.h5") == 0:
         assert Report(path).read("attack-fgsm").n_samples == 2
         one_line_or_ok("report", "show", "r.h5", "a", must_fail=True)

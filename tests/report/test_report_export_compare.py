@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,9 @@ def test_threat_models() -> None:
     assert threat_model("pgdl2", {"eps": 1.0}) == "L2"
     assert threat_model("apgd", {"eps": 0.03, "norm": "L2"}) == "L2"
     assert threat_model("fgsm", {"eps": 0.03}) == "Linf"
-    assert threat_model("deepfool", {"steps": 50}) == "unknown"
+    assert threat_model("deepfool", {"steps": 50}) == threat_model("cw", {}) == "L2"  # the sanity checks' table
+    assert threat_model("ta-pixle", {}) == "L0" and threat_model("eadl1", {}) == "L1"
+    assert threat_model("gn", {"std": 0.1}) == threat_model(None, {}) == "unknown"
 
 
 def test_export_mistakes_are_report_errors(tmp_path: Path) -> None:
@@ -118,6 +121,21 @@ def test_export_mistakes_are_report_errors(tmp_path: Path) -> None:
         export(report, "xml")
     with pytest.raises(ReportError, match="has no run 'b'; runs: a"):
         export(report, "csv", tmp_path / "o", runs=["b"])
+
+
+@pytest.mark.parametrize(("summary", "params", "message"), [
+    ({"robust_accuracy": "high"}, {}, "run a: summary 'robust_accuracy' is 'high', expected a number"),
+    ({"clean_accuracy": [1, 2]}, {}, "run a: summary 'clean_accuracy' is array([1, 2]), expected a number"),
+    ({"test_accuracy": True}, {}, "run a: summary 'test_accuracy' is True, expected a number"),
+    ({}, {"eps": "8/255"}, "run a: config 'attack_params.eps' is '8/255', expected a number"),
+])
+def test_json_export_refuses_non_numbers_where_robustbench_wants_numbers(tmp_path: Path, summary: dict, params: dict,
+                                                                         message: str) -> None:
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "a", np.arange(3), np.ones(3, bool), params=params, summary=summary)
+    with pytest.raises(ReportError, match=re.escape(message)):
+        export(report, "json", tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_compare_uses_the_common_samples_and_colours_by_perspective(tmp_path: Path) -> None:
@@ -138,6 +156,21 @@ def test_compare_uses_the_common_samples_and_colours_by_perspective(tmp_path: Pa
     assert flipped.row("attack_success_rate").verdicts == [None, "worse"]
     stored = compare_runs([str(tmp_path / "before.h5"), str(tmp_path / "after.h5")], common=False)
     assert stored.common is None and stored.row("attack_success_rate").values == [0.9, 0.2]
+
+
+def test_compare_sees_one_checkpoint_under_two_spellings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that recorded the checkpoint relative to the report's directory and one that recorded its absolute path
+    attacked the same model, so the attacks are compared (from the attack's side); another file is another model."""
+    (tmp_path / "m.safetensors").write_bytes(b"weights")
+    (tmp_path / "other.safetensors").write_bytes(b"weights")
+    (tmp_path / "sub").mkdir()
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "relative", np.arange(4), np.ones(4, bool), model="m.safetensors")
+    _attack(report, "absolute", np.arange(4), np.ones(4, bool), model=str(tmp_path / "sub" / ".." / "m.safetensors"))
+    _attack(report, "other", np.arange(4), np.ones(4, bool), model=str(tmp_path / "other.safetensors"))
+    monkeypatch.chdir(tmp_path.parent)  # the relative spelling means the report's directory, not the current one
+    assert compare_runs([f"{tmp_path / 'r.h5'}:relative,absolute"]).perspective == "attack"
+    assert compare_runs([f"{tmp_path / 'r.h5'}:relative,other"]).perspective == "model"
 
 
 def test_compare_run_specs(tmp_path: Path) -> None:

@@ -75,9 +75,13 @@ def transfer_run(report: Report) -> tuple[np.ndarray, list[MoveProgram]]:
 
 @pytest.fixture
 def full_report(tmp_path: Path) -> Report:
+    return write_full_report(tmp_path / "all.h5")
+
+
+def write_full_report(path: Path) -> Report:
     """A report with data for every figure type: two attack runs (one with images), a transfer run with moves,
     a robustness run and a detector run with an ROC table."""
-    report = Report(tmp_path / "all.h5")
+    report = Report(path)
     attack_run(report, "attack-pixle", 30, seed=0, images=True)
     attack_run(report, "attack-pgd", 30, seed=1)
     transfer_run(report)
@@ -170,3 +174,34 @@ def test_image_grid_uses_the_recorded_moves(full_report: Report, tmp_path: Path)
         src, dst = arrows[j]
         # step 0 copies 200+j -> j and 40 -> 17+j; step 1 then writes 60 from position j (the last write wins)
         assert dict(zip(dst.tolist(), src.tolist())) == {j: 200 + j, 17 + j: 40, 60: j}
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_attack_runs_with_recorded_moves_draw_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: bool) -> None:
+    """A Pixle attack run's grid draws its recorded moves; without saved images it shows the moves replayed."""
+    from advkit.report import plots
+
+    ds = open_dataset("digits")
+    index = np.arange(3)
+    programs = [MoveProgram(8, 8, [Step.copy([i, 9 + i], [63 - i, 20])]) for i in index]
+    clean = ds.batch(index)[0]
+    adv = torch.stack([p.apply(clean[i]) for i, p in enumerate(programs)]).numpy()
+    columns = {"index": index, "label": ds.labels[index], "pred": ds.labels[index], "success": np.ones(3, bool),
+               "queries": np.full(3, 4), "attacked": np.ones(3, bool), **({"adv_images": adv} if images else {})}
+    report = Report(tmp_path / "r.h5")
+    with report.start_run("attack-pixle", kind="attack", config={"data": "digits", "attack": "pixle"}) as writer:
+        writer.append(columns, tables={"moves": moves_table(index, programs)})
+        writer.finish(attack_summary(columns))
+    drawn: dict[str, object] = {}
+    grid = plots.plot_image_grid
+
+    def spy(clean, adversarial, path, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.update(adversarial=adversarial, **kwargs)
+        return grid(clean, adversarial, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_image_grid", spy)
+    result = plot_report(report, tmp_path / "figs", figures=["images"])
+    assert_png(result.written["images"][0])
+    np.testing.assert_allclose(drawn["adversarial"], adv, atol=1e-3)  # float16 storage, or the exact replay
+    arrows = [dict(zip(dst.tolist(), src.tolist())) for src, dst in drawn["moves"]]  # type: ignore[attr-defined]
+    assert arrows == [{i: 63 - i, 9 + i: 20} for i in index.tolist()]

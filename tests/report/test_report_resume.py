@@ -234,3 +234,63 @@ def test_any_chunking_merges_to_first_rows_sorted(chunks: list[list[int]], crash
         assert samples["index"].tolist() == sorted(expected)
         if expected:
             assert samples["label"].tolist() == [expected[i] for i in sorted(expected)]
+
+
+def test_abandon_removes_what_start_run_wrote(report: Report, report_path: Path, columns: ColumnsFn) -> None:
+    run = report.start_run("first", kind="attack", config={})
+    run.append(columns([0, 1]))
+    run.abandon()  # the run created the file: nothing is left
+    assert not report_path.exists() and not (report_path.parent / "report.h5.parts").exists()
+    with report.start_run("keep", kind="attack", config={}) as run:
+        run.append(columns([0, 1]))
+        run.finish()
+    for overwrite in (False, True):  # a new run, and an overwrite of the complete one
+        run = report.start_run("new" if not overwrite else "keep", kind="attack", config={"x": 1}, overwrite=overwrite)
+        run.append(columns([5]))
+        run.abandon()
+        assert [(r.id, r.status, r.n_samples) for r in report.runs()] == [("keep", "complete", 2)]
+    run = report.start_run("resumed", kind="attack", config={})
+    run.append(columns([3]))
+    run.close()
+    run = report.start_run("resumed", kind="attack", config={})
+    run.append(columns([4]))
+    run.abandon()  # a resumed run keeps its journal: those samples are valid and the same command resumes them
+    assert report.read("resumed").samples["index"].tolist() == [3, 4]
+    report.start_run("resumed", kind="attack", config={}).close()  # and the lock was released
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), max_size=8), max_size=6), st.integers(0, 6))
+def test_per_sample_table_rows_follow_their_samples(chunks: list[list[int]], crash_after: int) -> None:
+    """Rows of a per-sample table (sample i has i % 3 rows) are kept with the row of their sample that wins, and the
+    table comes out sorted by sample, whatever the chunking, duplicates and resumes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Report(Path(tmp) / "report.h5")
+        run = report.start_run("r", kind="attack", config={})
+        winner: dict[int, int] = {}
+        for k, chunk in enumerate(chunks):
+            if k == crash_after:
+                run.close()
+                run = report.start_run("r", kind="attack", config={})
+            sample = np.array([i for i in chunk for _ in range(i % 3)], np.int64)
+            run.append({"index": np.array(chunk, np.int64)}, tables={"hits": {"sample": sample, "chunk": np.full(len(sample), k)}})
+            for index in chunk:
+                winner.setdefault(index, k)
+        running = report.read("r").tables.get("hits")
+        run.finish()
+        table = report.read("r").tables.get("hits")
+        if not chunks or not any(chunks):
+            assert table is None or len(table["sample"]) == 0
+            return
+        # a sample repeated inside its winning chunk contributes its rows once per occurrence there
+        expected = [(i, winner[i]) for i in sorted(winner) for _ in range(chunks[winner[i]].count(i) * (i % 3))]
+        assert list(zip(table["sample"].tolist(), table["chunk"].tolist())) == expected
+        assert running is not None and running["sample"].tolist() == table["sample"].tolist()
+
+
+def test_per_sample_tables_must_name_samples_of_their_chunk(report: Report) -> None:
+    with report.start_run("r", kind="attack", config={}) as run:
+        with pytest.raises(ReportError, match="rows for samples that are not in this chunk"):
+            run.append({"index": [1, 2]}, tables={"moves": {"sample": [3]}})
+        with pytest.raises(ReportError, match="needs an integer column 'sample'"):
+            run.append({"index": [1, 2]}, tables={"moves": {"dst": [3]}})
