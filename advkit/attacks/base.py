@@ -178,9 +178,11 @@ class Attack:
         raw: RawResult,
         counter: QueryCounter,
     ) -> AttackResult:
-        x_adv = raw.x_adv.detach().to(x.device, x.dtype).clamp(0, 1)
-        if x_adv.shape != x.shape:
-            raise RuntimeError(f"{self.name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+        if raw.x_adv.shape != x.shape:
+            raise RuntimeError(f"{self.name} returned shape {tuple(raw.x_adv.shape)} for inputs {tuple(x.shape)}")
+        # in the inputs' own memory layout: clamp() turns 1-channel NHWC strides into NCHW ones, on which oneDNN
+        # runs the re-check forward about twice as slowly
+        x_adv = torch.empty_like(x).copy_(raw.x_adv.detach().clamp(0, 1))
         with torch.no_grad():
             logits = model.logits(x_adv)  # independent check, not charged to the attack
         if not bool(torch.isfinite(logits).all()):

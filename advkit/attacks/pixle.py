@@ -53,6 +53,7 @@ Shapes and ranges: x (B, C, H, W) in [0, 1], any C (1-channel IR works) and any 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -69,6 +70,7 @@ Dimension = int | float
 _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
 _CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built at once
+_ONE_HASH_ELEMENTS = 2**14  # random slots of a draw below which all are hashed in one call (fewer tensor ops)
 _AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
 
@@ -198,14 +200,17 @@ class Pixle(Attack):
         ``clean`` and ``base`` (N, C, L) are needed by the similarity and distance mappings only."""
         (h, w), ((lo_y, hi_y), (lo_x, hi_x)) = shape, bounds
         patch = hi_y * hi_x
-        slots = _CORNER_SLOTS + 2 * patch
-        used = slots if self.pixel_mapping == "random" or self.pixel_mapping.endswith("_random") else _CORNER_SLOTS
-        counters = draw.unsqueeze(1) * slots + torch.arange(used, device=draw.device)  # (N, used)
-        bits = counter_bits(keys, counters)  # every random number of the candidates, hashed in one call
+        slots = _CORNER_SLOTS + 2 * patch  # a candidate's random numbers: its corner and size, then 2 per patch pixel
+        first = draw.unsqueeze(1) * slots  # (N, 1) counter of each candidate's first slot
         # as in the reference, corners and random destinations are int(u * (side - 1)): the last row and column
         # are never picked (a 1-pixel side still gives row/column 0)
         highs = torch.tensor([max(h - 1, 1), max(w - 1, 1), hi_y - lo_y + 1, hi_x - lo_x + 1], device=draw.device)
-        corner = bits_to_randint(bits[:, :_CORNER_SLOTS], highs)
+        if first.numel() * slots <= _ONE_HASH_ELEMENTS:  # small draws: one hash call for every slot costs less than two
+            bits = counter_bits(keys, first + torch.arange(slots, device=draw.device))
+            corner, pixel_bits = bits_to_randint(bits[:, :_CORNER_SLOTS], highs), lambda: bits[:, _CORNER_SLOTS:]
+        else:  # large patches: hash the per-pixel slots of the pixels inside each patch only
+            corner = bits_to_randint(counter_bits(keys, first + torch.arange(_CORNER_SLOTS, device=draw.device)), highs)
+            pixel_bits = lambda: _pixel_bits(keys, first, valid)  # noqa: E731
         row, col = corner[:, 0:1], corner[:, 1:2]
         ph = torch.minimum(lo_y + corner[:, 2:3], h - row)  # clipped to the image, as in the reference
         pw = torch.minimum(lo_x + corner[:, 3:4], w - col)
@@ -213,7 +218,7 @@ class Pixle(Attack):
         dr, dc = offset // hi_x, offset % hi_x  # patch pixels in row-major order
         valid = (dr < ph) & (dc < pw)
         src = (row + dr) * w + (col + dc)
-        dst = self._destinations(bits[:, _CORNER_SLOTS:], clean, base, src, (h, w))
+        dst = self._destinations(pixel_bits, clean, base, src, (h, w))
         from_clean = torch.ones_like(valid)
         if self.swap:  # the displaced destination values go back into the patch, read before the move
             dst, src = torch.cat([dst, src], 1), torch.cat([src, dst], 1)
@@ -222,14 +227,15 @@ class Pixle(Attack):
         return dst, src, from_clean, last_writer_mask(dst, valid, h * w)
 
     def _destinations(
-        self, bits: torch.Tensor, clean: torch.Tensor | None, base: torch.Tensor | None, src: torch.Tensor,
-        shape: tuple[int, int],
+        self, pixel_bits: Callable[[], torch.Tensor], clean: torch.Tensor | None, base: torch.Tensor | None,
+        src: torch.Tensor, shape: tuple[int, int],
     ) -> torch.Tensor:
-        """(N, P) destinations of the patch pixels src (N, P); ``bits`` (N, 2P) are their random numbers (none
-        for the deterministic mappings)."""
+        """(N, P) destinations of the patch pixels src (N, P); ``pixel_bits()`` gives their (N, 2P) random numbers,
+        hashed only by the mappings that draw."""
         patch, (h, w) = src.shape[1], shape
         length = h * w
         if self.pixel_mapping == "random":
+            bits = pixel_bits()
             rows = bits_to_randint(bits[:, :patch], max(h - 1, 1))
             cols = bits_to_randint(bits[:, patch:], max(w - 1, 1))
             return rows * w + cols
@@ -246,7 +252,7 @@ class Pixle(Attack):
         if not self.pixel_mapping.endswith("_random"):
             return score.argmax(2)
         cdf = torch.softmax(score.double(), 2).cumsum(2)
-        u = bits_to_uniform(bits[:, patch:]).unsqueeze(2) * cdf[:, :, -1:]
+        u = bits_to_uniform(pixel_bits()[:, patch:]).unsqueeze(2) * cdf[:, :, -1:]
         return torch.searchsorted(cdf, u).squeeze(2).clamp(max=length - 1)
 
     # ---- the attack ------------------------------------------------------------------------------------------
@@ -440,6 +446,19 @@ class _Search:
         if self.nhwc:  # the base class re-checks success with a forward pass: keep the fast layout
             x_adv = _nhwc(x_adv)
         return RawResult(x_adv, self.iterations, self.moves.programs(self.h, self.w, keep))
+
+
+def _pixel_bits(keys: torch.Tensor, first: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, 2P) random bits of the patch pixels: slots first + 4 + j (row) and first + 4 + P + j (column) of pixel j,
+    hashed only where ``valid`` (N, P) says the pixel is in the patch (a third of them for (2, 10) patches; the
+    others are never read and stay 0). ``first`` (N, 1) is each candidate's first counter."""
+    n, patch = valid.shape
+    row, j = valid.nonzero().unbind(1)  # one host sync per draw
+    counter = first[row, 0] + _CORNER_SLOTS + j
+    bits = counter_bits(keys[row], torch.stack([counter, counter + patch], 1))  # (V, 2)
+    out = torch.zeros(n, 2, patch, dtype=bits.dtype, device=bits.device)
+    out[row, :, j] = bits
+    return out.view(n, 2 * patch)
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ def test_every_attack_conforms(name: str, digits_model: ModelWrapper, batch: tup
     with pytest.raises(ValueError, match="no setting"):
         create_attack(name, no_such_setting=1)
     assert result.x_adv.shape == x.shape and float(result.x_adv.min()) >= 0 and float(result.x_adv.max()) <= 1
+    assert result.x_adv.stride() == x.stride()  # the inputs' memory layout (1-channel NHWC: oneDNN's fast path)
     with torch.no_grad():
         independent = digits_model.logits(result.x_adv).argmax(1)
     assert torch.equal(result.success, independent.ne(y))

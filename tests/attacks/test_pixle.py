@@ -108,6 +108,22 @@ def test_candidates_per_pass_changes_only_the_cost(digits_model: ModelWrapper, d
     assert int((auto.queries - one.queries).sum()) > 0  # the bound is not met vacuously: some waste happens
 
 
+@pytest.mark.parametrize("mapping", ["random", "distance_random"])
+def test_both_ways_of_hashing_draw_the_same_moves(mapping: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = linear_model(2, 16, 13)
+    x = images(6, 2, 16, 13)
+    y = model(x).argmax(1)
+    attack = Pixle(x_dimensions=(2, 6), y_dimensions=(2, 6), pixel_mapping=mapping, restarts=3, max_iterations=4)
+    results = []
+    for elements in (0, 2**40):  # only the pixels inside each patch / every slot in one call
+        monkeypatch.setattr(pixle_module, "_ONE_HASH_ELEMENTS", elements)
+        results.append(attack(model, x, y))
+    assert torch.equal(results[0].x_adv, results[1].x_adv) and torch.equal(results[0].queries, results[1].queries)
+    assert not torch.equal(results[0].x_adv, x)  # moves were drawn and applied
+    for a, b in zip(results[0].moves, results[1].moves):
+        assert all(np.array_equal(a.to_arrays()[key], b.to_arrays()[key]) for key in b.to_arrays())
+
+
 def test_budget_is_never_exceeded(digits_model: ModelWrapper, digits: ImageDataset) -> None:
     x, y = digits.batch(select_samples(digits_model, digits, n=10, seed=0).attack_index)
     for k in (1, 3, "auto"):
