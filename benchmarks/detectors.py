@@ -40,8 +40,10 @@ ATTACKS = {
     "pixle": ("pixle", {}),
     "white-pixle": ("white-pixle", {}),
 }
-ROWS = [("unsupervised", "ae"), ("unsupervised", "ae[block1]"), ("unsupervised", "ae[block2]"), ("unsupervised", "recon"), ("unsupervised", "mahalanobis"),
-        ("unsupervised", "magnet"), ("supervised", "svc"), ("supervised", "mahalanobis (LR)")]
+def table_rows(layers: list[str]) -> list[tuple[str, str]]:
+    """(section, detector) rows: the combined and per-layer autoencoder scores, then the baselines."""
+    return [("unsupervised", "ae"), *(("unsupervised", f"ae[{layer}]") for layer in layers), ("unsupervised", "recon"),
+            ("unsupervised", "mahalanobis"), ("unsupervised", "magnet"), ("supervised", "svc"), ("supervised", "mahalanobis (LR)")]
 
 
 def main() -> None:
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=DetectorSettings().filters)
     parser.add_argument("--error", default=DetectorSettings().error)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", default=None, help="comma-separated layers to tap (default: advkit detect fit's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     info = machine_info()
@@ -63,8 +66,10 @@ def main() -> None:
     settings = DetectorSettings(epochs=args.epochs, filters=args.filters, error=args.error, seed=args.seed)
     began = time.perf_counter()
     with ForeignLoad() as load:
-        det = LayerwiseDetector.fit(model, ds, ds.indices("train"), settings=settings)
+        det = LayerwiseDetector.fit(model, ds, ds.indices("train"), settings=settings,
+                                    layers=args.layers.split(",") if args.layers else None)
     total = time.perf_counter() - began
+    rows = table_rows(list(det.layers))
     print(f"# fit: {det.meta['n_fit']} + {det.meta['n_calib']} held-out images, layers {det.layers}, {settings.epochs} epochs, "
           f"{settings.filters} filters: autoencoder training {det.meta['train_seconds']:.1f} s, whole fit {total:.1f} s, "
           f"other processes used {load.cores:.2f} cores meanwhile", flush=True)
@@ -95,7 +100,7 @@ def main() -> None:
                            train_adv=fgsm_f.subset(keep), train_noisy=fgsm_noisy_f.subset(keep))
         entry = {"success": float(res.success.float().mean()), "kept": int(keep.sum()), "attack_seconds": attack_s,
                  "l2": float(res.l2[keep].mean()), "rows": {}}
-        for section, det_name in ROWS:
+        for section, det_name in rows:
             for setting in ("clean", "clean+noisy"):
                 k = known.get(section, det_name, setting)
                 u = unknown.get(section, det_name, setting) if section == "supervised" else None
@@ -103,22 +108,22 @@ def main() -> None:
                                                                     "auroc_unknown": u.auroc if u else None}
         results["attacks"][key] = entry
         print(f"{key}: success {entry['success']:.2f}, kept {entry['kept']}, mean L2 {entry['l2']:.2f}, attack {attack_s:.0f} s", flush=True)
-        for section, det_name in ROWS:
+        for section, det_name in rows:
             cells = []
             for setting in ("clean", "clean+noisy"):
                 r = entry["rows"][f"{section}/{det_name}/{setting}"]
                 cells.append(f"{setting} {r['auroc']:.3f}" + (f" (unknown {r['auroc_unknown']:.3f})" if r["auroc_unknown"] is not None else ""))
             print(f"    {section:12s} {det_name:18s} " + "   ".join(cells), flush=True)
-    print_markdown(results)
+    print_markdown(results, rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
 
 
-def print_markdown(results: dict) -> None:
+def print_markdown(results: dict, rows: list[tuple[str, str]]) -> None:
     attacks = list(results["attacks"])
     print("\n| detector | setting | " + " | ".join(attacks) + " |")
     print("|---|---|" + "---|" * len(attacks))
-    for section, det_name in ROWS:
+    for section, det_name in rows:
         for setting in ("clean", "clean+noisy"):
             cells = []
             for a in attacks:
