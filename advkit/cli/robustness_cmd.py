@@ -23,6 +23,8 @@ def robustness(
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset.")] = None,
     corruption: Annotated[list[str] | None, typer.Option("--corruption", help="Corruptions to apply (default: all 15).")] = None,
     severity: Annotated[list[int] | None, typer.Option("--severity", help="Severities 1-5 (default: all).")] = None,
+    cifar10c: Annotated[Path | None, typer.Option("--cifar10c", help="Folder of the published CIFAR-10-C (or -100-C) .npy files: "
+                        "read the corrupted images there instead of computing them; --data is the matching clean set.")] = None,
     n: Annotated[int, typer.Option("--n", help="Test images (0 = all).")] = 500,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report.")] = Path("advkit-robustness.h5"),
@@ -40,7 +42,7 @@ def robustness(
     from advkit.datasets import open_images
     from advkit.models import ModelWrapper, load_checkpoint
     from advkit.perturbations import PERTURBATIONS, perturbation_names
-    from advkit.perturbations.robustness import corruption_correct, mean_corruption_error, relative_accuracy
+    from advkit.perturbations.robustness import corruption_correct, mean_corruption_error, published_correct, relative_accuracy
     from advkit.report import Report
     from advkit.report.plots import plot_corruptions
     from advkit.runtime import resolve_device
@@ -67,7 +69,10 @@ def robustness(
     for role, m in wrapped.items():
         log(f"{role}: {len(names)} corruptions x {len(severities)} severities on {len(index)} {ds.name} test images")
         with progress_bar() as show:
-            correct = corruption_correct(m, ds, index, names, severities, seed=seed, batch_size=batch_size, progress=show)
+            if cifar10c is None:
+                correct = corruption_correct(m, ds, index, names, severities, seed=seed, batch_size=batch_size, progress=show)
+            else:  # the published arrays hold the test split in order: the first n of it are the first n rows
+                correct = published_correct(m, cifar10c, ds.labels[index], names, severities, batch_size=batch_size, progress=show)
         columns[f"{role}_correct"] = correct
         columns[f"{role}_clean_correct"] = predict(m, ds, index) == ds.labels[index]
         accuracy[role] = correct.mean(0)
@@ -83,6 +88,8 @@ def robustness(
         for ci, name in enumerate(names):
             summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
     cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities}
+    if cifar10c is not None:
+        cfg["cifar10c"] = str(cifar10c.resolve())
     with Report(out_path).start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
         writer.append(columns)
         writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})

@@ -16,13 +16,16 @@ Every sample's corruption depends only on (seed, corruption, severity, dataset i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from advkit.datasets import ImageDataset
+from advkit.errors import DatasetError
 from advkit.models import ModelWrapper
 from advkit.perturbations.base import corrupt, corrupt_samples, is_random
+from advkit.perturbations.cifar10c import load_cifar10c
 from advkit.rng import derive_seed
 from advkit.runtime import ProgressEvent, ProgressFn, no_progress
 
@@ -53,6 +56,41 @@ def corruption_correct(
                 else:
                     x = corrupt(x, name, severity)
                 correct[start : start + len(idx), ci, si] = (model.logits(x).argmax(1).cpu() == y).numpy()
+            done += 1
+            progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
+    return correct
+
+
+@torch.no_grad()
+def published_correct(
+    model: ModelWrapper,
+    root: str | Path,
+    labels: np.ndarray,
+    names: Sequence[str],
+    severities: Sequence[int],
+    *,
+    batch_size: int = 128,
+    progress: ProgressFn = no_progress,
+) -> np.ndarray:
+    """Like :func:`corruption_correct`, on the published CIFAR-10-C (or CIFAR-100-C) arrays in ``root``
+    (:func:`~advkit.perturbations.load_cifar10c`): (N, len(names), len(severities)) bool for the first N = len(labels)
+    images of each severity block, whose clean versions are the first N test images of CIFAR-10 with ``labels`` (N,).
+
+    The files' labels must equal ``labels``: a different dataset, or another order of its test split, is refused.
+    """
+    correct = np.zeros((len(labels), len(names), len(severities)), bool)
+    total, done = len(names) * len(severities), 0
+    for ci, name in enumerate(names):
+        for si, severity in enumerate(severities):
+            images, file_labels = load_cifar10c(root, name, severity)
+            if len(file_labels) < len(labels) or not np.array_equal(file_labels[: len(labels)], labels):
+                raise DatasetError(f"the labels of {Path(root) / name}.npy do not match the first {len(labels)} test "
+                                   "images of --data: it must be the clean test set the corruptions were made from")
+            for start in range(0, len(labels), batch_size):
+                block = torch.from_numpy(images[start : min(start + batch_size, len(labels))])  # (B, 32, 32, 3) uint8
+                x = block.permute(0, 3, 1, 2).float().div(255).to(model.device)  # -> (B, 3, 32, 32) in [0, 1]
+                correct[start : start + len(block), ci, si] = (model.logits(x).argmax(1).cpu().numpy()
+                                                              == labels[start : start + len(block)])
             done += 1
             progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
     return correct

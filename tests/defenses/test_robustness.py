@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from advkit.perturbations.robustness import mean_corruption_error, relative_accuracy
 from advkit.report import Report
@@ -42,3 +44,53 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert again.code == 1 and "did you mean fog" in again.stderr
     bad = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--severity", "6")
     assert bad.code == 2
+
+
+def _write_cifar10(root: Path, rng: np.random.Generator, train: int, test: int) -> np.ndarray:
+    """cifar-10-batches-py with 5 train batches and a test batch of random images; returns the test labels."""
+    root.mkdir(parents=True)
+    for name, n in [*((f"data_batch_{i}", train) for i in range(1, 6)), ("test_batch", test)]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+        with open(root / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    with open(root / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [b"c%d" % i for i in range(10)]}, handle, protocol=2)
+    with open(root / "test_batch", "rb") as handle:
+        return np.array(pickle.load(handle)[b"labels"])
+
+
+def test_robustness_reads_the_published_cifar10c_arrays(cli: Cli, tmp_path: Path) -> None:
+    from advkit.models import ModelWrapper, Preprocessing, create_architecture, load_checkpoint, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    labels = _write_cifar10(tmp_path / "cifar-10-batches-py", rng, train=4, test=12)
+    corrupted = tmp_path / "CIFAR-10-C"
+    corrupted.mkdir()
+    arrays = {name: rng.integers(0, 256, (5 * 12, 32, 32, 3), dtype=np.uint8) for name in ("fog", "gaussian_noise")}
+    for name, images in arrays.items():
+        np.save(corrupted / f"{name}.npy", images)
+    np.save(corrupted / "labels.npy", np.tile(labels, 5))
+    torch.manual_seed(0)
+    net = create_architecture("small-cnn", num_classes=10, in_channels=3, input_size=32)
+    save_checkpoint(tmp_path / "c.safetensors", net, "small-cnn", {"num_classes": 10, "in_channels": 3, "input_size": 32},
+                    Preprocessing(3, (32, 32), (0.5,), (0.25,), [f"c{i}" for i in range(10)], "rgb"))
+    args = ["robustness", "--model", "c.safetensors", "--data", "cifar10:cifar-10-batches-py", "--cifar10c", corrupted,
+            "--corruption", "fog", "--corruption", "gaussian_noise", "--severity", "2", "--severity", "5", "--n", "10",
+            "--out", "r.h5", "--json"]
+    result = cli(*args)
+    assert result.code == 0, result.stderr
+    run = Report(tmp_path / "r.h5").read("robustness")
+    assert run.config["cifar10c"] == str(corrupted.resolve())
+    loaded = load_checkpoint(tmp_path / "c.safetensors")
+    model = ModelWrapper(loaded.net, loaded.preprocessing)
+    for ci, name in enumerate(("fog", "gaussian_noise")):  # the files' images, scored independently
+        for si, severity in enumerate((2, 5)):
+            block = torch.from_numpy(arrays[name][(severity - 1) * 12 : (severity - 1) * 12 + 10]).permute(0, 3, 1, 2) / 255
+            with torch.no_grad():
+                expected = model.logits(block.float()).argmax(1).numpy() == labels[:10]
+            assert np.array_equal(run.samples["model_correct"][:, ci, si], expected)
+    assert result.json()["fog.accuracy"] == pytest.approx(run.samples["model_correct"][:, 0, :].mean())
+    np.save(corrupted / "labels.npy", np.tile(np.roll(labels, 1), 5))  # another order than --data's test split
+    wrong = cli(*args[:-3], "--out", "r2.h5")
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
+    assert wrong.code == 1 and len(errors) == 1 and "do not match" in errors[0] and "Traceback" not in wrong.stderr
