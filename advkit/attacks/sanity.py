@@ -42,8 +42,9 @@ MESSAGES = {
                          "evaluation per adversarial image is not a verdict (consider eotpgd)",
     "sanity.zero_gradients": "{fraction:.0%} of the clean images have an all-zero input gradient: gradient "
                              "attacks cannot move them (gradient masking?)",
-    "sanity.black_box_beats_white_box": "a gradient-free attack beat every gradient attack "
-                                        "(robust accuracy {black:.3g} vs {white:.3g}): a sign of gradient masking",
+    "sanity.black_box_beats_white_box": "gradient-free {black_attack} left robust accuracy {black:.3g}, below the "
+                                        "{white:.3g} of {white_attack}, the best gradient attack of the same threat "
+                                        "model ({threat}): a sign of gradient masking",
 }
 
 
@@ -131,19 +132,23 @@ def attack_mix_flags(robust_accuracy: Mapping[str, float],
         {}
     """
     params = params or {}
-    groups: dict[tuple[str, Any], tuple[list[float], list[float]]] = {}
+    groups: dict[tuple[str, Any], tuple[dict[str, float], dict[str, float]]] = {}
     for name, value in robust_accuracy.items():
         key = threat_model(name, params.get(name))
         if key is not None:
-            groups.setdefault(key, ([], []))[0 if uses_gradients(name) else 1].append(float(value))
-    compared = [(min(black), min(white)) for white, black in groups.values() if white and black]
+            groups.setdefault(key, ({}, {}))[0 if uses_gradients(name) else 1][name] = float(value)
+    compared = [(key, min(black.items(), key=lambda kv: kv[1]), min(white.items(), key=lambda kv: kv[1]))
+                for key, (white, black) in groups.items() if white and black]
     if not compared:
         return {}
-    black, white = min(compared, key=lambda pair: pair[0] - pair[1])
+    (norm, eps), black, white = min(compared, key=lambda group: group[1][1] - group[2][1])
     return {
-        "sanity.black_box_beats_white_box": bool(black < white),
-        "sanity.black_box_robust_accuracy": black,
-        "sanity.white_box_robust_accuracy": white,
+        "sanity.black_box_beats_white_box": bool(black[1] < white[1]),
+        "sanity.black_box_robust_accuracy": black[1],
+        "sanity.white_box_robust_accuracy": white[1],
+        "sanity.black_box_attack": black[0],
+        "sanity.white_box_attack": white[0],
+        "sanity.threat_model": norm if eps is None else f"{norm} eps {eps}",
     }
 
 
@@ -158,5 +163,8 @@ def warnings_for(summary: Mapping[str, Any], attack_names: Iterable[str] = ()) -
             continue
         lines.append(template.format(fraction=float(summary.get("sanity.zero_gradient_fraction", 1.0)),
                                      black=float(summary.get("sanity.black_box_robust_accuracy", float("nan"))),
-                                     white=float(summary.get("sanity.white_box_robust_accuracy", float("nan")))))
+                                     white=float(summary.get("sanity.white_box_robust_accuracy", float("nan"))),
+                                     black_attack=summary.get("sanity.black_box_attack", "a gradient-free attack"),
+                                     white_attack=summary.get("sanity.white_box_attack", "every gradient attack"),
+                                     threat=summary.get("sanity.threat_model", "same norm and eps")))
     return lines

@@ -12,7 +12,7 @@ from torch import nn
 
 from advkit.attacks import create_attack
 from advkit.attacks.runner import select_samples
-from advkit.attacks.sanity import attack_mix_flags, model_flags, threat_model
+from advkit.attacks.sanity import attack_mix_flags, model_flags, threat_model, warnings_for
 from advkit.datasets import ImageDataset
 from advkit.models import ModelWrapper, load_checkpoint
 from advkit.report import Report
@@ -100,6 +100,12 @@ def test_black_box_beating_white_box_is_judged_within_a_threat_model() -> None:
     assert attack_mix_flags({"pixle": 0.0, "fgsm": 0.9}) == {}
     assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.4})["sanity.black_box_beats_white_box"] is True
     assert threat_model("square", {"norm": "L2", "eps": 0.5}) == threat_model("pgdl2", {"eps": 0.5})
+    # the warning names the two attacks it compared and their threat model, not only the numbers
+    flags = attack_mix_flags({"pixle": 0.0, "white-pixle": 0.1, "pgd": 0.0, "square": 0.3}, same)
+    assert (flags["sanity.black_box_attack"], flags["sanity.white_box_attack"], flags["sanity.threat_model"]) == ("pixle", "white-pixle", "l0")
+    assert warnings_for(flags) == ["gradient-free pixle left robust accuracy 0, below the 0.1 of white-pixle, the best "
+                                   "gradient attack of the same threat model (l0): a sign of gradient masking"]
+    assert attack_mix_flags({"square": 0.2, "pgd": 0.5}, same)["sanity.threat_model"] == "linf eps 0.1"
 
 
 class _Liar(nn.Module):
