@@ -40,6 +40,7 @@ class Sizes:
     transfer_n: int
     transfer: tuple[str, ...]
     finetune_eval_n: int
+    finetune_eps: float  # fast AT's L-inf budget: 0.3 suits 28x28 MNIST; on 8x8 digits it wrecks the model in one epoch
     robustness_n: int
     detect_n: int
     detect_epochs: int
@@ -47,12 +48,12 @@ class Sizes:
 
 FULL = Sizes(mnist_data=("mnist-subset",), mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
              pixle=("restarts=20", "max_iterations=10"), white_pixle=("restarts=10", "max_iterations=20"), pgd_steps=40,
-             transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, robustness_n=200,
+             transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, finetune_eps=0.3, robustness_n=200,
              detect_n=1000, detect_epochs=10)
 QUICK = Sizes(mnist_data=("digits",), mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
               rgbir_batch=16, attack_n=6,
               pixle=("restarts=3", "max_iterations=4"), white_pixle=("restarts=2", "max_iterations=5"), pgd_steps=5,
-              transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, robustness_n=40,
+              transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, finetune_eps=0.1, robustness_n=40,
               detect_n=300, detect_epochs=2)
 CORRUPTIONS = ("gaussian_noise", "contrast", "pixelate")
 
@@ -92,7 +93,8 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
          ["transfer", "--source-model", ckpt["rgb-cnn"], "--target-model", ckpt["ir-cnn"], *rgbir, "--n", str(sizes.transfer_n),
           *(arg for p in sizes.transfer for arg in ("--param", p)), "--out", report, *common]),
         ("a short adversarial fine-tune (fast FGSM training, one epoch), robustness before and after",
-         ["finetune", "--model", ckpt["mnist-cnn"], *mnist, "--method", "fast", "--epochs", "1", "--last", "--no-corruptions",
+         ["finetune", "--model", ckpt["mnist-cnn"], *mnist, "--method", "fast", "--eps", str(sizes.finetune_eps), "--epochs", "1",
+          "--last", "--no-corruptions",
           "--eval-n", str(sizes.finetune_eval_n), "--out", ckpt["mnist-cnn-fast-at"], "--report", report, *common]),
         ("a layer-wise autoencoder detector, fitted on clean images, tested on the saved adversarial images",
          ["detect", "fit", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.detect_n), "--epochs", str(sizes.detect_epochs),
