@@ -226,7 +226,8 @@ def _json_default(value: Any) -> Any:
 # ---- progress -------------------------------------------------------------------------------------------------
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
-    """A ProgressFn that draws one Rich bar per task on stderr (silent when stderr is not a terminal)."""
+    """A ProgressFn that draws one Rich bar per task on stderr: redrawn live on a terminal; elsewhere (stderr
+    redirected to a file) only the bars' final state is printed."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -239,12 +240,15 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
         transient=False,
     )
     tasks: dict[str, Any] = {}
+    began = [bar.get_time()]  # when the next new task's work began: the bar's start, then the latest event
 
     def update(event: ProgressEvent) -> None:
         stats = "  ".join(f"{k} {fmt(v)}" for k, v in event.stats.items())
-        if event.task not in tasks:
+        if event.task not in tasks:  # a task's first event comes after its first batch: count that batch's time
             tasks[event.task] = bar.add_task(event.task, total=event.total, stats=stats)
+            next(t for t in bar.tasks if t.id == tasks[event.task]).start_time = began[0]
         bar.update(tasks[event.task], completed=event.done, total=event.total, stats=stats)
+        began[0] = bar.get_time()
 
     with bar:
         yield update

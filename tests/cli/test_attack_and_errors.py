@@ -150,3 +150,20 @@ def test_the_progress_bar_median_is_the_reports_queries_median() -> None:
     merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     merged.update(label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
     assert event.stats["median queries (successes)"] == attack_summary(merged)["queries_median"] == 6
+
+
+def test_a_progress_bars_elapsed_time_includes_the_work_before_its_first_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from advkit.cli import common
+    from advkit.runtime import ProgressEvent
+
+    stream = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=stream, width=120))
+    with common.progress_bar() as show:
+        time.sleep(1.1)  # the first batch: its event only arrives when it is done
+        show(ProgressEvent("attack x", 1, 1, {}))
+    assert "0:00:01" in stream.getvalue()
