@@ -89,21 +89,16 @@ def counter_bits(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     return _mix32(h ^ c1 ^ 0x7F4A7C15)
 
 
-def counter_randint(keys: torch.Tensor, counters: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
-    """Integers uniform in [0, high) (``high`` < 2^31, broadcastable) for each (key, counter)."""
-    return bits_to_randint(counter_bits(keys, counters), high)
-
-
 def counter_uniform(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     """Floats uniform in [0, 1) (float64, so they never round up to 1) for each (key, counter)."""
     return bits_to_uniform(counter_bits(keys, counters))
 
 
 def bits_to_randint(bits: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
-    """:func:`counter_randint` from bits already drawn with :func:`counter_bits` (one hash for many uses)."""
+    """Integers uniform in [0, high) (``high`` < 2^31, broadcastable) from bits drawn with :func:`counter_bits`."""
     return (bits * high) >> 32
 
 
 def bits_to_uniform(bits: torch.Tensor) -> torch.Tensor:
-    """:func:`counter_uniform` from bits already drawn with :func:`counter_bits`."""
+    """:func:`counter_uniform` from bits already drawn with :func:`counter_bits` (one hash for many uses)."""
     return bits.double() / 2.0**32

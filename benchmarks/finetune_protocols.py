@@ -19,6 +19,7 @@ docs/benchmarks.md were measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def fine_tune(method: str, epochs: int, seed: int, lr: float, schedule: str, las
     selection, spent = None, [0.0]
     if not last:  # the CLI default: carve val images, keep the best epoch by the method's criterion
         ds = with_validation_split(ds, seed=seed)
-        selection = epoch_selection(spec, ds, ModelWrapper(load_checkpoint(builtin_checkpoint()).net, loaded.preprocessing), seed=seed)
+        selection = epoch_selection(spec, ds, ModelWrapper(copy.deepcopy(loaded.net), loaded.preprocessing), seed=seed)
     began = time.perf_counter()
     outcome = train_classifier(loaded.net, ds, settings, preprocessing=loaded.preprocessing, objective=spec.objective(),
                                validate=_timed(selection.score, spent) if selection else None, fingerprint=spec.fingerprint())

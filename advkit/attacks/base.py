@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from advkit.attacks.sanity import uses_gradients
+from advkit.attacks.sanity import input_gradient, uses_gradients
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, QueryCounter
 from advkit.registry import Registry, suggest
@@ -76,6 +76,12 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
     return l0, flat.norm(dim=1), flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(len(x))
 
 
+def madry_step(eps: float, steps: int) -> float:
+    """Madry et al.'s PGD step, ``2.5 * eps / steps`` (https://arxiv.org/abs/1706.06083): the steps can cover 2.5
+    times the eps-ball's radius."""
+    return 2.5 * eps / steps
+
+
 def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
     """Shapes, dtype and range of an attack's inputs; one-line errors."""
     if x.dim() != 4 or 0 in x.shape:
@@ -105,11 +111,7 @@ def require_input_gradients(model: ModelWrapper, x: torch.Tensor, what: str,
 
     Gradients that are merely zero pass: that is gradient masking, which the sanity flags report instead.
     """
-    probe = x[:1].detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model.logits(probe)
-        grad = torch.autograd.grad(logits.sum(), probe, allow_unused=True)[0] if logits.requires_grad else None
-    if grad is None:
+    if input_gradient(model, x[:1]) is None:
         raise AdvkitError(f"{what} needs the model's input gradients, but its output does not depend on the input "
                           f"through autograd (the forward detaches it or runs without gradients); use {instead}")
 
@@ -182,7 +184,7 @@ class Attack:
             raise RuntimeError(f"{self.name} returned shape {tuple(raw.x_adv.shape)} for inputs {tuple(x.shape)}")
         # in the inputs' own memory layout: clamp() turns 1-channel NHWC strides into NCHW ones, on which oneDNN
         # runs the re-check forward about twice as slowly
-        x_adv = torch.empty_like(x).copy_(raw.x_adv.detach().clamp(0, 1))
+        x_adv = torch.empty_like(x).copy_(raw.x_adv.detach()).clamp_(0, 1)
         with torch.no_grad():
             logits = model.logits(x_adv)  # independent check, not charged to the attack
         if not bool(torch.isfinite(logits).all()):

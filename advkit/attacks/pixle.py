@@ -169,12 +169,12 @@ class Pixle(Attack):
         self.y_dimensions = _dimension_pair("y_dimensions", y_dimensions)
         if pixel_mapping not in PIXEL_MAPPINGS:
             raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, got {pixel_mapping!r}")
-        for key, value in (("restarts", restarts), ("max_iterations", max_iterations), ("candidates_per_pass", candidates_per_pass)):
-            if key == "candidates_per_pass" and value == "auto":
-                continue
+        for key, value in (("restarts", restarts), ("max_iterations", max_iterations)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                also = ' or "auto"' if key == "candidates_per_pass" else ""
-                raise ValueError(f"{key} must be an int >= 1{also}, got {value!r}")
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        if candidates_per_pass != "auto" and (isinstance(candidates_per_pass, bool) or not isinstance(candidates_per_pass, int)
+                                              or candidates_per_pass < 1):
+            raise ValueError(f'candidates_per_pass must be an int >= 1 or "auto", got {candidates_per_pass!r}')
         for key, flag in (("update_each_iteration", update_each_iteration), ("swap", swap)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{key} must be true or false, got {flag!r}")
@@ -443,8 +443,6 @@ class _Search:
     def result(self) -> RawResult:
         keep = self.has_best
         x_adv = torch.where(keep.view(-1, 1, 1), self.base, self.clean).view(self.n, self.c, self.h, self.w)
-        if self.nhwc:  # the base class re-checks success with a forward pass: keep the fast layout
-            x_adv = _nhwc(x_adv)
         return RawResult(x_adv, self.iterations, self.moves.programs(self.h, self.w, keep))
 
 

@@ -32,7 +32,6 @@ from advkit.models import ModelWrapper
 from advkit.rng import derive_seed, generator
 
 TARGET_MODES = ("random", "least-likely")
-TABLE_SEP = "/"  # "<table>/<column>" entries of attack_batches' columns are rows of a per-sample table
 
 
 @dataclass
@@ -184,9 +183,9 @@ def attack_batches(
     """Attack each batch of dataset indices in ``todo``, yielding its per-sample columns (None for an empty batch).
 
     An attack that records pixel moves (Pixle, WhitePixle) adds its programs as ``moves/<column>`` entries: rows of
-    the ``moves`` table (:func:`~advkit.attacks.moves.moves_table`), split off by :func:`split_tables`.
+    the ``moves`` table (:func:`~advkit.attacks.moves.moves_table`), which ``RunWriter.append`` takes as they are.
     """
-    from advkit.report.schema import MOVES  # here: importing the report package loads h5py
+    from advkit.report.schema import MOVES, TABLE_SEP  # here: importing the report package loads h5py
 
     clean = dict(zip(plan.scanned_index.tolist(), plan.clean_pred.tolist()))
     for idx in todo:
@@ -214,19 +213,6 @@ def attack_batches(
         if result.moves is not None:
             columns.update({f"{MOVES}{TABLE_SEP}{k}": v for k, v in moves_table(idx, result.moves).items()})
         yield columns
-
-
-def split_tables(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """(per-sample columns, ``{table: rows}``) of what :func:`attack_batches` yields, for ``RunWriter.append``."""
-    rows: dict[str, np.ndarray] = {}
-    tables: dict[str, dict[str, np.ndarray]] = {}
-    for key, values in columns.items():
-        table, sep, column = key.partition(TABLE_SEP)
-        if sep:
-            tables.setdefault(table, {})[column] = values
-        else:
-            rows[key] = values
-    return rows, tables
 
 
 def worst_case(per_attack: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -74,14 +74,22 @@ def model_flags(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, *, gradie
     return flags
 
 
+def input_gradient(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The gradient (B, C, H, W) of the summed cross-entropy with labels y (of the summed logits without y) with
+    respect to the images x, from one uncounted forward and backward pass; None when the logits have no autograd
+    path back to the input (a forward that detaches it or runs without gradients)."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.logits(x)
+        if not logits.requires_grad:
+            return None
+        loss = logits.sum() if y is None else F.cross_entropy(logits, y, reduction="sum")
+        return torch.autograd.grad(loss, x, allow_unused=True)[0]
+
+
 def _zero_gradient_fraction(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of the images whose cross-entropy input gradient is exactly zero (1.0 if the model has none)."""
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model.logits(x), y, reduction="sum")
-        if not loss.requires_grad:  # the net detaches its output: no gradient reaches the input at all
-            return 1.0
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    grad = input_gradient(model, x, y)
     if grad is None:
         return 1.0
     zero = grad.flatten(1).abs().amax(1) == 0

@@ -22,7 +22,7 @@ from advkit.cli import (
 )
 from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
-from advkit.cli.common import err
+from advkit.cli.common import err, warn
 from advkit.errors import AdvkitError
 
 app = typer.Typer(
@@ -46,7 +46,7 @@ app.command("demo")(demo_cmd.demo)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    warn(str(message))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,7 +82,6 @@ def attack(
     from advkit.distributed import init_world, rank_device
     from advkit.models import ModelWrapper, load_checkpoint
     from advkit.report import Report
-    from advkit.report.paths import absolute_spec
     from advkit.runtime import resolve_device
 
     if (model is None) != (data is None):
@@ -117,7 +116,6 @@ def attack(
             log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
                 f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
         base_config = recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"})
-        base_config.update(model=absolute_spec(model, "model"), data=absolute_spec(data, "data"))  # readable from any directory
         flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
         summaries: dict[str, dict[str, Any]] = {}
@@ -163,7 +161,7 @@ def _attack_run(
     sanity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One attack over the plan, resumable; rank 0 journals the merged rows. Returns the run summary."""
-    from advkit.attacks.runner import attack_batches, batches, skipped_columns, split_tables
+    from advkit.attacks.runner import attack_batches, batches, skipped_columns
     from advkit.distributed import World, merge_columns, shard
     from advkit.report import attack_summary
 
@@ -190,10 +188,9 @@ def _attack_run(
                                           seed=seed, max_queries=max_queries, save_images=save_images):
                 merged = merge_columns(world.gather(columns) or [])
                 if writer and merged is not None:
-                    rows, tables = split_tables(merged)
-                    writer.append(rows, tables=tables)
+                    writer.append(merged)
                     attacked = True
-                    show(progress.update(rows))
+                    show(progress.update(merged))
         if writer is None:
             return {}
         summary = {**attack_summary(writer.samples()), **(sanity or {})}

@@ -93,8 +93,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def recorded_config(params: Mapping[str, Any], exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The command's resolved parameters as JSON-able values, minus run-only options (and ``exclude``)."""
-    return {k: plain(v) for k, v in sorted(params.items()) if k not in NON_CONFIG | exclude}
+    """The command's resolved parameters as JSON-able values, minus run-only options (and ``exclude``); the
+    checkpoint and dataset files it names are spelled as absolute paths, so the record means the same from anywhere."""
+    from advkit.report.paths import absolute_specs
+
+    return absolute_specs({k: plain(v) for k, v in sorted(params.items()) if k not in NON_CONFIG | exclude})
 
 
 def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -58,11 +58,17 @@ DetectorOpt = Annotated[Path, typer.Option("--detector", help="Detector file wri
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Checkpoint (default: the one the detector was fitted for).")]
 
 
-def _open_model(spec: str | None, arch: str | None, unsafe_pickle: bool, device: Any) -> tuple[ModelWrapper, str]:
+def _checkpoint(spec: str | None) -> str:
+    """The checkpoint ``spec`` names; without one, the built-in CNN's."""
     from advkit.cli.attack_cmd import builtin_checkpoint
+
+    return spec or str(builtin_checkpoint())
+
+
+def _open_model(spec: str | None, arch: str | None, unsafe_pickle: bool, device: Any) -> tuple[ModelWrapper, str]:
     from advkit.models import ModelWrapper, load_checkpoint
 
-    source = spec or str(builtin_checkpoint())
+    source = _checkpoint(spec)
     loaded = load_checkpoint(source, architecture=arch, unsafe_pickle=unsafe_pickle, map_location=device)
     return ModelWrapper(loaded.net, loaded.preprocessing).to(device), source
 
@@ -135,11 +141,9 @@ def fit(
             show(event)
 
         det = LayerwiseDetector.fit(wrapped, ds, indices, layers=names, settings=settings, progress=progress)
-    from advkit.report.paths import absolute_spec
-
-    paths = {"model": absolute_spec(model, "model"), "data": absolute_spec(data, "data")}  # valid from any directory
-    det.meta.update({**paths, "domain": domain, "data_param": params, "arch": arch, "command": command_line(),
-                     "config": {**recorded_config(ctx.params, {"out_path"}), **paths}})
+    config = recorded_config(ctx.params, {"out_path"})  # model and data spelled as absolute paths
+    det.meta.update({"model": config.get("model"), "data": config.get("data"), "domain": domain, "data_param": params,
+                     "arch": arch, "command": command_line(), "config": config})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     det.save(out_path)
     summary = {
@@ -155,21 +159,16 @@ def fit(
     out.print(kv_table(f"detector {out_path}", summary))
 
 
-def _near(path: Path) -> list[Path]:
-    """Where a relative path recorded in the file ``path`` (by older advkit) may point: its folder, then here."""
-    return [path.resolve().parent, Path.cwd()]
-
-
 def _load_detector(path: Path, model: str | None, arch: str | None, unsafe_pickle: bool, device: str
                    ) -> tuple[LayerwiseDetector, dict[str, Any], str]:
     """(detector, its metadata, the checkpoint its model was loaded from)."""
     from advkit.detectors import LayerwiseDetector
-    from advkit.report.paths import resolve_spec
+    from advkit.report.paths import resolve_recorded
     from advkit.runtime import resolve_device
 
     meta = LayerwiseDetector.read_meta(path)
     dev = resolve_device(device)
-    spec = model or resolve_spec(meta.get("model"), "model", _near(path))
+    spec = model or resolve_recorded(meta.get("model"), "model", path)
     wrapped, source = _open_model(spec, arch or meta.get("arch"), unsafe_pickle, dev)
     return LayerwiseDetector.load(path, wrapped), meta, source
 
@@ -186,7 +185,7 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
     import torch
 
     from advkit.report import Report
-    from advkit.report.paths import resolve_spec
+    from advkit.report.paths import resolve_recorded
 
     report = Report(path)
     if not report.exists():
@@ -208,13 +207,13 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
             raise DetectorError(f"run {run_id} in {path} has no saved images; re-run advkit attack with --save-images, "
                                 "or let advkit detect eval make them with --attack NAME")
         cfg = data.config
-        _check_attacked_model(f"run {run_id} in {path}", resolve_spec(cfg.get("model"), "model", _near(path)),
+        _check_attacked_model(f"run {run_id} in {path}", resolve_recorded(cfg.get("model"), "model", path),
                               cfg.get("arch") or arch, det, source, unsafe_pickle, fingerprints)
         s = data.samples
         mask = s["attacked"].astype(bool) & s["success"].astype(bool) if "attacked" in s else s["success"].astype(bool)
         images = s["adv_images"][mask]
         x_adv = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
-        data_spec = resolve_spec(cfg.get("data"), "data", _near(path))
+        data_spec = resolve_recorded(cfg.get("data"), "data", path)
         ds = _open_data(data_spec, cfg.get("domain"), parse_params(cfg.get("data_param") or [], "--data-param"))
         sets.append((run_id, ds, s["index"][mask].astype(np.int64), x_adv))
     return sets
@@ -224,11 +223,10 @@ def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: La
                           unsafe_pickle: bool, fingerprints: dict[tuple[str, str | None], str]) -> None:
     """A DetectorError unless ``spec`` (what ``what`` attacked) is the detector's model: the file it was loaded
     from under any spelling, or any checkpoint with the same weights (compared by fingerprint, cached per spec)."""
-    from advkit.cli.attack_cmd import builtin_checkpoint
     from advkit.detectors.features import model_fingerprint
     from advkit.report.paths import same_file
 
-    checkpoint = spec or str(builtin_checkpoint())
+    checkpoint = _checkpoint(spec)
     if same_file(checkpoint, source):
         return  # LayerwiseDetector.load has already checked this file's fingerprint
     key = (checkpoint, arch)
@@ -308,7 +306,7 @@ def evaluate_cmd(
     from advkit.detectors.adaptive import default_step
     from advkit.detectors.evaluate import evaluate, fgsm_training_set, matched_noise
     from advkit.report import Report
-    from advkit.report.paths import resolve_spec
+    from advkit.report.paths import resolve_recorded
 
     if (adversarial is None) == (not attack):
         raise typer.BadParameter("pass --adversarial REPORT or --attack NAME (one of them)", param_hint="--adversarial/--attack")
@@ -321,7 +319,7 @@ def evaluate_cmd(
     if adversarial is not None:
         sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)
     else:
-        ds = _open_data(resolve_spec(meta.get("data"), "data", _near(detector)), meta.get("domain"), meta.get("data_param") or {})
+        ds = _open_data(resolve_recorded(meta.get("data"), "data", detector), meta.get("domain"), meta.get("data_param") or {})
         sets = _attack_sets(list(dict.fromkeys(attack or [])), parse_params(param or []), det, ds, n, seed)
     sup = None if supervised is Supervised.none else supervised.value
     report = Report(out_path)

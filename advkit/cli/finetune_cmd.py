@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -90,7 +91,7 @@ def finetune(
     pre = loaded.preprocessing
     opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     ds = with_validation_split(opened, seed=seed)
-    before = ModelWrapper(load_checkpoint(model, unsafe_pickle=unsafe_pickle, map_location=dev).net, pre).to(dev)
+    before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
     _require_gradients(before, ds, spec, attacks)
     _dry_run(attacks, before, ds)
     selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None
@@ -175,11 +176,10 @@ def _require_gradients(model: ModelWrapper, ds: ImageDataset, spec: FinetuneMeth
     from advkit.attacks.base import require_input_gradients
     from advkit.attacks.sanity import uses_gradients
 
-    x = ds.batch(ds.indices("val")[:1])[0].to(model.device)
-    if spec.uses_gradients:
-        require_input_gradients(model, x, f"--method {spec.method}", "--method paper-black or plain")
-    for name in filter(uses_gradients, attacks):
-        require_input_gradients(model, x, f"attack {name}", "a gradient-free --eval-attack such as pixle or square")
+    needing = [(f"--method {spec.method}", "--method paper-black or plain")] if spec.uses_gradients else []
+    needing += [(f"attack {name}", "a gradient-free --eval-attack such as pixle or square") for name in filter(uses_gradients, attacks)]
+    if needing:  # the probe tests the model, so one is enough: the message names the first thing that needs it
+        require_input_gradients(model, ds.batch(ds.indices("val")[:1])[0].to(model.device), *needing[0])
 
 
 def _dry_run(attacks: dict[str, Attack], model: ModelWrapper, ds: ImageDataset) -> None:

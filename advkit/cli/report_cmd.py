@@ -186,13 +186,15 @@ def _headline(summary: dict[str, Any]) -> str:
     >>> _headline({"before.clean_accuracy": 0.9, "after.clean_accuracy": 0.8, "auroc_ae_clean": 0.7, "auroc_ae_noisy": 0.75})
     'clean accuracy 0.9 -> 0.8, best auroc 0.75 (ae noisy)'
     """
+    from advkit.report.store import is_number  # here: importing the report package loads h5py
+
     parts = [f"{k.replace('_', ' ')} {fmt(summary[k])}" for k in HEADLINE if k in summary]
     for key, before in summary.items():
         name = key.removeprefix("before.")
         if key.startswith("before.") and name.endswith(BEFORE_AFTER) and f"after.{name}" in summary:
             parts.append(f"{name.replace('.', ' ').replace('_', ' ')} {fmt(before)} -> {fmt(summary[f'after.{name}'])}")
     aurocs = {k.removeprefix("auroc").strip("_").replace("_", " "): float(v) for k, v in summary.items()
-              if k.startswith("auroc") and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}  # v == v: not NaN
+              if k.startswith("auroc") and is_number(v)}
     if aurocs:
         best = max(aurocs, key=lambda k: aurocs[k])
         parts.append(f"best auroc {fmt(aurocs[best])}" + (f" ({best})" if best else ""))

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from advkit.attacks.base import madry_step
 from advkit.attacks.pixle import Pixle
 from advkit.attacks.runner import sample_seeds
 from advkit.attacks.white_pixle import WhitePixle
@@ -82,7 +83,7 @@ class FinetuneMethod:
         if not 0 < self.fraction <= 1:
             raise SettingsError(f"fraction must lie in (0, 1], got {self.fraction}")
         if self.alpha is None:
-            object.__setattr__(self, "alpha", 2.5 * self.eps / max(self.steps, 1))
+            object.__setattr__(self, "alpha", madry_step(self.eps, max(self.steps, 1)))
         if self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
             raise SettingsError(f"eps and alpha must be > 0, steps >= 1 and beta >= 0; got eps={self.eps}, "
                                 f"alpha={self.alpha}, steps={self.steps}, beta={self.beta}")

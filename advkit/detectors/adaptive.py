@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from advkit.detectors.detector import LayerwiseDetector, normalised, reconstruction_errors
+from advkit.attacks.base import madry_step as default_step
+from advkit.detectors.detector import LayerwiseDetector, layer_stats
 from advkit.detectors.features import layer_features
 
 
@@ -34,24 +35,17 @@ def _proxy_and_logits(det: LayerwiseDetector, x: torch.Tensor) -> tuple[torch.Te
     stats = {k: torch.as_tensor(v, dtype=x.dtype, device=x.device) for k, v in det.standardisation().items()}
     total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     for i, name in enumerate(det.layers):
-        f = normalised(feats[name], det.norms[name])
-        z, logvar = det.autoencoders[name].encode_stats(f)
-        mse, rel = reconstruction_errors(det.autoencoders[name].decode(z), f)
-        total = total + ((mse if det.settings.error == "mse" else rel) - stats["err_mean"][i]) / stats["err_std"][i]
-        total = total + ((z.norm(dim=1) - stats["znorm_mean"][i]) / stats["znorm_std"][i]).abs()
-        if "logvar_mean" in stats:  # a VAE detector scores |logvar| too
-            total = total + ((logvar.norm(dim=1) - stats["logvar_mean"][i]) / stats["logvar_std"][i]).abs()
+        s = layer_stats(det.autoencoders[name], feats[name], det.norms[name])
+        total = total + ((s.mse if det.settings.error == "mse" else s.rel_l1) - stats["err_mean"][i]) / stats["err_std"][i]
+        total = total + ((s.znorm - stats["znorm_mean"][i]) / stats["znorm_std"][i]).abs()
+        if det.scores_logvar:
+            total = total + ((s.logvar - stats["logvar_mean"][i]) / stats["logvar_std"][i]).abs()
     return total, logits
 
 
 def detector_proxy(det: LayerwiseDetector, x: torch.Tensor) -> torch.Tensor:
     """(B,) differentiable detector score of images x (B, C, H, W) in [0, 1]; higher = more anomalous."""
     return _proxy_and_logits(det, x)[0]
-
-
-def default_step(eps: float, steps: int) -> float:
-    """Madry et al.'s PGD step, ``2.5 * eps / steps``: the steps can cover 2.5 times the eps-ball's radius."""
-    return 2.5 * eps / steps
 
 
 def adaptive_pgd(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.3, alpha: float | None = None,

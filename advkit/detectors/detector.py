@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -246,6 +246,11 @@ class LayerwiseDetector:
     # ---------------------------------------------------------------------------------------------- scoring
 
     @property
+    def scores_logvar(self) -> bool:
+        """Whether the scores use each layer's |logvar| (a VAE detector fitted since that feature exists)."""
+        return self.width == 3
+
+    @property
     def score_names(self) -> list[str]:
         """Every score this detector gives, in display order."""
         return [*self._forest_columns(), "recon", *(f"mahalanobis[{n}]" for n in self.layers), "mahalanobis", "magnet"]
@@ -266,7 +271,7 @@ class LayerwiseDetector:
         return self._scores(feats)
 
     def _scores(self, feats: Features, calibrating: bool = False) -> dict[str, np.ndarray]:
-        unsup = feats.unsupervised(self.settings.error, self.width == 3)
+        unsup = feats.unsupervised(self.settings.error, self.scores_logvar)
         out = {name: -self._forests[name].score_samples(unsup[:, cols]) for name, cols in self._forest_columns().items()}
         err, ref = (feats.mse, self.calib.mse) if self.settings.error == "mse" else (feats.rel_l1, self.calib.rel_l1)
         out["recon"] = ((err - ref.mean(0)) / (ref.std(0) + 1e-12)).sum(1)  # one-sided: only high errors count
@@ -312,7 +317,7 @@ class LayerwiseDetector:
         tensors["fit.features"] = torch.from_numpy(self.fit_features)
         for f in fields(Features):
             tensors[f"calib.{f.name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.calib, f.name)))
-        meta = {"format": FORMAT, "format_version": 2 if self.width == 3 else 1, "layers": self.layers,
+        meta = {"format": FORMAT, "format_version": 2 if self.scores_logvar else 1, "layers": self.layers,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}, "settings": asdict(self.settings), **self.meta}
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
@@ -422,6 +427,28 @@ def normalised(f: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torc
     return (f - norm[0]) / norm[1]
 
 
+class LayerStats(NamedTuple):
+    """What one layer's autoencoder says about B inputs: each (B,), but ``z`` (B, latent)."""
+
+    mse: torch.Tensor
+    rel_l1: torch.Tensor
+    z: torch.Tensor
+    znorm: torch.Tensor
+    logvar: torch.Tensor  # norm of the VAE's log-variance; zeros for the other kinds
+
+
+def layer_stats(ae: LayerAutoencoder, features: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> LayerStats:
+    """Reconstruction errors, code and norms of one layer's raw features (B, C, H, W) (see :class:`Features`).
+
+    Differentiable: the caller decides on ``torch.no_grad`` (scoring) or gradients (the adaptive attack).
+    """
+    f = normalised(features, norm)
+    z, logvar = ae.encode_stats(f)
+    mse, rel = reconstruction_errors(ae.decode(z), f)
+    znorm = z.norm(dim=1)
+    return LayerStats(mse, rel, z, znorm, torch.zeros_like(znorm) if logvar is None else logvar.norm(dim=1))
+
+
 def _lr_factor(kind: str, epoch: int, epochs: int) -> float:
     """The paper's step schedule (x0.5 at 75, x0.2 at 100, x0.1 at 125 of 150 epochs), scaled to ``epochs``."""
     if kind == "ae":
@@ -491,14 +518,12 @@ def _batch_features(model: ModelWrapper, layers: list[str], aes: dict[str, Layer
     feats, logits = layer_features(model, layers, x)
     mse, rel, znorm, lvnorm, zs, dist, pools = [], [], [], [], [], [], {}
     for name in layers:
-        f = normalised(feats[name], norms[name])
-        z, logvar = aes[name].encode_stats(f)
-        layer_mse, layer_rel = reconstruction_errors(aes[name].decode(z), f)
-        mse.append(layer_mse)
-        rel.append(layer_rel)
-        znorm.append(z.norm(dim=1))
-        lvnorm.append(torch.zeros_like(znorm[-1]) if logvar is None else logvar.norm(dim=1))
-        zs.append(z)
+        stats = layer_stats(aes[name], feats[name], norms[name])
+        mse.append(stats.mse)
+        rel.append(stats.rel_l1)
+        znorm.append(stats.znorm)
+        lvnorm.append(stats.logvar)
+        zs.append(stats.z)
         pools[name] = pooled(feats[name]).cpu()
         if maha is not None:
             means, precision = maha[name]

@@ -164,7 +164,7 @@ def evaluate(detector: LayerwiseDetector, clean: Features, adv: Features, noisy:
         if n_train < 10 or n - n_train < 10:
             result.notes.append(f"supervised detectors skipped: {n_train} training and {n - n_train} test samples (need 10 each)")
             return result
-        trained_on = (clean, adv, noisy) if train_adv is None or train_noisy is None else (clean, train_adv, train_noisy)
+        trained_on = (clean, adv, noisy) if train_adv is None else (clean, train_adv, train_noisy)
         _add_supervised(result, detector, supervised, trained_on, (clean, adv, noisy), test, seed, fpr, quick)
     return result
 

@@ -30,11 +30,12 @@ def _load(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot read {path} as a .npy array: {exc}") from exc
 
 
-def load_cifar10c(root: Path | str, name: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10c(root: Path | str, name: str, severity: int, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The images (N, 32, 32, 3) uint8 and labels (N,) int64 of corruption ``name`` at ``severity`` (1..5).
 
     ``root`` is the folder holding ``<name>.npy`` and ``labels.npy``. N is a fifth of the file (10,000 for the
-    release). ``labels.npy`` may hold the labels of all five severities (the release) or of one.
+    release), or its first ``n`` images (only those are read). ``labels.npy`` may hold the labels of all five
+    severities (the release) or of one.
     """
     if name not in CIFAR10C_FILES:
         raise DatasetError(f"unknown CIFAR-10-C corruption {name!r}{suggest(name, list(CIFAR10C_FILES))}")
@@ -57,7 +58,7 @@ def load_cifar10c(root: Path | str, name: str, severity: int) -> tuple[np.ndarra
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(f"{root / 'labels.npy'}: expected integer labels, got {labels.dtype}")
-    start = (severity - 1) * per_severity
-    rows = slice(start, start + per_severity)
-    label_rows = rows if labels.shape[0] == images.shape[0] else slice(0, per_severity)
+    start, count = (severity - 1) * per_severity, per_severity if n is None else min(n, per_severity)
+    rows = slice(start, start + count)
+    label_rows = rows if labels.shape[0] == images.shape[0] else slice(0, count)
     return np.array(images[rows]), np.array(labels[label_rows], dtype=np.int64)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advkit.datasets import ImageDataset
+from advkit.datasets import ImageDataset, to_tensor
 from advkit.errors import DatasetError
 from advkit.models import ModelWrapper
 from advkit.perturbations.base import corrupt, corrupt_samples, is_random
@@ -82,15 +82,13 @@ def published_correct(
     total, done = len(names) * len(severities), 0
     for ci, name in enumerate(names):
         for si, severity in enumerate(severities):
-            images, file_labels = load_cifar10c(root, name, severity)
-            if len(file_labels) < len(labels) or not np.array_equal(file_labels[: len(labels)], labels):
+            images, file_labels = load_cifar10c(root, name, severity, n=len(labels))
+            if not np.array_equal(file_labels, labels):
                 raise DatasetError(f"the labels of {Path(root) / name}.npy do not match the first {len(labels)} test "
                                    "images of --data: it must be the clean test set the corruptions were made from")
             for start in range(0, len(labels), batch_size):
-                block = torch.from_numpy(images[start : min(start + batch_size, len(labels))])  # (B, 32, 32, 3) uint8
-                x = block.permute(0, 3, 1, 2).float().div(255).to(model.device)  # -> (B, 3, 32, 32) in [0, 1]
-                correct[start : start + len(block), ci, si] = (model.logits(x).argmax(1).cpu().numpy()
-                                                              == labels[start : start + len(block)])
+                x = to_tensor(images[start : start + batch_size]).to(model.device)  # (B, 32, 32, 3) uint8 -> (B, 3, 32, 32)
+                correct[start : start + len(x), ci, si] = model.logits(x).argmax(1).cpu().numpy() == labels[start : start + len(x)]
             done += 1
             progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
     return correct

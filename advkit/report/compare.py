@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from advkit.errors import ReportError
-from advkit.report.paths import SpecKind, resolve_spec
-from advkit.report.store import Report, RunData
+from advkit.report.paths import SpecKind, resolve_recorded
+from advkit.report.store import Report, RunData, is_number
 from advkit.report.summary import attack_summary
 
 PERSPECTIVES = ("auto", "model", "attack")
@@ -83,7 +83,7 @@ class Row:
     def delta(self, j: int) -> float | None:
         """``values[j] - values[0]`` for numbers, else None."""
         a, b = self.values[0], self.values[j]
-        if _number(a) and _number(b):
+        if is_number(a) and is_number(b):
             return float(b) - float(a)
         return None
 
@@ -125,10 +125,6 @@ class Comparison:
         if not all(self.recomputed):
             parts.append("other runs: stored summaries over their own samples")
         return "; ".join(parts)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))
 
 
 def parse_specs(specs: Sequence[str]) -> list[RunRef]:
@@ -195,7 +191,7 @@ def _direction(key: str, perspective: str) -> int:
 
 
 def _verdict(first: Any, value: Any, direction: int) -> str | None:
-    if not (_number(first) and _number(value)) or direction == 0:
+    if not (is_number(first) and is_number(value)) or direction == 0:
         return None
     a, b = float(first), float(value)
     if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
@@ -208,7 +204,7 @@ def _canonical(spec: Any, kind: SpecKind, report: Path) -> str:
     (then the current one) and symlinks followed, so a relative and an absolute path of one checkpoint are one model."""
     if not isinstance(spec, str):
         return str(spec)
-    resolved = resolve_spec(spec, kind, [report.resolve().parent, Path.cwd()]) or spec
+    resolved = resolve_recorded(spec, kind, report) or spec
     return os.path.realpath(resolved) if os.path.isfile(resolved) else resolved
 
 
@@ -251,11 +247,11 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
                 recomputed[j] = True
     keys: list[str] = [k for k in ORDER if any(k in s for s in summaries)]
     for s in summaries:
-        keys += [k for k, v in s.items() if k not in keys and (_number(v) or isinstance(v, float))]
+        keys += [k for k, v in s.items() if k not in keys and (is_number(v) or isinstance(v, float))]
     rows = []
     for key in keys:
         values = [s.get(key, float("nan")) for s in summaries]
-        if not any(_number(v) for v in values):
+        if not any(is_number(v) for v in values):
             continue
         direction = _direction(key, side)
         rows.append(Row(key, values, [None] + [_verdict(values[0], v, direction) for v in values[1:]]))

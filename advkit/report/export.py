@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from advkit.errors import ReportError
-from advkit.report.store import IMAGES, Report, RunData, check_number
+from advkit.report.store import IMAGES, Report, RunData, check_number, check_text
 
 FORMATS = ("csv", "json")
 MAX_FLAT_VALUES = 256
@@ -160,8 +160,7 @@ def _attack_of(data: RunData) -> tuple[str | None, dict[str, Any]]:
     """The attack name and settings a run records, checked to be a string and an object."""
     attack = data.config.get("attack") or data.config.get("attack_name")  # transfer runs record --attack as attack_name
     params = data.config.get("attack_params") or {}
-    if attack is not None and not isinstance(attack, str):
-        raise ReportError(f"run {data.id}: config 'attack' is {attack!r}, expected a string")
+    check_text(data.id, "config 'attack'", attack)
     if not isinstance(params, dict):
         raise ReportError(f"run {data.id}: config 'attack_params' is {params!r}, expected an object")
     return attack, params

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 SpecKind = Literal["model", "data"]
 
@@ -67,6 +67,23 @@ def resolve_spec(spec: str | None, kind: SpecKind, bases: Sequence[Path]) -> str
     return spec
 
 
+RECORDED_SPECS: dict[str, SpecKind] = {"model": "model", "baseline": "model", "source_model": "model",
+                                       "target_model": "model", "data": "data"}
+"""Config keys of the commands that name a checkpoint or a dataset, and which kind each is."""
+
+
+def absolute_specs(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the :data:`RECORDED_SPECS` keys it has spelled by :func:`absolute_spec` (a new dict)."""
+    return {k: absolute_spec(v, RECORDED_SPECS[k]) if k in RECORDED_SPECS and isinstance(v, str) else v
+            for k, v in config.items()}
+
+
+def resolve_recorded(spec: str | None, kind: SpecKind, recorded_in: Path) -> str | None:
+    """A spec read back from the file ``recorded_in``: a relative path (older advkit) is tried next to that file,
+    then in the current directory (:func:`resolve_spec`)."""
+    return resolve_spec(spec, kind, [recorded_in.resolve().parent, Path.cwd()])
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two path spellings name the same existing file (symlinks, ``..`` and hard links included)."""
     try:
@@ -75,4 +92,4 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-__all__ = ["absolute_spec", "resolve_spec", "same_file"]
+__all__ = ["RECORDED_SPECS", "absolute_spec", "absolute_specs", "resolve_recorded", "resolve_spec", "same_file"]

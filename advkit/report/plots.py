@@ -321,14 +321,6 @@ def _config_list(run: RunData, key: str, item: type) -> list[Any]:
     return value
 
 
-def _config_text(run: RunData, key: str, default: str | None = None) -> str | None:
-    """Config value ``key``: a string (``default`` when absent)."""
-    value = run.config.get(key, default)
-    if value is not None and not isinstance(value, str):
-        raise _damaged(run, f"config {key!r} is {json.dumps(value)}, expected a string")
-    return value
-
-
 def _data_params(values: Any) -> dict[str, Any]:
     """A recorded ``data_param`` list of ``key=value`` strings -> options (JSON values where they parse)."""
     params: dict[str, Any] = {}
@@ -348,7 +340,7 @@ def dataset_images(run: RunData, indices: np.ndarray) -> dict[str, np.ndarray]:
     """
     from advkit.datasets import PairedDataset, open_dataset
 
-    spec = _config_text(run, "data") or ("mnist-subset" if run.kind == "attack" else None)  # `advkit attack` without --data
+    spec = run.config_text("data") or ("mnist-subset" if run.kind == "attack" else None)  # `advkit attack` without --data
     if not spec:
         raise Unavailable(f"run {run.id} does not record its dataset (config key 'data')")
     params = run.config.get("data_param") or []
@@ -436,7 +428,7 @@ def _grid(run: RunData, out: Path, report: Report, loader: ImageLoader, n: int) 
 def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
     """The grid of an attack run: its saved images, or its moves replayed on the clean images; moves drawn if recorded."""
     moves = run.tables.get(MOVES)
-    full = report.read(run.id, images=True)
+    full = report.read(run.id, images=True) if run.has_images and IMAGES not in run.samples else run
     s = full.samples
     if IMAGES not in s and moves is None:
         raise Unavailable("no adversarial images (run the attack with --save-images)")
@@ -459,7 +451,7 @@ def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader,
 
 def _domain_images(run: RunData, clean: Mapping[str, np.ndarray]) -> np.ndarray:
     """The clean images of the domain the run attacked (the only one for single-domain data)."""
-    domain = _config_text(run, "domain")
+    domain = run.config_text("domain")
     return clean[domain] if domain in clean else next(iter(clean.values()))
 
 
@@ -505,7 +497,7 @@ def replay_moves(moves: Mapping[str, np.ndarray], indices: np.ndarray, images: M
 
 def _transfer_images(run: RunData, out: Path, loader: ImageLoader, n: int) -> Path:
     s = run.samples
-    direction = _config_text(run, "direction", "") or ""
+    direction = run.config_text("direction", "") or ""
     src, _, tgt = direction.partition("->")
     rows = _pick(run, _column(run, "src_success", "b"), n)
     src_pred, tgt_pred = _column(run, "src_adv_pred", "iu")[rows], _column(run, "tgt_adv_pred", "iu")[rows]

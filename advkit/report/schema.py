@@ -46,6 +46,10 @@ IMAGES = "adv_images"
 MOVES = "moves"
 """The table of recorded pixel moves (Pixle, WhitePixle and transfer runs)."""
 
+TABLE_SEP = "/"
+"""Joins ``<table>/<column>``: a key of ``RunWriter.append``'s columns and a journal chunk member holding rows of a
+per-sample table (never part of a column name)."""
+
 
 @dataclass(frozen=True)
 class Column:

@@ -57,7 +57,6 @@ from advkit.report import schema
 IMAGES = schema.IMAGES
 _CHUNK_NAME = re.compile(r"chunk-(\d{6,})\.npz")
 _TABLE_NAME = re.compile(r"table-(.+)\.npz")
-_TABLE_SEP = "/"  # chunk members "<table>/<column>" hold rows of per-sample tables (never a column name)
 _MISSING = object()  # a config key present on one side only
 _ColumnSpecs = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, shape after the sample axis)
 
@@ -90,6 +89,7 @@ class RunData:
     summary: dict[str, Any]
     samples: dict[str, np.ndarray]  # rows sorted by ``index``
     tables: dict[str, dict[str, np.ndarray]]
+    has_images: bool = False  # ``adv_images`` is stored (in ``samples`` only when read with ``images=True``)
 
     @property
     def n_samples(self) -> int:
@@ -103,13 +103,38 @@ class RunData:
         """Summary value ``key`` (None when absent), checked to be a number: a ReportError names the run otherwise."""
         return check_number(self.id, f"summary {key!r}", self.summary.get(key))
 
+    def config_text(self, key: str, default: str | None = None) -> str | None:
+        """Config value ``key`` (``default`` when absent), checked to be a string: a ReportError names the run
+        otherwise."""
+        return check_text(self.id, f"config {key!r}", self.config.get(key, default))
+
+
+def is_number(value: Any, *, nan: bool = False) -> bool:
+    """Whether ``value`` is an int or a float, not a bool; NaN only counts with ``nan=True``.
+
+    >>> is_number(0.5), is_number(True), is_number("1"), is_number(float("nan")), is_number(float("nan"), nan=True)
+    (True, False, False, False, True)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (nan or bool(value == value))
+
 
 def check_number(run_id: str, what: str, value: Any) -> float | int | None:
     """``value`` if it is an int or float (None passes: not recorded), else a ReportError naming the run and ``what``."""
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+    if value is None or is_number(value, nan=True):
         return value
+    raise ReportError(f"run {run_id}: {what} is {_shown_value(value)}, expected a number")
+
+
+def check_text(run_id: str, what: str, value: Any) -> str | None:
+    """``value`` if it is a string (None passes: not recorded), else a ReportError naming the run and ``what``."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ReportError(f"run {run_id}: {what} is {_shown_value(value)}, expected a string")
+
+
+def _shown_value(value: Any) -> str:
     shown = " ".join(repr(value).split())  # an array's repr spans lines
-    raise ReportError(f"run {run_id}: {what} is {shown if len(shown) <= 60 else shown[:57] + '...'}, expected a number")
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 # ------------------------------------------------------------------------------------ value conversion
@@ -379,6 +404,7 @@ class _Plan:
     row_of: np.ndarray  # (N,)
     first: np.ndarray  # (N,) positions of the kept rows in all chunks concatenated
     specs: _ColumnSpecs  # columns of the first chunk
+    table_rows: list[list[str]]  # per chunk: its "<table>/<column>" members, rows of per-sample tables
 
 
 class _Journal:
@@ -445,23 +471,19 @@ class _Journal:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ReportError(f"journal file {path} is damaged: {_one_line(exc)}") from None
 
-    @classmethod
-    def load_sample_tables(cls, path: Path) -> dict[str, dict[str, np.ndarray]]:
-        """The per-sample table rows journaled in one chunk: ``{table: {column: values}}``."""
-        members = _table_members(path)
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for key, values in (cls.load(path, members) if members else {}).items():
-            table, _, column = key.partition(_TABLE_SEP)
-            out.setdefault(table, {})[column] = values
-        return out
-
-    def sample_tables(self, plan: _Plan) -> dict[str, dict[str, np.ndarray]]:
-        """Per-sample tables of all chunks: a row is kept when its ``sample`` is kept from the same chunk (as
-        samples are), and rows are stably sorted by sample, so resuming or sharding never changes the table."""
+    @staticmethod
+    def _sample_tables(plan: _Plan, loaded: list[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+        """Per-sample tables of all chunks (``loaded[c]`` holds chunk c's table rows): a row is kept when its
+        ``sample`` is kept from the same chunk (as samples are), and rows are stably sorted by sample, so resuming
+        or sharding never changes the table."""
         parts: dict[str, list[dict[str, np.ndarray]]] = {}
-        for c, path in enumerate(plan.chunks):
+        for c, members in enumerate(plan.table_rows):
+            rows: dict[str, dict[str, np.ndarray]] = {}
+            for key in members:
+                table, _, column = key.partition(schema.TABLE_SEP)
+                rows.setdefault(table, {})[column] = loaded[c][key]
             kept = plan.indices[plan.chunk_of == c]
-            for name, table in self.load_sample_tables(path).items():
+            for name, table in rows.items():
                 mine = np.isin(table["sample"], kept)
                 parts.setdefault(name, []).append({k: v[mine] for k, v in table.items()})
         out = {}
@@ -471,10 +493,6 @@ class _Journal:
             out[name] = {k: v[order] for k, v in merged.items()}
         return out
 
-    def all_tables(self, plan: _Plan) -> dict[str, dict[str, np.ndarray]]:
-        """Whole tables (:meth:`RunWriter.add_table`) and per-sample ones (``append(..., tables=...)``)."""
-        return {**self.tables(), **self.sample_tables(plan)}
-
     def plan(self, *, repair: bool) -> _Plan:
         """Read every chunk's ``index`` and decide which row wins for each sample (the first one journaled).
 
@@ -482,17 +500,18 @@ class _Journal:
         loss on a filesystem that reorders writes); with ``repair`` it is deleted, so its samples count as
         not done and get recomputed, otherwise it is skipped.
         """
-        chunks, parts, specs = [], [], {}
+        chunks, parts, table_rows, specs = [], [], [], {}
         for path in self.chunks():
             try:
                 with np.load(path, allow_pickle=False) as npz:
-                    names = [k for k in npz.files if _TABLE_SEP not in k]  # table rows may come with any chunk
+                    names = [k for k in npz.files if schema.TABLE_SEP not in k]  # table rows may come with any chunk
                     if not specs:
                         specs = {k: (a.dtype, a.shape[1:]) for k in names for a in [npz[k]]}
                     elif set(names) != set(specs):
                         raise ReportError(f"journal chunk {path} has columns {sorted(names)}, "
                                           f"earlier chunks have {sorted(specs)}")
                     parts.append(np.asarray(npz["index"], np.int64))
+                    table_rows.append([k for k in npz.files if schema.TABLE_SEP in k])
             except FileNotFoundError:
                 raise _JournalChanged(f"journal file {path} vanished while being read") from None
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
@@ -504,31 +523,30 @@ class _Journal:
         chunk_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
         row_of = np.concatenate([np.arange(len(p)) for p in parts]) if parts else np.zeros(0, np.int64)
         indices, first = np.unique(all_index, return_index=True)  # first occurrence of each sample wins
-        return _Plan(chunks, indices, chunk_of[first], row_of[first], first, specs)
+        return _Plan(chunks, indices, chunk_of[first], row_of[first], first, specs, table_rows)
 
     def merged(self, plan: _Plan, names: list[str]) -> dict[str, np.ndarray]:
-        """Columns ``names`` of all chunks, deduplicated and sorted by index, in memory."""
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for path in plan.chunks:
-            for name, arr in self.load(path, names).items():
-                parts[name].append(arr)
+        """Columns ``names`` of all chunks, deduplicated and sorted by index, in memory (just ``index``, empty,
+        before the first chunk)."""
+        return self._merge(plan, names, [self.load(path, names) for path in plan.chunks])
+
+    def contents(self, plan: _Plan, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        """:meth:`merged` columns ``names``, and all tables: whole ones (:meth:`RunWriter.add_table`) and per-sample
+        ones (``append(..., tables=...)``); each chunk is read once for both."""
+        loaded = [self.load(path, [*names, *rows]) for path, rows in zip(plan.chunks, plan.table_rows)]
+        return self._merge(plan, names, loaded), {**self.tables(), **self._sample_tables(plan, loaded)}
+
+    @staticmethod
+    def _merge(plan: _Plan, names: list[str], loaded: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if not plan.specs:
+            return {"index": np.zeros(0, np.int64)}
         out = {}
         for name in names:
             dtype, shape = plan.specs[name]
-            stacked = np.concatenate(parts[name]) if parts[name] else np.zeros((0, *shape), dtype)
+            parts = [chunk[name] for chunk in loaded]
+            stacked = np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
             out[name] = stacked[plan.first]
         return _ordered(out)
-
-
-def _table_members(path: Path) -> list[str]:
-    """Keys of the per-sample table rows in a journal chunk, from the zip directory (so images are not loaded)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return [name.removesuffix(".npy") for name in archive.namelist() if _TABLE_SEP in name]
-    except FileNotFoundError:
-        raise _JournalChanged(f"journal file {path} vanished while being read") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ReportError(f"journal file {path} is damaged: {_one_line(exc)}") from None
 
 
 # ------------------------------------------------------------------------------------ HDF5 layout
@@ -555,13 +573,9 @@ def _create_images(group: h5py.Group, n: int, dtype: np.dtype, shape: tuple[int,
                                 chunks=(1, *shape), compression="gzip", compression_opts=4)
 
 
-def _write_samples(group: h5py.Group, journal: _Journal, plan: _Plan) -> None:
-    """Merge the journal into ``group``: small columns in memory, N-D ones streamed chunk by chunk."""
-    if not plan.specs:
-        group.create_dataset("index", data=np.zeros(0, np.int64))
-        return
-    flat = [k for k, (_, shape) in plan.specs.items() if not shape]
-    for name, values in journal.merged(plan, flat).items():
+def _write_samples(group: h5py.Group, journal: _Journal, plan: _Plan, flat: Mapping[str, np.ndarray]) -> None:
+    """Merge the journal into ``group``: ``flat`` (its merged 1-D columns) as is, N-D ones streamed chunk by chunk."""
+    for name, values in flat.items():
         _write_column(group, name, values)
     n = len(plan.indices)
     for name, (dtype, shape) in plan.specs.items():
@@ -717,6 +731,23 @@ def _prepare_table(name: str, columns: Mapping[str, Any]) -> dict[str, np.ndarra
     return arrays
 
 
+def _split_tables(columns: Any, tables: Mapping[str, Mapping[str, Any]] | None) -> tuple[Any, dict[str, Any]]:
+    """``columns`` without its ``"<table>/<column>"`` keys, and the per-sample tables: those keys' and ``tables``."""
+    grouped: dict[str, Any] = {}
+    if isinstance(columns, Mapping):
+        joined = [k for k in columns if isinstance(k, str) and schema.TABLE_SEP in k]
+        for key in joined:
+            table, _, column = key.partition(schema.TABLE_SEP)
+            grouped.setdefault(table, {})[column] = columns[key]
+        columns = {k: v for k, v in columns.items() if k not in joined} if joined else columns
+    for name, table in (tables or {}).items():
+        if name in grouped:
+            raise ReportError(f"table {name!r} is given both in tables= and as "
+                              f"'{name}{schema.TABLE_SEP}<column>' columns")
+        grouped[name] = table
+    return columns, grouped
+
+
 def _prepare_sample_table(name: str, columns: Mapping[str, Any], index: np.ndarray) -> dict[str, np.ndarray]:
     """A per-sample table's rows for one chunk: a table whose integer ``sample`` column names samples of the chunk."""
     arrays = _prepare_table(name, columns)
@@ -805,12 +836,14 @@ class RunWriter:
         journaled is kept from its first chunk. The report file itself is not touched.
 
         ``tables`` adds rows to per-sample tables (e.g. ``moves``, several rows per sample), each with a ``sample``
-        column naming samples of this chunk. They are journaled in the same file, so rows and samples are kept
-        or dropped together; :meth:`finish` writes each table sorted by ``sample``. Chunks may leave them out.
+        column naming samples of this chunk; a ``"<table>/<column>"`` key of ``columns`` does the same. They are
+        journaled in the same file, so rows and samples are kept or dropped together; :meth:`finish` writes each
+        table sorted by ``sample``. Chunks may leave them out.
         """
         self._check_open("append")
+        columns, tables = _split_tables(columns, tables)
         arrays = _prepare_columns(columns)
-        rows = {f"{name}{_TABLE_SEP}{column}": values for name, table in (tables or {}).items()
+        rows = {f"{name}{schema.TABLE_SEP}{column}": values for name, table in tables.items()
                 for column, values in _prepare_sample_table(name, table, arrays["index"]).items()}
         if not len(arrays["index"]):
             return
@@ -826,8 +859,6 @@ class RunWriter:
         """All rows journaled so far, deduplicated and sorted by index (e.g. to compute the summary)."""
         self._check_open("read the journal of")
         plan = self._journal.plan(repair=False)
-        if not plan.specs:
-            return {"index": np.zeros(0, np.int64)}
         return self._journal.merged(plan, [k for k in plan.specs if images or k != IMAGES])
 
     def add_table(self, name: str, columns: Mapping[str, Any]) -> None:
@@ -847,12 +878,12 @@ class RunWriter:
         for key, value in summary.items():
             _attr_value(value, key)  # validate everything before writing anything
         plan = self._journal.plan(repair=False)
-        tables = self._journal.all_tables(plan)
+        flat, tables = self._journal.contents(plan, [k for k, (_, shape) in plan.specs.items() if not shape])
         header = {**self._header, "status": "complete", "finished": _now()}
 
         def build(run: h5py.Group) -> None:
             _write_attrs(run.attrs, header)
-            _write_samples(run.create_group("samples"), self._journal, plan)
+            _write_samples(run.create_group("samples"), self._journal, plan, flat)
             _write_attrs(run.create_group("summary").attrs, summary)
             _write_tables(run.create_group("tables"), tables)
 
@@ -1019,14 +1050,14 @@ class Report:
             summary = _summary(run, self._display)
             if attrs["status"] == "complete":
                 samples, tables = _read_samples(run, self._display, images), _read_tables(run, self._display)
+                has_images = IMAGES in run["samples"]
             else:
                 journal = self._journal(run_id)
                 plan = journal.plan(repair=False)
-                names = [k for k in plan.specs if images or k != IMAGES]
-                samples = journal.merged(plan, names) if plan.specs else {"index": np.zeros(0, np.int64)}
-                tables = journal.all_tables(plan)
+                samples, tables = journal.contents(plan, [k for k in plan.specs if images or k != IMAGES])
+                has_images = IMAGES in plan.specs
         return RunData(run_id, attrs["kind"], attrs["status"], attrs, json.loads(attrs["config"]), summary,
-                       samples, tables)
+                       samples, tables, has_images)
 
     # ---------------------------------------------------------------- writing
 
