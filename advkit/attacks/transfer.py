@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from advkit.attacks.base import Attack
-from advkit.attacks.moves import MoveProgram, Step, moves_table, programs_from_table  # noqa: F401  (documented here too)
+from advkit.attacks.moves import MoveProgram, Step, moves_table
 from advkit.attacks.runner import sample_seeds
 from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError

@@ -481,7 +481,7 @@ def _require_files(root: Path, names: Sequence[str], what: str) -> None:
         raise DatasetError(f"{root} is not a complete {what} folder: missing {_few(missing, 7)}")
 
 
-def _carve_val(split: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+def carve_val(split: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
     """Move a stratified ``val_fraction`` of the training items to val (formats with a fixed train/test split)."""
     if not val_fraction:
         return split
@@ -505,7 +505,7 @@ def _fixed_split_dataset(
     images = np.concatenate([p[1] for p in parts])
     labels = np.concatenate([p[2] for p in parts])
     split = np.concatenate([np.full(len(p[2]), p[0], np.uint8) for p in parts])
-    split = _carve_val(split, labels, val_fraction, seed)
+    split = carve_val(split, labels, val_fraction, seed)
     return ImageDataset(name, images, labels, list(class_names), split, domain, meta)
 
 

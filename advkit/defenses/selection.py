@@ -35,7 +35,7 @@ from advkit.attacks import create_attack
 from advkit.attacks.base import Attack
 from advkit.attacks.runner import sample_seeds
 from advkit.datasets import ImageDataset
-from advkit.datasets.readers import _carve_val
+from advkit.datasets.readers import carve_val
 from advkit.defenses.evaluate import common_correct
 from advkit.defenses.finetune import FinetuneMethod
 from advkit.errors import DatasetError
@@ -65,7 +65,7 @@ def with_validation_split(ds: ImageDataset, *, seed: int, fraction: float = VAL_
     """
     if len(ds.indices("val")):
         return ds
-    carved = dataclasses.replace(ds, split=_carve_val(ds.split, ds.labels, fraction, seed))
+    carved = dataclasses.replace(ds, split=carve_val(ds.split, ds.labels, fraction, seed))
     if not len(carved.indices("val")):
         raise DatasetError(f"{ds.name} has too few training images per class to carve a val split from; use a "
                            "dataset with a val split (--data-param val_fraction=0.1 where the dataset takes it)")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advkit.attacks.moves import MoveProgram, Step
-from advkit.attacks.transfer import moves_table, programs_from_table
+from advkit.attacks.moves import moves_table, programs_from_table
 from advkit.errors import AdvkitError
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from advkit.attacks.transfer import programs_from_table, transfer_delta
+from advkit.attacks.moves import programs_from_table
+from advkit.attacks.transfer import transfer_delta
 from advkit.cli import main
 from advkit.datasets import PairedDataset, open_dataset
 from advkit.models import ModelWrapper, load_checkpoint

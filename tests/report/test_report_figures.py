@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advkit.attacks.moves import MoveProgram, Step
-from advkit.attacks.transfer import moves_table
+from advkit.attacks.moves import moves_table
 from advkit.datasets import PairedDataset, open_dataset
 from advkit.errors import ReportError
 from advkit.report import Report, attack_summary
