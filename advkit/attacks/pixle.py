@@ -13,7 +13,9 @@ the base. ``update_each_iteration=True`` is the greedy variant: the base changes
 What advkit does differently from torchattacks (methods.md section 1):
   - all unfinished images of a batch advance together; ``candidates_per_pass`` candidates of each image are
     scored in one forward pass (by default 1 at first, more in later restarts, where only hard images are
-    left); a sample leaves the batch at the end of the pass in which it succeeds or runs out of budget;
+    left); a sample leaves the batch at the end of the pass in which it succeeds or runs out of budget; a
+    pass larger than both the batch and 2**24 input elements (64 MB of float32) is fed to the net in even
+    parts, so k candidates of large images do not need k times the memory the caller sized the batch for;
   - one query per candidate (the reference evaluates each candidate twice, for the loss and for success)
     plus one for the clean image; every evaluated candidate is counted, including candidates of a pass that
     come after the one that succeeded (they do not change the result);
@@ -69,7 +71,7 @@ PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "dist
 Dimension = int | float
 _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
-_CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built at once
+_CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built, and fed to the net, at once
 _ONE_HASH_ELEMENTS = 2**14  # random slots of a draw below which all are hashed in one call (fewer tensor ops)
 _AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
@@ -339,6 +341,11 @@ class _Search:
         current, clean = (t[idx].unsqueeze(1).expand(-1, b, -1, -1).reshape(a * b, self.c, -1) for t in (self.base, self.clean))
         return apply_moves(current, clean, *(m[:, start:stop].reshape(a * b, -1) for m in plan)).view(a, b, self.c, -1)
 
+    def _build_at(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], local: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+        """Candidate ``draw`` (R,) of each sample idx[local] (R,), on its base: (R, C, L)."""
+        rows = idx[local]
+        return apply_moves(self.base[rows], self.clean[rows], *(m[local, draw] for m in plan))
+
     def _adopt(self, rows: torch.Tensor, images: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
         """The candidates (R, C, L) built on the base of rows with moves step (R, M) become their new base."""
         self.base[rows] = images
@@ -362,8 +369,10 @@ class _Search:
             probs = torch.full((a, n_it, self.classes), float("nan"), dtype=self.best_loss.dtype, device=idx.device)
             hits = torch.zeros(a, dtype=torch.int32, device=idx.device)  # successes so far in this restart
             tried = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device) if budgeted else None
-            # candidates are built a block of passes at a time (the whole restart unless memory says otherwise)
-            block = max(1, _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w)) * k_max
+            # candidates are built a block of whole passes at a time (the whole restart unless memory says
+            # otherwise); 0: too large for one pass, so each pass builds only the candidates it asks for
+            block = _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w) * k_max
+            rows_cap = max(self.n, _CANDIDATE_ELEMENTS // (self.c * self.h * self.w))  # rows per forward pass
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
                 going, window = hits == 0, live[:, it : it + k]
@@ -378,12 +387,13 @@ class _Search:
                 ask, pick = want.nonzero().unbind(1)  # the one host sync of a pass
                 if len(ask) == 0 and not bool(going.any()):
                     break
-                if it % block == 0:
+                if block and it % block == 0:
                     built = self._build(idx, plan, it, min(it + block, n_it))
-                if len(ask):
-                    p = self._probabilities(idx[ask], built[:, it % block : it % block + k][ask, pick])
-                    probs[:, it : it + k][ask, pick] = p
-                    hits.index_add_(0, ask, self._success(p, goal[ask]).int())
+                for part, at in _row_parts(ask, pick, rows_cap):
+                    candidates = built[:, it % block : it % block + k][part, at] if block else self._build_at(idx, plan, part, it + at)
+                    p = self._probabilities(idx[part], candidates)
+                    probs[:, it : it + k][part, at] = p
+                    hits.index_add_(0, part, self._success(p, goal[part]).int())
             self._end_restart(idx, plan, probs, tried)
 
     def _end_restart(
@@ -457,6 +467,14 @@ def _pixel_bits(keys: torch.Tensor, first: torch.Tensor, valid: torch.Tensor) ->
     out = torch.zeros(n, 2, patch, dtype=bits.dtype, device=bits.device)
     out[row, :, j] = bits
     return out.view(n, 2 * patch)
+
+
+def _row_parts(ask: torch.Tensor, pick: torch.Tensor, cap: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (sample, candidate) pairs (R,) of one pass in even parts of at most ``cap`` rows each."""
+    if len(ask) <= cap:
+        return [(ask, pick)] if len(ask) else []
+    parts = -(-len(ask) // cap)
+    return list(zip(ask.tensor_split(parts), pick.tensor_split(parts)))
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:

@@ -108,6 +108,31 @@ def test_candidates_per_pass_changes_only_the_cost(digits_model: ModelWrapper, d
     assert int((auto.queries - one.queries).sum()) > 0  # the bound is not met vacuously: some waste happens
 
 
+def test_memory_caps_split_passes_and_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a model Pixle cannot fool: every image stays in the search, so 5 candidates per pass mean 5x the batch
+    model = linear_model(1, 8, 8, classes=3)
+    with torch.no_grad():
+        model.net[1].bias.copy_(torch.tensor([8.0, 0.0, 0.0]))  # p(true) ~ 0.999: still room to lower
+    x = images(6, 1, 8, 8)
+    y = torch.zeros(6, dtype=torch.long)
+    attack = Pixle(restarts=3, max_iterations=5, x_dimensions=(1, 2), y_dimensions=(1, 2), candidates_per_pass=5)
+    sizes: list[int] = []
+    handle = model.net.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
+    results = []
+    # whole restarts built and 30-row passes fed at once / with no memory to spare, each pass builds only the
+    # candidates it asks for and feeds them in parts no larger than the 6-image batch
+    for elements, largest in ((2**24, 30), (0, 6)):
+        monkeypatch.setattr(pixle_module, "_CANDIDATE_ELEMENTS", elements)
+        sizes.clear()
+        results.append(attack(model, x, y))
+        assert max(sizes) == largest, sizes
+    handle.remove()
+    assert not bool(results[0].success.any()) and bool((results[0].queries == 1 + 3 * 5).all())
+    for field in ("x_adv", "queries", "iterations"):
+        assert torch.equal(getattr(results[0], field), getattr(results[1], field)), field
+    assert not torch.equal(results[0].x_adv, x)  # improving moves were adopted, so both builds were exercised
+
+
 @pytest.mark.parametrize("mapping", ["random", "distance_random"])
 def test_both_ways_of_hashing_draw_the_same_moves(mapping: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = linear_model(2, 16, 13)
