@@ -107,8 +107,10 @@ def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[st
     info = next((r for r in report.runs() if r.id == run_id and r.status == "complete"), None)
     if info is None:
         return None
+    from advkit.report.store import config_difference
+
     data = report.read(run_id)
-    same = data.config == json.loads(json.dumps(plain(dict(config))))
+    same = config_difference(data.config, json.loads(json.dumps(plain(dict(config)))), report.path) is None
     return dict(data.summary) if same else None
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from advkit.errors import ReportError
 from advkit.report import schema
+from advkit.report.paths import RECORDED_SPECS, SpecKind, resolve_recorded, same_file
 
 IMAGES = schema.IMAGES
 _CHUNK_NAME = re.compile(r"chunk-(\d{6,})\.npz")
@@ -204,6 +205,21 @@ def _first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, An
                 return found
         return None
     return None if _same_leaf(old, new) else (where, old, new)
+
+
+def config_difference(old: dict[str, Any], new: dict[str, Any], recorded_in: Path) -> tuple[str, Any, Any] | None:
+    """(dotted key, old value, new value) of the first difference between the config of a run stored in the file
+    ``recorded_in`` and ``new``, or None if it is the same run. A checkpoint or dataset path that older advkit
+    recorded relative to where it ran is the same as ``new``'s when both name the same file."""
+
+    def same_file_as_new(key: str, kind: SpecKind) -> bool:
+        if not (isinstance(old.get(key), str) and isinstance(new.get(key), str)) or old[key] == new[key]:
+            return False
+        resolved = resolve_recorded(old[key], kind, recorded_in)
+        return resolved == new[key] or same_file(str(resolved), new[key])
+
+    renamed = {key: new[key] for key, kind in RECORDED_SPECS.items() if same_file_as_new(key, kind)}
+    return _first_difference({**old, **renamed}, new)
 
 
 def _show(value: Any) -> str:
@@ -1166,7 +1182,7 @@ class Report:
         hint = "; pass --run NAME or --overwrite"
         if old["kind"] != kind:
             return f"{self._display} already has run {run_id!r} of kind {old['kind']!r}, not {kind!r}{hint}"
-        diff = _first_difference(json.loads(old["config"]), config)
+        diff = config_difference(json.loads(old["config"]), config, self._real)
         if diff is None and old["seed"] != seed:
             diff = ("seed", old["seed"], seed)
         if diff is None:

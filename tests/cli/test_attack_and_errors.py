@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,19 @@ def test_rerunning_a_finished_attack_does_not_redo_it(cli: Cli, digits_checkpoin
     assert changed.code == 1 and "different config" in changed.stderr
     assert [line for line in changed.stderr.splitlines() if line.startswith("error:")] == changed.stderr.splitlines()[-1:]
     assert cli(*args, "--param", "eps=0.1", "--run", "fgsm-small").code == 0
+
+
+def test_a_finished_run_recorded_with_a_relative_path_is_not_redone(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "m.safetensors").write_bytes(digits_checkpoint.read_bytes())
+    args = ["attack", "fgsm", "--model", "m.safetensors", "--data", "digits", "--n", "5", "--out", "r.h5"]
+    assert cli(*args).code == 0
+    with h5py.File(tmp_path / "r.h5", "a") as f:  # as advkit recorded it before paths were made absolute
+        run = f["runs/attack-fgsm"]
+        config = json.loads(run.attrs["config"])
+        assert config["model"] == str(tmp_path / "m.safetensors")
+        run.attrs["config"] = json.dumps({**config, "model": "m.safetensors"})
+    again = cli(*args)
+    assert again.code == 0 and "already" in again.stderr, again.stderr
 
 
 def test_builtin_default_attacks_the_shipped_mnist_model(cli: Cli, tmp_path: Path) -> None:

@@ -98,6 +98,21 @@ def test_different_config_is_refused(report: Report, status: str, change: dict, 
                               "pass --run NAME or --overwrite")
 
 
+def test_a_relative_path_recorded_by_older_advkit_resumes_as_the_same_file(report: Report, report_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("model.safetensors", "other.safetensors", "cifar"):
+        (report_path.parent / name).write_bytes(b"")
+    monkeypatch.chdir(report_path.parent.parent)  # the old relative spelling is found next to the report, not here
+    old = {"model": "model.safetensors", "data": "cifar10:cifar", "eps": 0.1}
+    report.start_run("r", kind="attack", config=old).close()
+    absolute = {"model": str(report_path.parent / "model.safetensors"), "data": f"cifar10:{report_path.parent / 'cifar'}"}
+    with report.start_run("r", kind="attack", config={**old, **absolute}) as run:
+        assert run.resumed
+    other = {**old, **absolute, "model": str(report_path.parent / "other.safetensors")}
+    with pytest.raises(ReportError, match='with a different config \\(model: "model.safetensors" vs'):
+        report.start_run("r", kind="attack", config=other)
+
+
 def test_different_kind_is_refused(report: Report) -> None:
     report.start_run("r", kind="train", config={}).close()
     with pytest.raises(ReportError, match="already has run 'r' of kind 'train', not 'attack'; pass --run NAME"):
