@@ -15,8 +15,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json,
-    finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, progress_bar, recorded_config,
+    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
+    emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, progress_bar, recorded_config,
     table, warn,
 )
 from advkit.cli.train_cmd import Domain
@@ -104,7 +104,7 @@ def attack(
         loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
         ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
         wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
-        _check_compatible(wrapped, ds)
+        check_compatible(wrapped, ds)
         plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
                               only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
         _require_gradients(wrapped, ds, plan, names)
@@ -281,17 +281,6 @@ def _warn_sanity(summaries: dict[str, dict[str, Any]]) -> None:
             if line not in shown:
                 shown.append(line)
                 warn(line)
-
-
-def _check_compatible(model: ModelWrapper, ds: ImageDataset) -> None:
-    """Fail early, in one line, when the data cannot feed the model."""
-    pre = model.preprocessing
-    if pre.input_size is not None and tuple(pre.input_size) != ds.size:
-        raise AdvkitError(f"the model takes {pre.input_size[0]}x{pre.input_size[1]} images but {ds.name} has {ds.size[0]}x{ds.size[1]}")
-    if pre.channels is not None and ds.channels not in (1, pre.channels):
-        raise AdvkitError(f"the model takes {pre.channels}-channel images but {ds.name} has {ds.channels} channels")
-    if pre.num_classes is not None and ds.num_classes > pre.num_classes:
-        raise AdvkitError(f"{ds.name} has {ds.num_classes} classes but the model outputs {pre.num_classes}")
 
 
 def _print_summaries(summaries: dict[str, dict[str, Any]], data: str, path: Path, json_output: bool) -> None:

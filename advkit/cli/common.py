@@ -25,7 +25,8 @@ from advkit.errors import AdvkitError
 from advkit.runtime import ProgressEvent, ProgressFn
 
 if TYPE_CHECKING:
-    from advkit.models import LoadedModel
+    from advkit.datasets import ImageDataset
+    from advkit.models import LoadedModel, ModelWrapper
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -283,6 +284,18 @@ PREPROCESSING_SOURCES = ("a checkpoint written by advkit train, a TorchScript ar
 def no_preprocessing(spec: str, consequence: str) -> str:
     return (f"{spec} carries no preprocessing metadata (input size, channels, normalisation), so {consequence}; "
             f"use {PREPROCESSING_SOURCES}")
+
+
+def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "the model", data_name: str | None = None) -> None:
+    """Fail early, in one line, when the data cannot feed the model (1-channel images may feed a 3-channel net, as
+    the model wrapper replicates them, not the reverse)."""
+    pre, data = model.preprocessing, data_name or ds.name
+    if pre.input_size is not None and tuple(pre.input_size) != ds.size:
+        raise AdvkitError(f"{model_name} takes {pre.input_size[0]}x{pre.input_size[1]} images but {data} has {ds.size[0]}x{ds.size[1]}")
+    if pre.channels is not None and ds.channels not in (1, pre.channels):
+        raise AdvkitError(f"{model_name} takes {pre.channels}-channel images but {data} has {ds.channels} channels")
+    if pre.num_classes is not None and ds.num_classes > pre.num_classes:
+        raise AdvkitError(f"{data} has {ds.num_classes} classes but {model_name} outputs {pre.num_classes}")
 
 
 def require_preprocessing(loaded: LoadedModel, spec: str, consequence: str) -> None:

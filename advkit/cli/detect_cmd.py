@@ -16,8 +16,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, kv_table,
-    log, out, parse_params, progress_bar, recorded_config, table,
+    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
+    emit_json, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -129,6 +129,7 @@ def fit(
     wrapped, source = _open_model(model, arch, unsafe_pickle, dev)
     params = parse_params(data_param or [], "--data-param")
     ds = _open_data(data, domain, params)
+    check_compatible(wrapped, ds)
     indices = ds.indices(split)
     if n is not None and n < len(indices):
         indices = np.sort(indices[torch.randperm(len(indices), generator=generator(seed, "detector-subset")).numpy()[:n]])

@@ -11,7 +11,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, finished_run, log, out,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
+    log, out,
     training_state_path,
     parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
 )
@@ -92,6 +93,7 @@ def finetune(
     opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     ds = with_validation_split(opened, seed=seed)
     before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
+    check_compatible(before, ds)
     _require_gradients(before, ds, spec, attacks)
     _dry_run(attacks, before, ds)
     selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None

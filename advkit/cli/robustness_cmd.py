@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, log, out,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, log, out,
     parse_params, progress_bar, recorded_config, require_preprocessing, table,
 )
 from advkit.cli.train_cmd import Domain
@@ -62,6 +62,7 @@ def robustness(
         loaded = load_checkpoint(spec, unsafe_pickle=unsafe_pickle, map_location=dev)
         require_preprocessing(loaded, spec, "its accuracies would be measured on wrongly normalised inputs")
         wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
+        check_compatible(wrapped[role], ds, f"the {role}")
     index = ds.indices("test")[: n or None]
     columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}
     accuracy: dict[str, np.ndarray] = {}

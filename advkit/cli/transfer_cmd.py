@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, command_line, emit_json, finished_run, log,
-    out, parse_params, progress_bar, recorded_config, table,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
+    finished_run, log, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.errors import AdvkitError
 
@@ -93,12 +93,9 @@ def transfer(
 
 
 def _check_domain(model: ModelWrapper, view: ImageDataset, role: str) -> None:
-    """The model must take this domain's images (1-channel IR may feed a 3-channel net, not the reverse)."""
+    """The model must take this domain's images, and be trained on this domain when its checkpoint says so."""
+    check_compatible(model, view, f"the {role} model", f"the {view.domain} side")
     pre = model.preprocessing
-    if pre.channels is not None and view.channels not in (1, pre.channels):
-        raise AdvkitError(f"the {role} model takes {pre.channels}-channel images but the {view.domain} images have {view.channels}")
-    if pre.input_size is not None and tuple(pre.input_size) != view.size:
-        raise AdvkitError(f"the {role} model takes {pre.input_size[0]}x{pre.input_size[1]} images but the pairs are {view.size[0]}x{view.size[1]}")
     if pre.domain in ("rgb", "ir") and pre.domain != view.domain:
         raise AdvkitError(f"the {role} model was trained on {pre.domain} images but would get {view.domain} ones; check --direction")
 

@@ -199,6 +199,7 @@ class LayerwiseDetector:
             raise DetectorError(f"fitting needs at least 20 training and 10 held-out images; got {len(indices)} images "
                                 f"with calib_fraction {s.calib_fraction}")
         channels, (h, w) = dataset.channels, dataset.size
+        model.adapt(torch.zeros(1, channels, h, w))  # the model's one-line error for images it does not take
         input_shape = (model.preprocessing.channels or channels, h, w)
         layers = list(layers) if layers else default_layers(model.net, input_shape)
         shapes = layer_shapes(model.net, layers, input_shape)

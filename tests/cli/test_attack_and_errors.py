@@ -59,6 +59,18 @@ def test_a_finished_run_recorded_with_a_relative_path_is_not_redone(cli: Cli, di
     assert again.code == 0 and "already" in again.stderr, again.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ["attack", "pixle", "--n", "3"],
+    ["robustness", "--n", "10", "--corruption", "contrast"],
+    ["finetune", "--epochs", "1", "--out", "f.safetensors"],
+    ["detect", "fit", "--epochs", "1", "--out", "d.safetensors"],
+])
+def test_data_the_model_cannot_take_is_refused_before_any_work(cli: Cli, digits_checkpoint: Path, command: list[str]) -> None:
+    result = cli(*command, "--model", digits_checkpoint, "--data", "mnist-subset")
+    assert result.code == 1, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: the model takes 8x8 images but mnist-subset has 28x28"], result.stderr
+
+
 def test_builtin_default_attacks_the_shipped_mnist_model(cli: Cli, tmp_path: Path) -> None:
     result = cli("attack", "--n", "8", "--json")  # pixle, the default attack
     assert result.code == 0, result.stderr

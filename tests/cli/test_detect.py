@@ -95,6 +95,8 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
 
     base = ["--model", digits_checkpoint, "--data", "digits", "--epochs", "1", "--filters", "4"]
     one_line_error(cli("detect", "fit", *base, "--layers", "blok1"), "did you mean block1")
+    other_size = ["--model", digits_checkpoint, "--data", "mnist-subset", "--epochs", "1", "--filters", "4"]
+    one_line_error(cli("detect", "fit", *other_size, "--out", "det.safetensors"), "the model takes 8x8 images but mnist-subset has 28x28")
     assert cli("detect", "fit", *base, "--out", "det.pt").code == 2
     assert cli("detect", "fit", *base, "--out", "det.safetensors").code == 0
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--model", "ir.safetensors", "--attack", "fgsm"),

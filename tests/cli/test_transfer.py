@@ -72,7 +72,7 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
     rgb, ir = domain_models["rgb"], domain_models["ir"]
     cases = [
         (["--source-model", rgb, "--target-model", ir, "--data", "digits"], "single domain"),
-        (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "takes 1-channel images but the rgb images have 3"),
+        (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "the source model takes 1-channel images but the rgb side has 3 channels"),
         (["--source-model", rgb, "--target-model", digits_checkpoint, *DATA, "--direction", "rgb->ir"], "takes 8x8"),
         (["--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd"], "does not move pixels"),
     ]

@@ -18,7 +18,7 @@ from advkit.detectors.adaptive import adaptive_pgd, detector_proxy
 from advkit.detectors.detector import normalised
 from advkit.detectors.evaluate import auroc, evaluate, fgsm_training_set, matched_noise
 from advkit.detectors.features import layer_features
-from advkit.errors import DetectorError
+from advkit.errors import AdvkitError, DetectorError
 from advkit.models import ModelWrapper, create_architecture
 
 SETTINGS = DetectorSettings(epochs=8, filters=16, n_estimators=100, seed=0)
@@ -111,6 +111,14 @@ def test_unknown_layer_names_fail_with_close_matches(digits_model: ModelWrapper,
     with pytest.raises(DetectorError, match="did you mean block1"):
         LayerwiseDetector.fit(digits_model, digits, digits.indices("train")[:100], layers=["blok1"],
                               settings=DetectorSettings(epochs=1, filters=4))
+
+
+def test_images_the_model_does_not_take_fail_in_one_line(digits_model: ModelWrapper) -> None:
+    from advkit.datasets import open_dataset
+
+    mnist = open_dataset("mnist-subset")
+    with pytest.raises(AdvkitError, match="the model takes 8x8 images, got 28x28"):
+        LayerwiseDetector.fit(digits_model, mnist, mnist.indices("train")[:100], settings=DetectorSettings(epochs=1, filters=4))
 
 
 def test_evaluation_protocols_and_noisy_negatives(detector: LayerwiseDetector, pgd_set: tuple) -> None:
