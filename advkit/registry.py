@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import inspect
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, SettingsError
 
 T = TypeVar("T")
 
@@ -81,6 +84,48 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_SIMPLE = (bool, int, float, str)
+
+
+def check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], what: str, internal: Collection[str] = ()) -> None:
+    """SettingsError (one line) for the first setting ``factory`` has no parameter for, or whose value is not of
+    the parameter's simple type (an annotation made of bool, int, float, str and None; an int passes for a float).
+    ``internal`` parameters are filled by advkit, not by users. Other annotations are left to the factory.
+
+        >>> def make(size: int = 1, name: str | None = None) -> None: ...
+        >>> check_settings(make, {"size": 2, "name": "a"}, "widget")
+        >>> check_settings(make, {"size": "big"}, "widget")
+        Traceback (most recent call last):
+        advkit.errors.SettingsError: widget: size must be an int, got 'big'
+    """
+    params = inspect.signature(factory).parameters
+    names = [n for n in params if n not in internal]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # an annotation that does not resolve: the factory checks its own values
+        hints = {}
+    for key, value in settings.items():
+        if key not in params or key in internal:
+            if takes_any:
+                continue
+            raise SettingsError(f"{what} has no setting {key}{suggest(key, names)}")
+        allowed = _simple_types(hints.get(key))
+        if value is None or not allowed:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            if not (float in allowed and isinstance(value, int) and not isinstance(value, bool)):
+                kinds = " or ".join(f"a{'n' if t is int else ''} {t.__name__}" for t in allowed)
+                raise SettingsError(f"{what}: {key} must be {kinds}, got {value!r}")
+
+
+def _simple_types(hint: Any) -> tuple[type, ...]:
+    """The simple types an annotation allows, or () when it allows anything else too."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    kinds = tuple(m for m in members if m is not type(None))
+    return kinds if kinds and all(k in _SIMPLE for k in kinds) else ()
 
 
 def suggest(name: str, choices: list[str]) -> str:

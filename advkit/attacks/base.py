@@ -19,7 +19,6 @@ success is never trusted.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,7 +27,7 @@ import torch
 from advkit.attacks.sanity import input_gradient, uses_gradients
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, QueryCounter
-from advkit.registry import Registry, suggest
+from advkit.registry import Registry, check_settings
 
 
 @dataclass
@@ -210,11 +209,7 @@ def _register_all() -> None:
 def create_attack(name: str, **settings: Any) -> Attack:
     """Build a registered attack; bad settings fail with one line naming them."""
     _register_all()
-    params = inspect.signature(ATTACKS.entry(name).factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(settings) - set(params))
-        if unknown:
-            raise SettingsError(f"{name} has no setting {', '.join(unknown)}{suggest(unknown[0], list(params))}")
+    check_settings(ATTACKS.entry(name).factory, settings, name)
     try:
         return ATTACKS.create(name, **settings)
     except SettingsError:

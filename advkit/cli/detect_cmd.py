@@ -98,7 +98,7 @@ def fit(
     error: Annotated[Error, typer.Option("--error", help="Reconstruction error fed to the IsolationForest.")] = Error.rel_l1,
     fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate the thresholds are calibrated to.")] = 0.05,
     calib_fraction: Annotated[float, typer.Option("--calib-fraction", help="Share of the images held out to calibrate thresholds.")] = 0.1,
-    n: Annotated[int | None, typer.Option("--n", help="Use at most this many images of the split (seeded choice).")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Use at most this many images of the split (seeded choice).")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Detector file to write (.safetensors).")] = Path("detector.safetensors"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing detector file.")] = False,
     data_param: DataParamOpt = None,
@@ -278,7 +278,7 @@ def evaluate_cmd(
     runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial to use (default: all).")] = None,
     attack: Annotated[list[str] | None, typer.Option("--attack", help="Make adversarial images with this attack (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value or NAME.key=value.")] = None,
-    n: Annotated[int, typer.Option("--n", help="Test samples to attack with --attack.")] = 200,
+    n: Annotated[int, typer.Option("--n", min=1, help="Test samples to attack with --attack.")] = 200,
     protocol: Annotated[Protocol, typer.Option("--protocol", help="known: supervised detectors train on the same attack; unknown: on FGSM.")] = Protocol.known,
     supervised: Annotated[Supervised, typer.Option("--supervised", help="Supervised detector on the latent codes.")] = Supervised.svc,
     train_fraction: Annotated[float, typer.Option("--train-fraction", help="Share of samples that trains the supervised detectors.")] = 0.3,
@@ -289,7 +289,7 @@ def evaluate_cmd(
     adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Steps of the adaptive PGD.")] = 40,
     adaptive_step: Annotated[float | None, typer.Option("--adaptive-step", help="Step size of the adaptive PGD (default: 2.5 * eps / steps, as Madry et al.).")] = None,
     adaptive_weight: Annotated[float, typer.Option("--adaptive-weight", help="Weight of the detector score in the adaptive loss.")] = 1.0,
-    adaptive_n: Annotated[int, typer.Option("--adaptive-n", help="Samples attacked adaptively.")] = 100,
+    adaptive_n: Annotated[int, typer.Option("--adaptive-n", min=1, help="Samples attacked adaptively.")] = 100,
     model: ModelOpt = None,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report to write the evaluation runs to.")] = Path("advkit-detect.h5"),
     run_prefix: Annotated[str, typer.Option("--run-prefix", help="Prefix of the written run ids.")] = "detect",
@@ -445,6 +445,8 @@ def _print_eval(run_id: str, ev: Evaluation, adaptive_rows: list[dict[str, Any]]
 
 
 def _read_inputs(inputs: list[str], shape: tuple[int, int, int]) -> tuple[list[str], torch.Tensor]:
+    import torch
+
     from advkit.datasets.base import to_tensor
     from advkit.datasets.readers import read_image
 
@@ -456,13 +458,16 @@ def _read_inputs(inputs: list[str], shape: tuple[int, int, int]) -> tuple[list[s
         arr = read_image(path)
         if arr.ndim == 2:
             arr = arr[:, :, None]
+        if arr.ndim != 3:
+            raise AdvkitError(f"{spec} holds an array of shape {arr.shape}, not an (H, W) or (H, W, C) image")
         if arr.shape[:2] != shape[1:]:
-            raise AdvkitError(f"{spec} is {arr.shape[0]}x{arr.shape[1]}, the model takes {shape[1]}x{shape[2]} images")
-        if arr.dtype.kind == "f" and (arr.min() < 0 or arr.max() > 1):
-            raise AdvkitError(f"{spec} holds float values outside [0, 1]")
+            hint = "; save arrays as (H, W, C), channels last" if arr.shape[1:] == shape[1:] else ""
+            raise AdvkitError(f"{spec} is {arr.shape[0]}x{arr.shape[1]}, the model takes {shape[1]}x{shape[2]} images{hint}")
+        if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
+            raise AdvkitError(f"{spec} holds float values that are not all in [0, 1] (NaN, infinite or out of range)")
         names.append(spec)
-        images.append(arr)
-    return names, to_tensor(np.stack(images))
+        images.append(to_tensor(arr[None]))  # each file by its own dtype: 8-bit, 16-bit and float files may mix
+    return names, torch.cat(images)
 
 
 @app.command("score")
@@ -473,7 +478,7 @@ def score(
     split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "test",
     adversarial: Annotated[Path | None, typer.Option("--adversarial", help="Score the successful adversarial images of a report.")] = None,
     runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial (default: all).")] = None,
-    n: Annotated[int, typer.Option("--n", help="At most this many images from --data or --adversarial.")] = 20,
+    n: Annotated[int, typer.Option("--n", min=1, help="At most this many images from --data or --adversarial.")] = 20,
     model: ModelOpt = None,
     arch: ArchOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,

@@ -52,7 +52,7 @@ def finetune(
     beta: Annotated[float, typer.Option("--beta", help="TRADES weight of the robustness term.")] = 6.0,
     select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust accuracy on val images against the method's threat (PGD for pgd/fast/trades, Pixle 5 x 5 for paper-*, clean accuracy for plain).")] = True,
     eval_attack: Annotated[list[str] | None, typer.Option("--eval-attack", help="Attacks for before/after (default: pixle and pgd).")] = None,
-    eval_n: Annotated[int, typer.Option("--eval-n", help="Images both models classify correctly, attacked before and after.")] = 100,
+    eval_n: Annotated[int, typer.Option("--eval-n", min=1, help="Images both models classify correctly, attacked before and after.")] = 100,
     corruptions: Annotated[bool, typer.Option("--corruptions/--no-corruptions", help="Also compare accuracy under the 15 natural corruptions x 5 severities.")] = True,
     data_param: DataParamOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Report file (default: OUT with .h5).")] = None,

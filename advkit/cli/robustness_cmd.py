@@ -25,8 +25,8 @@ def robustness(
     severity: Annotated[list[int] | None, typer.Option("--severity", help="Severities 1-5 (default: all).")] = None,
     cifar10c: Annotated[Path | None, typer.Option("--cifar10c", help="Folder of the published CIFAR-10-C (or -100-C) .npy files: "
                         "read the corrupted images there instead of computing them; --data is the matching clean set.")] = None,
-    n: Annotated[int, typer.Option("--n", help="Test images (0 = all).")] = 500,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    n: Annotated[int, typer.Option("--n", min=0, help="Test images (0 = all).")] = 500,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report.")] = Path("advkit-robustness.h5"),
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG of accuracy vs severity (default: OUT with .png).")] = None,
     run: Annotated[str, typer.Option("--run", help="Run name.")] = "robustness",

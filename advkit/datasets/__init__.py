@@ -17,7 +17,7 @@ from typing import Any
 
 from advkit.datasets.base import SPLITS, ImageDataset, PairedDataset, make_split, to_tensor
 from advkit.errors import DatasetError
-from advkit.registry import Registry
+from advkit.registry import Registry, check_settings
 
 Dataset = ImageDataset | PairedDataset
 
@@ -37,18 +37,25 @@ def open_dataset(spec: str, **params: Any) -> Dataset:
     """Open a dataset by name, ``FORMAT:PATH`` or bare path (format detected). Options go to the factory."""
     _load_entries()
     if spec in DATASETS:
-        return DATASETS.create(spec, **params)
+        return _create(DATASETS, spec, spec, params)
     fmt, sep, rest = spec.partition(":")
     if sep and fmt in FORMATS:
-        return FORMATS.create(fmt, path=Path(rest).expanduser(), **params)
+        return _create(FORMATS, fmt, spec, {"path": Path(rest).expanduser(), **params})
     path = Path(spec).expanduser()
     if path.exists():
         from advkit.datasets.readers import detect_format
 
-        return FORMATS.create(detect_format(path), path=path, **params)
+        return _create(FORMATS, detect_format(path), spec, {"path": path, **params})
     if sep and len(fmt) > 1:
         raise DatasetError(FORMATS.unknown_message(fmt))
     raise DatasetError(f"{DATASETS.unknown_message(spec)}, and no file or folder {spec!r} exists")
+
+
+def _create(registry: Registry[Dataset], name: str, spec: str, params: dict[str, Any]) -> Dataset:
+    """The dataset, after a one-line error for an option the reader does not have or a value of the wrong type."""
+    user = {k: v for k, v in params.items() if k != "path"}
+    check_settings(registry.entry(name).factory, user, f"{spec} (--data-param)", internal=("path",))
+    return registry.create(name, **params)
 
 
 def open_images(spec: str, domain: str | None = None, **params: Any) -> ImageDataset:

@@ -65,6 +65,8 @@ def _split_counts(split: np.ndarray | None) -> str:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, C) uint8 or float array -> (B, C, H, W) float32 tensor in [0, 1]."""
     arr = np.asarray(images)
+    if not arr.flags.writeable:  # PIL and np.load give read-only arrays, which torch.from_numpy warns about
+        arr = arr.copy()
     if arr.dtype == np.uint8:
         out = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
     elif arr.dtype == np.uint16:
