@@ -113,12 +113,33 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     (["atack"], "No such command 'atack'"),
     (["attack", "--bogus"], "No such option: --bogus"),
     (["finetune", "--data", "digits"], "Missing option '--model'"),
+    # counts below their minimum: no Python slice (--n -5 once meant "all but the last 5") and no traceback
+    (["robustness", "--data", "digits", "--model", "m.safetensors", "--n", "-5"], "Invalid value for '--n'"),
+    (["robustness", "--data", "digits", "--model", "m.safetensors", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+    (["transfer", "--source-model", "a", "--target-model", "b", "--data", "synthetic-rgbir", "--n", "-1"], "Invalid value for '--n'"),
+    (["transfer", "--source-model", "a", "--target-model", "b", "--data", "synthetic-rgbir", "--batch-size", "0"],
+     "Invalid value for '--batch-size'"),
+    (["detect", "score", "--detector", "d.safetensors", "--data", "digits", "--n", "0"], "Invalid value for '--n'"),
+    (["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--adaptive-n", "0"], "Invalid value for '--adaptive-n'"),
+    (["finetune", "--model", "m.safetensors", "--data", "digits", "--eval-n", "0"], "Invalid value for '--eval-n'"),
 ])
 def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: list[str], message: str) -> None:
     result = cli(*args)
     lines = result.stderr.strip().splitlines()
     assert result.code == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0] and lines[0].endswith("--help)"), lines[0]
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("foo=1", "digits (--data-param) has no setting foo; choose from test_fraction, val_fraction, seed"),
+    ("val_fraction=abc", "digits (--data-param): val_fraction must be a float, got 'abc'"),
+    ("seed=abc", "digits (--data-param): seed must be an int, got 'abc'"),
+])
+def test_data_params_are_checked_against_the_reader(cli: Cli, digits_checkpoint: Path, param: str, message: str) -> None:
+    for command in (["attack", "pixle", "--model", digits_checkpoint, "--n", "3"], ["data", "info"]):
+        result = cli(*command, "--data" if command[0] == "attack" else "digits", *(["digits"] if command[0] == "attack" else []),
+                     "--data-param", param)
+        assert result.code == 1 and result.stderr.strip().splitlines() == [f"error: {message}"], result.stderr
 
 
 def test_bare_command_groups_show_their_help(cli: Cli) -> None:

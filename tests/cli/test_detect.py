@@ -99,6 +99,16 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     one_line_error(cli("detect", "fit", *other_size, "--out", "det.safetensors"), "the model takes 8x8 images but mnist-subset has 28x28")
     assert cli("detect", "fit", *base, "--out", "det.pt").code == 2
     assert cli("detect", "fit", *base, "--out", "det.safetensors").code == 0
+    pixels = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "g.png")
+    np.save(tmp_path / "g.npy", pixels.astype(np.float32) / 255)
+    alone = cli("detect", "score", "--detector", "det.safetensors", "g.png", "--json").json()["inputs"][0]["score"]
+    mixed = cli("detect", "score", "--detector", "det.safetensors", "g.png", "g.npy", "--json").json()["inputs"]
+    assert mixed[0]["score"] == alone == pytest.approx(mixed[1]["score"], rel=1e-5)  # the same pixels, whatever the file type
+    np.save(tmp_path / "flat.npy", np.zeros(64, np.float32))
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    one_line_error(cli("detect", "score", "--detector", "det.safetensors", "flat.npy"), "not an (H, W) or (H, W, C) image")
+    one_line_error(cli("detect", "score", "--detector", "det.safetensors", "nan.npy"), "NaN, infinite or out of range")
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--model", "ir.safetensors", "--attack", "fgsm"),
                    "no such checkpoint")
     from advkit.cli.attack_cmd import builtin_checkpoint
