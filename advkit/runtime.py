@@ -8,10 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from advkit.errors import AdvkitError
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write the file ``path`` whole or not at all: ``write(tmp)`` fills a hidden sibling with the same suffix (so
+    writers that go by the extension pick the right format), which then replaces ``path``. On failure the sibling
+    is removed; a folder at ``path`` is a one-line error before anything is written."""
+    path = Path(path)
+    if path.is_dir():
+        raise AdvkitError(f"{path} is a folder, not a file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def resolve_device(name: str | None = None) -> torch.device:

@@ -14,6 +14,7 @@ checkpoint of epoch k continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from advkit.distributed import World, shard
 from advkit.errors import AdvkitError, CheckpointError
 from advkit.models import ModelWrapper, Preprocessing
 from advkit.rng import generator
-from advkit.runtime import ProgressEvent, ProgressFn, no_progress
+from advkit.runtime import ProgressEvent, ProgressFn, no_progress, write_atomically
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -53,8 +54,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise AdvkitError(f"epochs and batch size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.lr <= 0:
-            raise AdvkitError(f"learning rate must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # also refuses NaN
+            raise AdvkitError(f"learning rate must be positive and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf or not 0 <= self.momentum < math.inf:
+            raise AdvkitError(f"weight decay and momentum must be finite and >= 0, got {self.weight_decay} and {self.momentum}")
         if self.optimizer not in OPTIMIZERS:
             raise AdvkitError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -79,6 +82,9 @@ class TrainOutcome:
 
 def fit_preprocessing(dataset: ImageDataset, *, channels: int | None = None, normalise: bool = True) -> Preprocessing:
     """Input contract for a net trained on ``dataset``: its size, channels, class names, train-split mean/std."""
+    if channels is not None and channels not in (dataset.channels, 3 if dataset.channels == 1 else dataset.channels):
+        raise AdvkitError(f"{dataset.name} has {dataset.channels}-channel images; a net for them takes {dataset.channels}"
+                          f"{' or 3 (the channel replicated)' if dataset.channels == 1 else ''} input channels, not {channels}")
     channels = channels or dataset.channels
     mean, std = (0.0,), (1.0,)
     if normalise:
@@ -197,6 +203,8 @@ def train_classifier(
     start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
     for epoch in range(start, settings.epochs):
         loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress, objective, world)
+        if not math.isfinite(loss):  # before anything is saved: the last good epoch's state stays resumable
+            raise AdvkitError(f"training diverged: the loss is {loss} in epoch {epoch + 1}; lower the learning rate")
         eval_idx = dataset.indices(eval_split)
         eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean())
         score = validate(model) if validate else float("nan")
@@ -272,9 +280,7 @@ def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: o
         "scheduler": sched.state_dict(),  # type: ignore[attr-defined]
         "best": best,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a kill mid-save leaves the previous epoch's state intact
+    write_atomically(path, lambda tmp: torch.save(state, tmp))  # a kill mid-save leaves the previous epoch's state
 
 
 def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],

@@ -25,7 +25,9 @@ def test_translation_is_a_zero_padded_shift() -> None:
 
 def test_settings_are_validated() -> None:
     for kwargs, message in [({"epochs": 0}, "epochs"), ({"lr": -1.0}, "learning rate"), ({"optimizer": "lbfgs"}, "unknown optimizer"),
-                            ({"schedule": "step"}, "unknown schedule"), ({"translate": -1}, "translate")]:
+                            ({"schedule": "step"}, "unknown schedule"), ({"translate": -1}, "translate"),
+                            ({"lr": float("nan")}, "learning rate"), ({"lr": float("inf")}, "learning rate"),
+                            ({"weight_decay": -1.0}, "weight decay"), ({"weight_decay": float("nan")}, "weight decay")]:
         with pytest.raises(AdvkitError, match=message):
             TrainSettings(**kwargs)  # type: ignore[arg-type]
 
@@ -37,3 +39,19 @@ def test_resume_refuses_a_state_written_with_other_settings(digits: ImageDataset
     train_classifier(net, digits, TrainSettings(epochs=1), preprocessing=pre, state_path=state)
     with pytest.raises(CheckpointError, match=r"different settings \(lr: 0.001 vs 0.01\)"):
         train_classifier(net, digits, TrainSettings(epochs=1, lr=0.01), preprocessing=pre, state_path=state)
+
+
+def test_a_diverging_training_stops_before_saving_its_state(digits: ImageDataset, tmp_path: Path) -> None:
+    state = tmp_path / "state.pt"
+    net = create_architecture("small-cnn", in_channels=1, input_size=8)
+    with pytest.raises(AdvkitError, match="training diverged: the loss is .* in epoch 1; lower the learning rate"):
+        train_classifier(net, digits, TrainSettings(epochs=2, lr=1e6, schedule="constant"), preprocessing=fit_preprocessing(digits),
+                         state_path=state)
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("channels", [0, 2, -3])
+def test_a_net_takes_the_datas_channels_or_three_for_gray(digits: ImageDataset, channels: int) -> None:
+    assert fit_preprocessing(digits, channels=3).channels == 3 and fit_preprocessing(digits).channels == 1
+    with pytest.raises(AdvkitError, match=f"digits has 1-channel images; a net for them takes 1 or 3 .* not {channels}"):
+        fit_preprocessing(digits, channels=channels)

@@ -85,9 +85,7 @@ def select_samples(
     class the model finds least likely on the clean image) or a class index; with a fixed class, samples of
     that class are skipped.
     """
-    pool = dataset.indices(split)
-    if len(pool) == 0:
-        raise AdvkitError(f"{dataset.name} has no {split} samples")
+    pool = dataset.indices(split, required=True)
     for name, value in (("--n", n), ("--per-class", per_class)):
         if value is not None and value < 1:
             raise AdvkitError(f"{name} must be >= 1, got {value}")

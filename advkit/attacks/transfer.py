@@ -69,7 +69,7 @@ def predictions(model: ModelWrapper, x: torch.Tensor, batch_size: int = 256) -> 
 
 def select_pairs(source: ModelWrapper, target: ModelWrapper, src: ImageDataset, tgt: ImageDataset, *, split: str, n: int | None, seed: int) -> np.ndarray:
     """Dataset indices of ``split`` pairs both models classify correctly, in a seeded order, at most n."""
-    pool = src.indices(split)
+    pool = src.indices(split, required=True)
     order = pool[torch.randperm(len(pool), generator=generator(seed, "transfer-selection")).numpy()]
     xs, y = src.batch(order)
     xt, _ = tgt.batch(order)

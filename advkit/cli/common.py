@@ -81,7 +81,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(str(exc)) from None
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
@@ -145,12 +148,15 @@ def _toml_value(value: Any) -> str:
 
 
 def training_state_path(out_path: Path, overwrite: bool) -> Path:
-    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint."""
+    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint,
+    and with ``overwrite`` drops the state of an earlier interrupted run, so the training starts over."""
     if out_path.suffix not in (".safetensors", ".pt", ".pth"):
         raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
     state_path = out_path.with_name(out_path.name + ".state.pt")
     if out_path.exists() and not overwrite and not state_path.exists():
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
+    if overwrite:
+        state_path.unlink(missing_ok=True)
     return state_path
 
 
@@ -178,7 +184,7 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", callback=load_config, is_eager=True, help="Read option values from a .toml/.yaml/.json file; flags override."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice; the same seed gives the same report.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of every random choice; the same seed gives the same report.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (cuda when present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout instead of tables.")]
 UnsafePickleOpt = Annotated[
@@ -218,7 +224,20 @@ def kv_table(title: str | None, data: Mapping[str, Any]) -> Table:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(plain(data), indent=2, default=_json_default, allow_nan=True) + "\n")
+    """``data`` as JSON on stdout; NaN and infinities (an undefined mean, say) become null, as strict parsers need."""
+    sys.stdout.write(json.dumps(_finite(plain(data)), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):  # NumPy values and arrays, which _json_default would otherwise turn into floats
+        return _finite(value.tolist())
+    return value
 
 
 def _json_default(value: Any) -> Any:

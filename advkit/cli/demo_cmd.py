@@ -135,7 +135,7 @@ def _run(args: list[str]) -> None:
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the checkpoints, the report and its figures.")] = Path("advkit-demo"),
     quick: Annotated[bool, typer.Option("--quick", help="A much smaller tour (seconds; what the test runs).")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every step.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of every step.")] = 0,
 ) -> None:
     """A guided tour, offline on the CPU: train small models on the MNIST subset and on synthetic RGB-IR pairs, attack
     them with Pixle, WhitePixle and PGD, transfer pixel moves across domains, fine-tune, fit and test a detector,

@@ -463,8 +463,6 @@ def _read_inputs(inputs: list[str], shape: tuple[int, int, int]) -> tuple[list[s
         if arr.shape[:2] != shape[1:]:
             hint = "; save arrays as (H, W, C), channels last" if arr.shape[1:] == shape[1:] else ""
             raise AdvkitError(f"{spec} is {arr.shape[0]}x{arr.shape[1]}, the model takes {shape[1]}x{shape[2]} images{hint}")
-        if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
-            raise AdvkitError(f"{spec} holds float values that are not all in [0, 1] (NaN, infinite or out of range)")
         names.append(spec)
         images.append(to_tensor(arr[None]))  # each file by its own dtype: 8-bit, 16-bit and float files may mix
     return names, torch.cat(images)

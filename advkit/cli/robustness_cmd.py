@@ -9,8 +9,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, log, out,
-    parse_params, progress_bar, recorded_config, require_preprocessing, table,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
+    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -42,11 +42,10 @@ def robustness(
     from advkit.datasets import open_images
     from advkit.models import ModelWrapper, load_checkpoint
     from advkit.perturbations import PERTURBATIONS, perturbation_names
-    from advkit.perturbations.robustness import corruption_correct, mean_corruption_error, published_correct, relative_accuracy
+    from advkit.perturbations.robustness import mean_corruption_error, relative_accuracy
     from advkit.report import Report
-    from advkit.report.plots import plot_corruptions
+    from advkit.report.plots import check_figure_path, plot_corruptions
     from advkit.runtime import resolve_device
-    from advkit.training import predict
 
     names = corruption or perturbation_names()
     for name in names:
@@ -63,6 +62,62 @@ def robustness(
         require_preprocessing(loaded, spec, "its accuracies would be measured on wrongly normalised inputs")
         wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
         check_compatible(wrapped[role], ds, f"the {role}")
+    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities}
+    if cifar10c is not None:
+        cfg["cifar10c"] = str(cifar10c.resolve())
+    png = check_figure_path(plot or out_path.with_suffix(".png"))
+    report = Report(out_path)
+    finished = None if overwrite else finished_run(report, run, cfg)
+    if finished is not None:  # re-running a finished command is a no-op, as for attack
+        log(f"run {run} in {out_path} is already complete with this config (--overwrite redoes it)")
+        if json_output:
+            emit_json({"report": str(out_path), **finished})
+        else:
+            out.print(kv_table(f"{run} ({out_path})", finished))
+        return
+    # the run is opened before the work, so a bad --out or --run fails at once
+    writer = report.start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite)
+    try:
+        columns, accuracy, clean = _measure(wrapped, ds, names, severities, n, cifar10c, seed, batch_size)
+    except BaseException:
+        writer.abandon()
+        raise
+    summary: dict[str, Any] = {"clean_accuracy": clean["model"], "corruption_accuracy": float(accuracy["model"].mean())}
+    for ci, name in enumerate(names):
+        summary[f"{name}.accuracy"] = float(accuracy["model"][ci].mean())
+    if baseline:
+        ce, mce = mean_corruption_error(accuracy["model"], accuracy["baseline"])
+        ratio = relative_accuracy(accuracy["model"], accuracy["baseline"])
+        summary.update({"baseline.clean_accuracy": clean["baseline"], "baseline.corruption_accuracy": float(accuracy["baseline"].mean()),
+                        "mCE": mce, "relative_accuracy": float(np.nanmean(ratio))})
+        for ci, name in enumerate(names):
+            summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
+    with writer:
+        writer.append(columns)
+        writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})
+        writer.finish(summary)
+    plot_corruptions(accuracy["model"], names, severities, png, clean=clean["model"], baseline=accuracy.get("baseline"),
+                     title=f"{Path(model).name} on {ds.name}")
+    if json_output:
+        emit_json({"report": str(out_path), "plot": str(png), **summary})
+        return
+    header = ["corruption", *[f"s{s}" for s in severities], "mean"] + (["CE", "acc. ratio"] if baseline else [])
+    rows = []
+    for ci, name in enumerate(names):
+        row: list[Any] = [name, *accuracy["model"][ci].tolist(), float(accuracy["model"][ci].mean())]
+        if baseline:
+            row += [summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"]]
+        rows.append(row)
+    extra = f", mCE {summary['mCE']:.3f}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
+    out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))
+
+
+def _measure(wrapped: dict[str, Any], ds: Any, names: list[str], severities: list[int], n: int, cifar10c: Path | None,
+             seed: int, batch_size: int) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
+    """Per-sample correctness under every corruption and severity, and on the clean images, for each model."""
+    from advkit.perturbations.robustness import corruption_correct, published_correct
+    from advkit.training import predict
+
     index = ds.indices("test")[: n or None]
     columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}
     accuracy: dict[str, np.ndarray] = {}
@@ -78,35 +133,4 @@ def robustness(
         columns[f"{role}_clean_correct"] = predict(m, ds, index) == ds.labels[index]
         accuracy[role] = correct.mean(0)
         clean[role] = float(columns[f"{role}_clean_correct"].mean())
-    summary: dict[str, Any] = {"clean_accuracy": clean["model"], "corruption_accuracy": float(accuracy["model"].mean())}
-    for ci, name in enumerate(names):
-        summary[f"{name}.accuracy"] = float(accuracy["model"][ci].mean())
-    if baseline:
-        ce, mce = mean_corruption_error(accuracy["model"], accuracy["baseline"])
-        ratio = relative_accuracy(accuracy["model"], accuracy["baseline"])
-        summary.update({"baseline.clean_accuracy": clean["baseline"], "baseline.corruption_accuracy": float(accuracy["baseline"].mean()),
-                        "mCE": mce, "relative_accuracy": float(np.nanmean(ratio))})
-        for ci, name in enumerate(names):
-            summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
-    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities}
-    if cifar10c is not None:
-        cfg["cifar10c"] = str(cifar10c.resolve())
-    with Report(out_path).start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
-        writer.append(columns)
-        writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})
-        writer.finish(summary)
-    png = plot or out_path.with_suffix(".png")
-    plot_corruptions(accuracy["model"], names, severities, png, clean=clean["model"], baseline=accuracy.get("baseline"),
-                     title=f"{Path(model).name} on {ds.name}")
-    if json_output:
-        emit_json({"report": str(out_path), "plot": str(png), **summary})
-        return
-    header = ["corruption", *[f"s{s}" for s in severities], "mean"] + (["CE", "acc. ratio"] if baseline else [])
-    rows = []
-    for ci, name in enumerate(names):
-        row: list[Any] = [name, *accuracy["model"][ci].tolist(), float(accuracy["model"][ci].mean())]
-        if baseline:
-            row += [summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"]]
-        rows.append(row)
-    extra = f", mCE {summary['mCE']:.3f}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
-    out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))
+    return columns, accuracy, clean

@@ -73,8 +73,12 @@ def train(
     ) as writer:
         log(f"training {arch} on {ds.name} ({ds.domain}, {len(ds.indices('train'))} train images) on {dev}")
         began = time.perf_counter()
-        with progress_bar() as progress:
-            outcome = train_classifier(net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, progress=progress)
+        try:
+            with progress_bar() as progress:
+                outcome = train_classifier(net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, progress=progress)
+        except AdvkitError:  # diverged, or unreadable images: the corrected command starts a fresh report run
+            writer.abandon()
+            raise
         seconds = time.perf_counter() - began
         extra = {"dataset": ds.name, "domain": ds.domain, "epochs": epochs, "seed": seed, "test_accuracy": outcome.test_accuracy}
         save_checkpoint(out_path, net, arch, arch_kwargs, pre, extra)

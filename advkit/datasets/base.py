@@ -140,13 +140,15 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def indices(self, split: str = "all") -> np.ndarray:
-        """Sorted dataset indices of a split ("train", "val", "test" or "all")."""
-        if split == "all":
-            return np.arange(len(self))
-        if split not in SPLITS:
+    def indices(self, split: str = "all", *, required: bool = False) -> np.ndarray:
+        """Sorted dataset indices of a split ("train", "val", "test" or "all"); ``required``: a one-line error if
+        the split is empty."""
+        if split not in (*SPLITS, "all"):
             raise DatasetError(f"unknown split {split!r}; choose from all, {', '.join(SPLITS)}")
-        return np.flatnonzero(self.split == SPLITS[split])
+        found = np.arange(len(self)) if split == "all" else np.flatnonzero(self.split == SPLITS[split])
+        if required and len(found) == 0:
+            raise DatasetError(f"{self.name} has no {split} samples")
+        return found
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) float32 in [0, 1] and labels (B,) int64 for the given dataset indices."""

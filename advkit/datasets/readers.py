@@ -234,7 +234,10 @@ def read_image(path: Path) -> np.ndarray:
         raise
     except Exception as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
-    return arr.astype(_pixel_type(arr.dtype, path), copy=False)
+    arr = arr.astype(_pixel_type(arr.dtype, path), copy=False)
+    if arr.dtype.kind == "f" and arr.size and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
+        raise DatasetError(f"{path} holds float pixels that are not all in [0, 1] (NaN, infinite or out of range)")
+    return arr
 
 
 def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -664,7 +667,10 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
             raise DatasetError(
                 f"{root}: {part} needs uint8 (N, H, W) images and N labels, got {images.shape} and {labels.shape}"
             )
-        parts.append((code, images[..., None], labels.astype(np.int64)))
+        if len(labels):  # a split of 0 images (valid headers) adds nothing
+            parts.append((code, images[..., None], labels.astype(np.int64)))
+    if not parts:
+        raise DatasetError(f"{root}: the idx files hold no images")
     max_label = max(int(p[2].max()) for p in parts)
     names = [str(i) for i in range(max(10, max_label + 1))]
     meta = {"format": "mnist-idx", "url": "https://yann.lecun.com/exdb/mnist/"}

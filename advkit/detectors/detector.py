@@ -43,7 +43,7 @@ from advkit.detectors.taps import default_layers, layer_shapes
 from advkit.errors import DetectorError, SettingsError
 from advkit.models import ModelWrapper
 from advkit.rng import derive_seed, generator, seeded_globals
-from advkit.runtime import ProgressEvent, ProgressFn, no_progress
+from advkit.runtime import ProgressEvent, ProgressFn, no_progress, write_atomically
 
 FORMAT = "advkit-detector"
 FORMAT_VERSION = 2  # files are written as 1 unless they hold the VAE's log-variance feature (new in 2)
@@ -320,9 +320,8 @@ class LayerwiseDetector:
             tensors[f"calib.{f.name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.calib, f.name)))
         meta = {"format": FORMAT, "format_version": 2 if self.scores_logvar else 1, "layers": self.layers,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}, "settings": asdict(self.settings), **self.meta}
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-        tmp.replace(path)
+        state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={_META_KEY: json.dumps(meta)}))
 
     @staticmethod
     def read_meta(path: str | Path) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from torch import nn
 from advkit.errors import CheckpointError
 from advkit.models.architectures import create_architecture
 from advkit.models.preprocessing import Preprocessing
+from advkit.runtime import write_atomically
 
 FORMAT_VERSION = 1
 _FACTORY_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -79,16 +80,14 @@ def save_checkpoint(
         "extra": extra or {},
     }
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)})
+        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)}))
     elif path.suffix in (".pt", ".pth"):
-        torch.save({"advkit": meta, "state_dict": state}, tmp)
+        write_atomically(path, lambda tmp: torch.save({"advkit": meta, "state_dict": state}, tmp))
     else:
         raise CheckpointError(f"checkpoint {path} must end in .safetensors, .pt or .pth")
-    tmp.replace(path)
 
 
 def load_checkpoint(
@@ -239,7 +238,7 @@ def _load_torch(path: Path, architecture: str | None, arch_kwargs: dict[str, Any
             ) from None
         warnings.warn(f"unpickling {path} with --unsafe-pickle: this runs any code the file contains", stacklevel=2)
         obj = _unsafe_load(path)
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # weights_only runs no code, so whatever the parser raises (KeyError, struct.error...) is the file's
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     if isinstance(obj, nn.Module):
         return LoadedModel(obj, Preprocessing(), type(obj).__name__, {}, "pickle", str(path))

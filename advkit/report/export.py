@@ -41,6 +41,7 @@ import numpy as np
 
 from advkit.errors import ReportError
 from advkit.report.store import IMAGES, Report, RunData, check_number, check_text
+from advkit.runtime import write_atomically
 
 FORMATS = ("csv", "json")
 MAX_FLAT_VALUES = 256
@@ -104,14 +105,15 @@ def write_csv(columns: dict[str, np.ndarray], path: Path) -> None:
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise ReportError(f"cannot write {path}: columns have different lengths {sorted(lengths)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(list(columns))
-        for row in zip(*(v.tolist() for v in columns.values())):
-            writer.writerow([_cell(v) for v in row])
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(list(columns))
+            for row in zip(*(v.tolist() for v in columns.values())):
+                writer.writerow([_cell(v) for v in row])
+
+    write_atomically(path, write)
 
 
 def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None) -> ExportResult:
@@ -221,12 +223,8 @@ def _strict(value: Any) -> Any:
 def export_json(report: Report, path: Path, runs: Sequence[str] | None = None) -> ExportResult:
     """Write :func:`summary_json` to ``path`` (strict JSON: NaN becomes null)."""
     document = summary_json(report, runs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return ExportResult([path])
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    return ExportResult([write_atomically(path, lambda tmp: tmp.write_text(text))])
 
 
 def export(report: Report, fmt: str, out: Path | None = None, runs: Sequence[str] | None = None) -> ExportResult:

@@ -23,6 +23,7 @@ import numpy as np
 
 from advkit.errors import AdvkitError, ReportError
 from advkit.report.schema import IMAGES, MOVES
+from advkit.runtime import write_atomically
 
 if TYPE_CHECKING:
     from advkit.report.store import Report, RunData
@@ -42,18 +43,26 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def check_figure_path(path: str | Path) -> Path:
+    """``path`` as a figure file matplotlib can write (by its extension), not a folder: one-line errors, so callers
+    can check before long work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in kinds:
+        raise ReportError(f"figure {path} needs one of the extensions {', '.join(f'.{k}' for k in sorted(kinds))}")
+    if path.is_dir():
+        raise ReportError(f"figure {path} is a folder, not a file")
+    return path
+
+
 def _save(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` through a temporary file (a crash never leaves half a PNG) and close it."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi)
+        return write_atomically(check_figure_path(path), lambda tmp: fig.savefig(tmp, dpi=dpi))
     finally:
-        plt.close(fig)
-    tmp.replace(path)
-    return path
+        _pyplot().close(fig)
 
 
 # ------------------------------------------------------------------------------------------ figures

@@ -71,6 +71,17 @@ def test_data_the_model_cannot_take_is_refused_before_any_work(cli: Cli, digits_
     assert result.stderr.strip().splitlines() == ["error: the model takes 8x8 images but mnist-subset has 28x28"], result.stderr
 
 
+def test_json_output_is_strict_json_when_a_mean_is_undefined(cli: Cli, digits_checkpoint: Path) -> None:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    args = ["attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "3", "--param", "eps=0.00001"]
+    summary = json.loads(cli(*args, "--json").stdout, parse_constant=refuse)
+    assert summary["attack_success_rate"] == 0 and summary["queries_mean"] is None and summary["l2_mean"] is None
+    shown = json.loads(cli("report", "show", "advkit-report.h5", "--json").stdout, parse_constant=refuse)
+    assert shown
+
+
 def test_builtin_default_attacks_the_shipped_mnist_model(cli: Cli, tmp_path: Path) -> None:
     result = cli("attack", "--n", "8", "--json")  # pixle, the default attack
     assert result.code == 0, result.stderr

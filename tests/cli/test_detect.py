@@ -108,7 +108,7 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     np.save(tmp_path / "flat.npy", np.zeros(64, np.float32))
     np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan, np.float32))
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", "flat.npy"), "not an (H, W) or (H, W, C) image")
-    one_line_error(cli("detect", "score", "--detector", "det.safetensors", "nan.npy"), "NaN, infinite or out of range")
+    one_line_error(cli("detect", "score", "--detector", "det.safetensors", "nan.npy"), "float pixels that are not all in [0, 1]")
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--model", "ir.safetensors", "--attack", "fgsm"),
                    "no such checkpoint")
     from advkit.cli.attack_cmd import builtin_checkpoint

@@ -120,3 +120,12 @@ def test_config_replay_reproduces_the_run(cli: Cli, tmp_path: Path) -> None:
     b = cli("report", "show", "b.h5", "train", "--json").json()
     assert {k: v for k, v in a["config"].items() if k != "out_path"} == {k: v for k, v in b["config"].items() if k != "out_path"}
     assert a["summary"]["test_accuracy"] == b["summary"]["test_accuracy"]
+
+
+def test_a_diverged_training_is_one_line_and_the_fixed_command_starts_afresh(cli: Cli, tmp_path: Path) -> None:
+    base = ["train", "--data", "digits", "--epochs", "1", "--out", "m.safetensors"]
+    diverged = cli(*base, "--lr", "1e6", "--schedule", "constant")
+    assert diverged.code == 1 and diverged.stderr.strip().splitlines()[-1].startswith("error: training diverged"), diverged.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+    fixed = cli(*base, "--json")  # no half-made report run with the old learning rate stands in the way
+    assert fixed.code == 0 and fixed.json()["test_accuracy"] > 0.5, fixed.stderr

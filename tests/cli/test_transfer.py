@@ -75,6 +75,7 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
         (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "the source model takes 1-channel images but the rgb side has 3 channels"),
         (["--source-model", rgb, "--target-model", digits_checkpoint, *DATA, "--direction", "rgb->ir"], "takes 8x8"),
         (["--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd"], "does not move pixels"),
+        (["--source-model", rgb, "--target-model", ir, *DATA, "--direction", "rgb->ir", "--split", "val"], "has no val samples"),
     ]
     for args, message in cases:
         result = cli("transfer", *args)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advkit.datasets import SPLITS, open_dataset
-from advkit.datasets.readers import ImageFiles, load_array_pickle, read_idx
+from advkit.datasets.readers import ImageFiles, load_array_pickle, read_idx, read_image
 from advkit.errors import DatasetError
 
 
@@ -127,6 +127,13 @@ def test_mnist_idx_plain_and_gz(mnist_dir: Path) -> None:
     assert len(ds) == 17 and ds.images.shape == (17, 28, 28, 1) and ds.domain == "gray"
     assert len(ds.indices("train")) == 12 and ds.labels[ds.indices("test")].tolist() == [0, 1, 2, 3, 4]
     assert np.array_equal(ds.images[:12, ..., 0], np.load(mnist_dir / "expected_train.npy"))
+
+
+def test_mnist_idx_with_no_images_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8)))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(0, np.uint8)))
+    with pytest.raises(DatasetError, match="the idx files hold no images"):
+        open_dataset(f"mnist-idx:{tmp_path}")
 
 
 def test_mnist_idx_header_is_parsed(tmp_path: Path) -> None:
@@ -304,3 +311,13 @@ def test_imagefolder_without_images_raises(tmp_path: Path) -> None:
 def test_imagefolder_bad_channels_option(imagefolder_dir: Path) -> None:
     with pytest.raises(DatasetError, match="channels must be 1 or 3"):
         open_dataset(f"imagefolder:{imagefolder_dir}", channels=2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 5.0, -0.5])
+def test_float_images_outside_the_unit_range_are_refused(tmp_path: Path, value: float) -> None:
+    path = tmp_path / "bad.npy"
+    np.save(path, np.full((4, 4), value, np.float32))
+    with pytest.raises(DatasetError, match="float pixels that are not all in \\[0, 1\\]"):
+        read_image(path)
+    np.save(path, np.full((4, 4), 0.5, np.float32))
+    assert read_image(path).dtype == np.float32

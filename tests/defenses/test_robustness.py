@@ -40,6 +40,15 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert summary["fog.accuracy"] == pytest.approx(correct[:, 1, :].mean())
     png = Path(summary["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    args = ["robustness", "--model", digits_checkpoint, "--baseline", digits_checkpoint, "--data", "digits", "--corruption",
+            "gaussian_noise", "--corruption", "fog", "--severity", "1", "--severity", "5", "--n", "40", "--out", "r.h5", "--json"]
+    rerun = cli(*args)  # the same command again: a no-op that shows the stored summary
+    assert rerun.code == 0 and "already complete" in rerun.stderr and rerun.json()["mCE"] == summary["mCE"], rerun.stderr
+    for extra, message in ((["--plot", "x.abc"], "needs one of the extensions"), (["--run", "bad name!"], "invalid run id")):
+        early = cli(*args, "--out", "fresh.h5", *extra)  # refused before any corruption is computed
+        lines = early.stderr.strip().splitlines()
+        assert early.code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], early.stderr
+        assert not (tmp_path / "fresh.h5").exists()
     again = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--corruption", "fgo")
     assert again.code == 1 and "did you mean fog" in again.stderr
     bad = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--severity", "6")

@@ -114,10 +114,15 @@ def test_bad_files_give_one_line_errors(net: torch.nn.Module, tmp_path: Path) ->
     truncated.write_bytes(good.read_bytes()[:200])
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    text, junk = tmp_path / "notes.txt", tmp_path / "junk.pt"
+    text.write_text("hello\n")  # the legacy-format parser fails with a KeyError on it
+    junk.write_bytes(b"junk")  # ... and with a struct.error on this
     cases = {
         tmp_path / "missing.pt": "no such checkpoint",
         truncated: "not a readable safetensors",
         garbage: "not a readable PyTorch checkpoint",
+        text: "not a readable PyTorch checkpoint",
+        junk: "not a readable PyTorch checkpoint",
         tmp_path: "is a folder",
     }
     for path, message in cases.items():

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advkit.errors import ReportError
+from advkit.errors import AdvkitError, ReportError
 from advkit.report import Report, attack_summary
 from advkit.report.compare import compare_runs, parse_specs
 from advkit.report.export import export, flat_columns, threat_model
+from advkit.runtime import write_atomically
 
 
 def _attack(report: Report, run_id: str, index: np.ndarray, success: np.ndarray, *, attack: str = "pixle",
@@ -121,6 +122,21 @@ def test_export_mistakes_are_report_errors(tmp_path: Path) -> None:
         export(report, "xml")
     with pytest.raises(ReportError, match="has no run 'b'; runs: a"):
         export(report, "csv", tmp_path / "o", runs=["b"])
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(AdvkitError, match="folder is a folder, not a file"):
+        export(report, "json", tmp_path / "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "r.h5", "r.h5.lock"]  # no temporary file left
+
+
+def test_atomic_writes_leave_nothing_when_the_writer_fails(tmp_path: Path) -> None:
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    (tmp_path / "keep.json").write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(tmp_path / "keep.json", fail)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.json"] and (tmp_path / "keep.json").read_text() == "old"
 
 
 @pytest.mark.parametrize(("summary", "params", "message"), [
