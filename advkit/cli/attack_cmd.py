@@ -115,7 +115,9 @@ def attack(
             where = "the built-in small CNN" if model is None else loaded.source
             log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
                 f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
-        base_config = recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"})
+        # the weights' fingerprint: a checkpoint retrained under the same path is another config, not a resume
+        base_config = {**recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"}),
+                       "model_fingerprint": wrapped.fingerprint()}
         flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
         summaries: dict[str, dict[str, Any]] = {}

@@ -55,7 +55,7 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
 
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
-    record the ``attacks`` and ``runs`` they combine.
+    record the ``attacks`` and ``runs`` they combine; ``*_fingerprint`` keys record the models' weights.
     """
     config = dict(config)
     if "attack" in config:
@@ -66,6 +66,8 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
     if "attacks" in config:
         config.setdefault("names", config.pop("attacks"))
     config.pop("runs", None)
+    for key in [k for k in config if k.endswith("_fingerprint")]:  # recorded weights, checked on re-runs: not options
+        config.pop(key)
     return config
 
 
@@ -147,11 +149,14 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # numbers and strings: JSON's spelling is valid TOML
 
 
-def training_state_path(out_path: Path, overwrite: bool) -> Path:
-    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint,
-    and with ``overwrite`` drops the state of an earlier interrupted run, so the training starts over."""
+def training_state_path(out_path: Path, overwrite: bool, report: Path | None = None) -> Path:
+    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint
+    or to write the ``report`` over it, and with ``overwrite`` drops the state of an earlier interrupted run, so the
+    training starts over."""
     if out_path.suffix not in (".safetensors", ".pt", ".pth"):
         raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
+    if report is not None and report.resolve() == out_path.resolve():
+        raise typer.BadParameter(f"the report and the checkpoint would both be {out_path}", param_hint="--report")
     state_path = out_path.with_name(out_path.name + ".state.pt")
     if out_path.exists() and not overwrite and not state_path.exists():
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")

@@ -224,7 +224,6 @@ def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: La
                           unsafe_pickle: bool, fingerprints: dict[tuple[str, str | None], str]) -> None:
     """A DetectorError unless ``spec`` (what ``what`` attacked) is the detector's model: the file it was loaded
     from under any spelling, or any checkpoint with the same weights (compared by fingerprint, cached per spec)."""
-    from advkit.detectors.features import model_fingerprint
     from advkit.report.paths import same_file
 
     checkpoint = _checkpoint(spec)
@@ -237,7 +236,7 @@ def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: La
         except CheckpointError as exc:
             where = "" if Path(checkpoint).is_absolute() else " (looked next to the report and in the current directory)"
             raise DetectorError(f"cannot check which model {what} attacked: {exc}{where}") from None
-        fingerprints[key] = model_fingerprint(other)
+        fingerprints[key] = other.fingerprint()
     if fingerprints[key] != det.meta["fingerprint"]:
         raise DetectorError(f"{what} attacked another model ({spec or 'the built-in CNN'}) than the one this detector was fitted for")
 

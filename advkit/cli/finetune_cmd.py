@@ -87,7 +87,7 @@ def finetune(
                              schedule or default_schedule, 0, False, seed)
     names = eval_attack or list(EVAL_DEFAULTS)
     attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
-    state_path = training_state_path(out_path, overwrite)
+    state_path = training_state_path(out_path, overwrite, report)
     loaded = _checked_model(model, unsafe_pickle, dev)
     pre = loaded.preprocessing
     opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))

@@ -62,7 +62,8 @@ def robustness(
         require_preprocessing(loaded, spec, "its accuracies would be measured on wrongly normalised inputs")
         wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
         check_compatible(wrapped[role], ds, f"the {role}")
-    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities}
+    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities,
+           **{f"{role}_fingerprint": m.fingerprint() for role, m in wrapped.items()}}
     if cifar10c is not None:
         cfg["cifar10c"] = str(cifar10c.resolve())
     png = check_figure_path(plot or out_path.with_suffix(".png"))

@@ -58,7 +58,7 @@ def train(
 
     dev = resolve_device(device)
     settings = TrainSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, translate, hflip, seed)
-    state_path = training_state_path(out_path, overwrite)
+    state_path = training_state_path(out_path, overwrite, report)
     ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     pre = fit_preprocessing(ds, channels=channels, normalise=normalise)
     arch_kwargs = {"num_classes": ds.num_classes, "in_channels": pre.channels, "input_size": list(ds.size) if ds.size[0] != ds.size[1] else ds.size[0]}

@@ -38,7 +38,7 @@ import torch
 from advkit.datasets import ImageDataset
 from advkit.detectors.autoencoders import KINDS, InputAutoencoder, LayerAutoencoder, build_autoencoder
 from advkit.detectors.baselines import fit_mahalanobis, mahalanobis_score, pooled
-from advkit.detectors.features import layer_features, model_fingerprint
+from advkit.detectors.features import layer_features
 from advkit.detectors.taps import default_layers, layer_shapes
 from advkit.errors import DetectorError, SettingsError
 from advkit.models import ModelWrapper
@@ -223,7 +223,7 @@ class LayerwiseDetector:
         maha = {name: fit_mahalanobis(pooled_feats[name], labels, num_classes) for name in layers}
         calib, _ = _collect(model, layers, aes, norms, magnet, maha, dataset, calib_idx, batch_size)
         meta = {
-            "fingerprint": model_fingerprint(model), "input_shape": list(input_shape), "num_classes": num_classes,
+            "fingerprint": model.fingerprint(), "input_shape": list(input_shape), "num_classes": num_classes,
             "nonnegative": nonneg, "dataset": dataset.name, "n_fit": len(fit_idx), "n_calib": len(calib_idx),
             "train_seconds": round(train_seconds, 3), "channels": channels,
         }
@@ -352,7 +352,7 @@ class LayerwiseDetector:
         from safetensors.torch import load_file
 
         meta = cls.read_meta(path)
-        theirs, ours = meta.get("fingerprint", ""), model_fingerprint(model)
+        theirs, ours = meta.get("fingerprint", ""), model.fingerprint()
         if theirs != ours:
             raise DetectorError(f"{path} was fitted for another model (fingerprint {theirs[:12]}, this model's is {ours[:12]}); "
                                 "fit a detector for this model with advkit detect fit")

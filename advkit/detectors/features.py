@@ -1,18 +1,14 @@
-"""Feature collection for detectors: layer outputs through hooks that are always removed, and model fingerprints.
+"""Feature collection for detectors: layer outputs through hooks that are always removed.
 
     >>> from advkit.models import ModelWrapper, Preprocessing, create_architecture
     >>> model = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), Preprocessing())
     >>> feats, logits = layer_features(model, ["block1", "block2"], torch.rand(3, 1, 8, 8))
     >>> {k: tuple(v.shape) for k, v in feats.items()}, tuple(logits.shape)
     ({'block1': (3, 32, 4, 4), 'block2': (3, 64, 4, 4)}, (3, 10))
-    >>> len(model_fingerprint(model))
-    64
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 
 import torch
@@ -46,18 +42,3 @@ def _as_map(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def model_fingerprint(model: ModelWrapper) -> str:
-    """SHA-256 of the net's class, every weight and buffer (name, dtype, shape, bytes) and the preprocessing.
-
-    Two models share a fingerprint only if they compute the same function on the same inputs.
-    """
-    h = hashlib.sha256()
-    h.update(type(model.net).__name__.encode())
-    pre = model.preprocessing
-    h.update(json.dumps([pre.channels, list(pre.input_size) if pre.input_size else None, list(pre.mean),
-                         list(pre.std)]).encode())
-    for name, tensor in sorted(model.net.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()

@@ -16,6 +16,8 @@ eval mode, selects the logits from tuple/dict outputs, and counts queries per sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -165,6 +167,20 @@ class ModelWrapper(nn.Module):
     def probabilities(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Softmax probabilities (B, K): all a black-box attack may see."""
         return torch.softmax(self.forward(x, rows), dim=1)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (64 hex digits) of the net's class, every weight and buffer (name, dtype, shape, bytes) and the
+        preprocessing: two models share it only if they compute the same function on the same inputs."""
+        h = hashlib.sha256()
+        h.update(type(self.net).__name__.encode())
+        pre = self.preprocessing
+        h.update(json.dumps([pre.channels, list(pre.input_size) if pre.input_size else None, list(pre.mean),
+                             list(pre.std)]).encode())
+        for name, tensor in sorted(self.net.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Uncounted forward pass; for the attack base's independent re-check of success only."""

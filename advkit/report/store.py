@@ -960,6 +960,8 @@ class Report:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
         self._display = str(path)
+        if self.path.is_dir():  # before any lock file is made beside it
+            raise ReportError(f"{self._display or '.'} is a folder, not a report file")
 
     @property
     def _real(self) -> Path:

@@ -46,6 +46,18 @@ def test_rerunning_a_finished_attack_does_not_redo_it(cli: Cli, digits_checkpoin
     assert cli(*args, "--param", "eps=0.1", "--run", "fgsm-small").code == 0
 
 
+def test_a_checkpoint_retrained_under_the_same_path_is_not_taken_for_the_same_run(cli: Cli, tmp_path: Path) -> None:
+    train = ["train", "--data", "digits", "--epochs", "1", "--out", "m.safetensors"]
+    attack = ["attack", "fgsm", "--model", "m.safetensors", "--data", "digits", "--n", "5", "--out", "r.h5"]
+    assert cli(*train).code == 0 and cli(*attack).code == 0
+    assert "already complete" in cli(*attack).stderr
+    assert cli(*train, "--seed", "5", "--overwrite").code == 0  # other weights, same file name
+    again = cli(*attack)
+    assert again.code == 1 and "different config (model_fingerprint:" in again.stderr, again.stderr
+    config = Report(tmp_path / "r.h5").read("attack-fgsm").config
+    assert len(config["model_fingerprint"]) == 64
+
+
 def test_a_finished_run_recorded_with_a_relative_path_is_not_redone(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "m.safetensors").write_bytes(digits_checkpoint.read_bytes())
     args = ["attack", "fgsm", "--model", "m.safetensors", "--data", "digits", "--n", "5", "--out", "r.h5"]
@@ -133,6 +145,8 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     (["detect", "score", "--detector", "d.safetensors", "--data", "digits", "--n", "0"], "Invalid value for '--n'"),
     (["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--adaptive-n", "0"], "Invalid value for '--adaptive-n'"),
     (["finetune", "--model", "m.safetensors", "--data", "digits", "--eval-n", "0"], "Invalid value for '--eval-n'"),
+    (["train", "--data", "digits", "--out", "m.safetensors", "--report", "m.safetensors"], "would both be m.safetensors"),
+    (["attack", "--seed", "-1"], "Invalid value for '--seed'"),
 ])
 def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: list[str], message: str) -> None:
     result = cli(*args)

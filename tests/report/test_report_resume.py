@@ -309,3 +309,9 @@ def test_per_sample_tables_must_name_samples_of_their_chunk(report: Report) -> N
             run.append({"index": [1, 2]}, tables={"moves": {"sample": [3]}})
         with pytest.raises(ReportError, match="needs an integer column 'sample'"):
             run.append({"index": [1, 2]}, tables={"moves": {"dst": [3]}})
+
+
+def test_a_folder_is_not_a_report(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="is a folder, not a report file"):
+        Report(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no lock file beside it either
