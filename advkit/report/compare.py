@@ -44,7 +44,7 @@ import numpy as np
 
 from advkit.errors import ReportError
 from advkit.report.paths import SpecKind, resolve_recorded
-from advkit.report.store import Report, RunData, is_number
+from advkit.report.store import Report, RunData, is_number, missing_run
 from advkit.report.summary import attack_summary
 
 PERSPECTIVES = ("auto", "model", "attack")
@@ -141,7 +141,7 @@ def parse_specs(specs: Sequence[str]) -> list[RunRef]:
         known = [r.id for r in report.runs()]
         for run in runs or known:
             if run not in known:
-                raise ReportError(f"{path} has no run {run!r}; runs: {', '.join(known) or 'none'}")
+                raise missing_run(path, run, known)
             pairs.append((path, run))
     if len(set(pairs)) != len(pairs):
         dup = next(p for p in pairs if pairs.count(p) > 1)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from advkit.errors import ReportError
-from advkit.report.store import IMAGES, Report, RunData, check_number, check_text
+from advkit.report.store import IMAGES, Report, RunData, check_number, check_text, missing_run
 from advkit.runtime import write_atomically
 
 FORMATS = ("csv", "json")
@@ -63,7 +63,7 @@ def _selected(report: Report, runs: Sequence[str] | None) -> list[str]:
         return known
     for run in runs:
         if run not in known:
-            raise ReportError(f"{report.path} has no run {run!r}; runs: {', '.join(known) or 'none'}")
+            raise missing_run(report.path, run, known)
     return list(runs)
 
 

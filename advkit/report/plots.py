@@ -635,7 +635,9 @@ def plot_report(
     infos = {r.id: r for r in report.runs()}
     for run_id in runs or []:
         if run_id not in infos:
-            raise ReportError(f"{report.path} has no run {run_id!r}; runs: {', '.join(infos) or 'none'}")
+            from advkit.report.store import missing_run
+
+            raise missing_run(report.path, run_id, list(infos))
     ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
     data = [report.read(i) for i in ids]
     out = Path(out)

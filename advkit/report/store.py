@@ -25,6 +25,7 @@ Guarantees (see ``docs/report-format.md``):
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import glob
 import importlib.metadata
@@ -39,7 +40,7 @@ import sys
 import time
 import weakref
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -205,6 +206,13 @@ def _first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, An
                 return found
         return None
     return None if _same_leaf(old, new) else (where, old, new)
+
+
+def missing_run(where: str | Path, run_id: str, known: Sequence[str]) -> ReportError:
+    """The one-line error for a run name the report does not have, with close matches (typos) and every run."""
+    close = difflib.get_close_matches(run_id, list(known), n=1, cutoff=0.75)  # run names share prefixes: the best only
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ReportError(f"{where} has no run {run_id!r}{hint}; runs: {', '.join(known) or 'none'}")
 
 
 def config_difference(old: dict[str, Any], new: dict[str, Any], recorded_in: Path) -> tuple[str, Any, Any] | None:
@@ -1027,8 +1035,7 @@ class Report:
     def _run_group(self, f: h5py.File, run_id: str) -> h5py.Group:
         runs = f["runs"]
         if run_id not in runs:
-            known = ", ".join(sorted(runs)) or "none"
-            raise ReportError(f"{self._display} has no run {run_id!r}; runs: {known}")
+            raise missing_run(self._display, run_id, sorted(runs))
         group = runs[run_id]
         if not isinstance(group, h5py.Group):
             raise ReportError(f"{self._display}: {group.name} is not a group")

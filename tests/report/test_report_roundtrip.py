@@ -189,6 +189,10 @@ def test_unknown_run_lists_available_ids(report: Report) -> None:
             run.finish()
     with pytest.raises(ReportError, match=r"has no run 'c'; runs: a, b$"):
         report.read("c")
+    with report.start_run("attack-fgsm", kind="attack", config={}) as run:
+        run.finish()
+    with pytest.raises(ReportError, match=r"has no run 'attack-fgms' \(did you mean attack-fgsm\?\); runs: a, attack-fgsm, b$"):
+        report.read("attack-fgms")
 
 
 def test_missing_report(report: Report) -> None:
