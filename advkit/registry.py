@@ -113,12 +113,15 @@ def check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], wha
                 continue
             raise SettingsError(f"{what} has no setting {key}{suggest(key, names)}")
         allowed = _simple_types(hints.get(key))
-        if value is None or not allowed:
-            continue
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-            if not (float in allowed and isinstance(value, int) and not isinstance(value, bool)):
-                kinds = " or ".join(f"a{'n' if t is int else ''} {t.__name__}" for t in allowed)
-                raise SettingsError(f"{what}: {key} must be {kinds}, got {value!r}")
+        if value is not None and allowed and not _fits(value, allowed):
+            kinds = " or ".join(f"a{'n' if t is int else ''} {t.__name__}" for t in allowed)
+            raise SettingsError(f"{what}: {key} must be {kinds}, got {value!r}")
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # a bool is an int to isinstance, not to a user
+        return bool in allowed
+    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
 
 
 def _simple_types(hint: Any) -> tuple[type, ...]:

@@ -115,9 +115,7 @@ def attack(
             where = "the built-in small CNN" if model is None else loaded.source
             log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
                 f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
-        # the weights' fingerprint: a checkpoint retrained under the same path is another config, not a resume
-        base_config = {**recorded_config(ctx.params, exclude={"batch_size", "names", "param", "run", "out_path"}),
-                       "model_fingerprint": wrapped.fingerprint()}
+        base_config = recorded_config(ctx.params, {"batch_size", "names", "param", "run", "out_path"}, {"model": wrapped})
         flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
         summaries: dict[str, dict[str, Any]] = {}

@@ -98,12 +98,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def recorded_config(params: Mapping[str, Any], exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+def recorded_config(params: Mapping[str, Any], exclude: set[str] | frozenset[str] = frozenset(),
+                    models: Mapping[str, ModelWrapper] | None = None) -> dict[str, Any]:
     """The command's resolved parameters as JSON-able values, minus run-only options (and ``exclude``); the
-    checkpoint and dataset files it names are spelled as absolute paths, so the record means the same from anywhere."""
+    checkpoint and dataset files it names are spelled as absolute paths, so the record means the same from anywhere,
+    and each of ``models`` adds ``<role>_fingerprint`` (its weights), so a checkpoint retrained under the same path
+    is another config, not a run to resume."""
     from advkit.report.paths import absolute_specs
 
-    return absolute_specs({k: plain(v) for k, v in sorted(params.items()) if k not in NON_CONFIG | exclude})
+    config = absolute_specs({k: plain(v) for k, v in sorted(params.items()) if k not in NON_CONFIG | exclude})
+    return {**config, **{f"{role}_fingerprint": model.fingerprint() for role, model in (models or {}).items()}}
 
 
 def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[str, Any] | None:

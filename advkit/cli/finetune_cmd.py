@@ -12,9 +12,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    log, out,
-    training_state_path,
-    parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
+    log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -103,7 +101,7 @@ def finetune(
 
     report_path = report or out_path.with_suffix(".h5")
     run_id = run or f"finetune-{method}"
-    cfg = recorded_config(ctx.params, exclude={"run"})
+    cfg = recorded_config(ctx.params, {"run"}, {"model": before})
     # a run killed after finishing its report but before deleting its state file: done, not a conflict
     finished = world.broadcast(finished_run(Report(report_path), run_id, cfg)
                                if world.is_root and not overwrite and state_path.exists() else None)

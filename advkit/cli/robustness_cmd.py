@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -13,6 +13,10 @@ from advkit.cli.common import (
     finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table,
 )
 from advkit.cli.train_cmd import Domain
+
+if TYPE_CHECKING:
+    from advkit.datasets import ImageDataset
+    from advkit.models import ModelWrapper
 
 
 def robustness(
@@ -62,8 +66,8 @@ def robustness(
         require_preprocessing(loaded, spec, "its accuracies would be measured on wrongly normalised inputs")
         wrapped[role] = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
         check_compatible(wrapped[role], ds, f"the {role}")
-    cfg = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "plot", "run"}), "corruptions": list(names), "severities": severities,
-           **{f"{role}_fingerprint": m.fingerprint() for role, m in wrapped.items()}}
+    cfg = {**recorded_config(ctx.params, {"batch_size", "out_path", "plot", "run"}, wrapped), "corruptions": list(names),
+           "severities": severities}
     if cifar10c is not None:
         cfg["cifar10c"] = str(cifar10c.resolve())
     png = check_figure_path(plot or out_path.with_suffix(".png"))
@@ -113,7 +117,7 @@ def robustness(
     out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))
 
 
-def _measure(wrapped: dict[str, Any], ds: Any, names: list[str], severities: list[int], n: int, cifar10c: Path | None,
+def _measure(wrapped: dict[str, ModelWrapper], ds: ImageDataset, names: list[str], severities: list[int], n: int, cifar10c: Path | None,
              seed: int, batch_size: int) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
     """Per-sample correctness under every corruption and severity, and on the clean images, for each model."""
     from advkit.perturbations.robustness import corruption_correct, published_correct

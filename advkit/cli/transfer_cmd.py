@@ -73,8 +73,8 @@ def transfer(
     if direction == "both":
         plan.append(((first[1], first[0]), models["target"], models["source"]))
     report = Report(out_path)
-    base = {**recorded_config(ctx.params, exclude={"batch_size", "out_path", "param", "direction"}),
-            **{f"{role}_model_fingerprint": m.fingerprint() for role, m in models.items()}}
+    base = recorded_config(ctx.params, {"batch_size", "out_path", "param", "direction"},
+                           {f"{role}_model": m for role, m in models.items()})
     summaries: dict[str, dict[str, Any]] = {}
     for (src_domain, tgt_domain), src_model, tgt_model in plan:
         src, tgt = ds.domain(src_domain), ds.domain(tgt_domain)
