@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from advkit.cli.common import JsonOpt, emit_json, fmt, kv_table, out, table, to_toml
+from advkit.cli.common import JsonOpt, emit_json, fmt, kv_table, out, table, to_toml, warn
 
 FIGURE_NAMES = ("cdf", "norms", "images", "corruptions", "roc", "transfer")  # advkit.report.plots.FIGURES, without importing matplotlib
 app = typer.Typer(help="Read HDF5 reports.", no_args_is_help=True)
@@ -90,15 +90,19 @@ def compare(
 ) -> None:
     """Runs side by side; each value is coloured better (green) or worse (red) than the first run's.
 
-    Attack runs are compared on the sample indices they share (the caption says how many).
+    Attack runs of the same data are compared on the sample indices they share (the caption says how many).
     """
     from advkit.report.compare import compare_runs
 
     comparison = compare_runs(specs, perspective=perspective, common=not all_samples)
+    if comparison.data_differs:
+        warn("the attack runs attacked different data (dataset, split or --data-param), so their samples are not "
+             "paired: each shows its stored summary over its own samples")
     if json_output:
         emit_json({"runs": [{"label": r.label, "report": str(r.path), "run": r.run, "kind": k, "samples": n}
                             for r, k, n in zip(comparison.refs, comparison.kinds, comparison.sample_counts)],
-                   "perspective": comparison.perspective, "common_samples": comparison.common, "caption": comparison.caption(),
+                   "perspective": comparison.perspective, "common_samples": comparison.common,
+                   "data_differs": comparison.data_differs, "caption": comparison.caption(),
                    "metrics": {row.key: {"values": row.values, "verdicts": row.verdicts} for row in comparison.rows}})
         return
     styles = {"better": "green", "worse": "red", "same": "dim"}

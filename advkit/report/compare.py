@@ -1,10 +1,12 @@
 """Runs side by side: the numbers of several runs (of one or several reports) and whether each is better or worse
 than the first run's.
 
-A run is named ``FILE`` (every run in it) or ``FILE:RUN`` (``FILE:RUN1,RUN2`` for several). Attack runs are
-compared on the sample indices they all share: their summaries are recomputed from the per-sample columns of
-those samples (:func:`~advkit.report.summary.attack_summary`), so a run over 100 images and one over the first
-50 of them compare on the same 50. Other runs (transfer, fine-tune, robustness, train, detect) show their
+A run is named ``FILE`` (every run in it) or ``FILE:RUN`` (``FILE:RUN1,RUN2`` for several). Attack runs of the same
+data (dataset, split and reader settings; either domain of a paired dataset) are compared on the sample indices
+they all share: their summaries are recomputed from the per-sample columns of those samples
+(:func:`~advkit.report.summary.attack_summary`), so a run over 100 images and one over the first 50 of them
+compare on the same 50. Attack runs of different data keep their stored summaries, since one index names
+different images there. Other runs (transfer, fine-tune, robustness, train, detect) show their
 stored summaries.
 
 "Better" depends on whose side you are on. From the **model**'s side higher accuracy and a lower attack success
@@ -32,6 +34,7 @@ side when every compared run is an attack run on the same model and data (attack
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -99,6 +102,7 @@ class Comparison:
     common: int | None  # samples the attack runs were compared on (None: no attack runs)
     sample_counts: list[int]  # samples of each run in its report
     recomputed: list[bool] = field(default_factory=list)  # summary recomputed on the common samples
+    data_differs: bool = False  # attack runs of different data: sample indices name different images
 
     @property
     def labels(self) -> list[str]:
@@ -122,7 +126,9 @@ class Comparison:
             else:
                 counts = ", ".join(f"{ref.label} {n}" for ref, n, again in zip(self.refs, self.sample_counts, self.recomputed) if again)
                 parts.append(f"attack runs recomputed on the {self.common} sample indices they share ({counts} in their reports)")
-        if not all(self.recomputed):
+        if self.data_differs:
+            parts.append("attack runs on different data: stored summaries over their own samples")
+        elif not all(self.recomputed):
             parts.append("other runs: stored summaries over their own samples")
         return "; ".join(parts)
 
@@ -208,11 +214,19 @@ def _canonical(spec: Any, kind: SpecKind, report: Path) -> str:
     return os.path.realpath(resolved) if os.path.isfile(resolved) else resolved
 
 
+def _data(run: RunData, ref: RunRef) -> tuple[str, str, str]:
+    """What a run's sample indices number: its dataset, split and reader settings (the domain aside: both sides of
+    a paired dataset number the same aligned pairs)."""
+    config = run.config
+    return (_canonical(config.get("data"), "data", ref.path), str(config.get("split")),
+            json.dumps(config.get("data_param"), sort_keys=True))
+
+
 def _auto_perspective(runs: list[RunData], refs: list[RunRef]) -> str:
     if not all(_is_attack(r) for r in runs):
         return "model"
-    setup = {(_canonical(r.config.get("model"), "model", ref.path), _canonical(r.config.get("data"), "data", ref.path),
-              str(r.config.get("domain"))) for r, ref in zip(runs, refs)}
+    setup = {(_canonical(r.config.get("model"), "model", ref.path), _data(r, ref), str(r.config.get("domain")))
+             for r, ref in zip(runs, refs)}
     return "attack" if len(setup) == 1 else "model"
 
 
@@ -236,11 +250,13 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
     summaries = [dict(r.summary) for r in runs]
     shared: int | None = None
     recomputed = [False] * len(runs)
-    if common and any(attack):
+    differs = len({_data(run, ref) for run, ref, a in zip(runs, refs, attack) if a}) > 1
+    if common and any(attack) and not differs:
         keep = functools.reduce(np.intersect1d, [run.samples["index"] for run, a in zip(runs, attack) if a])
         shared = int(len(keep))
         if shared == 0:
-            raise ReportError("the attack runs share no sample index; compare them with common=False (--all-samples)")
+            raise ReportError("the attack runs share no sample index; compare their stored summaries instead "
+                              "(--all-samples; common=False in Python)")
         for j, (run, is_attack) in enumerate(zip(runs, attack)):
             if is_attack:
                 summaries[j] = {**summaries[j], **attack_summary(_subset(run.samples, keep))}
@@ -255,4 +271,4 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
             continue
         direction = _direction(key, side)
         rows.append(Row(key, values, [None] + [_verdict(values[0], v, direction) for v in values[1:]]))
-    return Comparison(refs, [r.kind for r in runs], side, rows, shared, [r.n_samples for r in runs], recomputed)
+    return Comparison(refs, [r.kind for r in runs], side, rows, shared, [r.n_samples for r in runs], recomputed, differs)

@@ -55,6 +55,19 @@ def test_compare_prints_runs_side_by_side(cli: Cli, attacked: Path) -> None:
     assert table.code == 0 and "attack success rate" in table.stdout and "same 12 samples" in table.stdout
 
 
+
+def test_compare_warns_when_the_attack_runs_attacked_different_data(cli: Cli, attacked: Path, digits_checkpoint: Path) -> None:
+    train = cli("attack", "pgd", "--model", digits_checkpoint, "--data", "digits", "--split", "train", "--n", "12",
+                "--param", "eps=0.3", "--param", "steps=2", "--out", "train.h5", "--json")
+    assert train.code == 0, train.stderr
+    result = cli("report", "compare", f"{attacked}:attack-pgd", "train.h5", "--json")
+    assert result.code == 0, result.stderr
+    assert "attacked different data" in result.stderr
+    data = result.json()
+    assert data["data_differs"] and data["common_samples"] is None
+    stored = [Report(attacked).read("attack-pgd").summary, Report("train.h5").read("attack-pgd").summary]
+    assert data["metrics"]["attack_success_rate"]["values"] == pytest.approx([s["attack_success_rate"] for s in stored])
+
 def test_plot_writes_pngs_and_names_the_skipped(cli: Cli, attacked: Path, tmp_path: Path) -> None:
     result = cli("report", "plot", attacked, "--out", "figs", "--json")
     assert result.code == 0, result.stderr

@@ -207,3 +207,29 @@ def test_compare_run_specs(tmp_path: Path) -> None:
             compare_runs(specs)
     with pytest.raises(ReportError, match="unknown perspective"):
         compare_runs([f"{tmp_path}/r.h5"], perspective="defender")
+
+
+def test_compare_does_not_pair_the_samples_of_different_data(tmp_path: Path) -> None:
+    """Index 3 of digits and index 3 of the MNIST subset are different images: such attack runs keep their stored
+    summaries (and the caption says so), while the RGB and IR sides of one paired dataset stay paired by index."""
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "digits", np.arange(10), np.arange(10) < 9)
+    with report.start_run("mnist", kind="attack", config={"model": "m", "data": "mnist-subset", "attack": "pixle"}) as writer:
+        cols = {"index": np.arange(0, 20, 2), "label": np.zeros(10, int), "pred": np.zeros(10, int),
+                "success": np.arange(10) < 2}
+        writer.append(cols)
+        writer.finish(attack_summary(cols))
+    c = compare_runs([f"{tmp_path / 'r.h5'}:digits,mnist"])
+    assert c.data_differs and c.common is None and c.recomputed == [False, False]
+    assert c.row("attack_success_rate").values == [0.9, 0.2]  # each over its own 10 samples
+    assert c.perspective == "model"
+    assert "attack runs on different data: stored summaries" in c.caption()
+
+    for side in ("rgb", "ir"):
+        with report.start_run(side, kind="attack", config={"model": "m", "data": "pairs", "domain": side, "attack": "pixle"}) as w:
+            cols = {"index": np.arange(4), "label": np.zeros(4, int), "pred": np.zeros(4, int),
+                    "success": np.arange(4) < (1 if side == "rgb" else 3)}
+            w.append(cols)
+            w.finish(attack_summary(cols))
+    sides = compare_runs([f"{tmp_path / 'r.h5'}:rgb,ir"])
+    assert not sides.data_differs and sides.common == 4 and sides.recomputed == [True, True]
