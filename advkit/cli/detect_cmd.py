@@ -92,9 +92,9 @@ def fit(
     split: Annotated[str, typer.Option("--split", help="Split of clean images to fit on.")] = "train",
     layers: Annotated[list[str] | None, typer.Option("--layers", help="Layer to tap (repeat, or comma-separate); default: stem + conv stages.")] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="Autoencoder: wae (WAE-MMD, the paper's), ae or vae.")] = Kind.wae,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the clean images (the paper: 150).")] = 20,
-    filters: Annotated[int, typer.Option("--filters", help="Channels per encoder conv (the paper: 128).")] = 32,
-    latent: Annotated[int, typer.Option("--latent", help="Code size per layer.")] = 64,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the clean images (the paper: 150).")] = 20,
+    filters: Annotated[int, typer.Option("--filters", min=1, help="Channels per encoder conv (the paper: 128).")] = 32,
+    latent: Annotated[int, typer.Option("--latent", min=1, help="Code size per layer.")] = 64,
     error: Annotated[Error, typer.Option("--error", help="Reconstruction error fed to the IsolationForest.")] = Error.rel_l1,
     fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate the thresholds are calibrated to.")] = 0.05,
     calib_fraction: Annotated[float, typer.Option("--calib-fraction", help="Share of the images held out to calibrate thresholds.")] = 0.1,
@@ -123,6 +123,9 @@ def fit(
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
     if (model is None) != (data is None):
         raise typer.BadParameter("pass both --model and --data, or neither to use the built-in MNIST model", param_hint="--model/--data")
+    for value, hint in ((fpr, "--fpr"), (calib_fraction, "--calib-fraction")):
+        if not 0 < value < 1:
+            raise typer.BadParameter(f"must lie in (0, 1), got {value:g}", param_hint=hint)
     settings = DetectorSettings(kind=kind.value, filters=filters, latent=latent, epochs=epochs, fpr=fpr,
                                 calib_fraction=calib_fraction, error=error.value, seed=seed)
     dev = resolve_device(device)
@@ -312,6 +315,9 @@ def evaluate_cmd(
         raise typer.BadParameter("pass --adversarial REPORT or --attack NAME (one of them)", param_hint="--adversarial/--attack")
     if not 0 <= train_fraction < 1:
         raise typer.BadParameter("must lie in [0, 1)", param_hint="--train-fraction")
+    for eps, hint in ((fgsm_eps, "--fgsm-eps"), (adaptive_eps, "--adaptive-eps")):
+        if not 0 < eps <= 1:  # before any attack runs; NaN fails too
+            raise typer.BadParameter(f"must lie in (0, 1] (an L-infinity budget on [0, 1] pixels), got {eps:g}", param_hint=hint)
     if adaptive_steps < 1 or (adaptive_step is not None and adaptive_step <= 0):
         raise typer.BadParameter("steps must be >= 1 and the step > 0", param_hint="--adaptive-steps/--adaptive-step")
     step = default_step(adaptive_eps, adaptive_steps) if adaptive_step is None else adaptive_step
@@ -452,6 +458,8 @@ def _read_inputs(inputs: list[str], shape: tuple[int, int, int]) -> tuple[list[s
     names, images = [], []
     for spec in inputs:
         path = Path(spec)
+        if path.is_dir():
+            raise AdvkitError(f"{spec} is a folder: give image files, or --data {spec} to score a dataset folder")
         if not path.is_file():
             raise AdvkitError(f"no such image file: {spec} (use --data DATASET for a dataset)")
         arr = read_image(path)

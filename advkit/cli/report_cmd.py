@@ -127,7 +127,7 @@ def plot(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the PNG figures.")] = Path("advkit-figures"),
     run: Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeat for several; default all complete runs).")] = None,
     figure: Annotated[list[str] | None, typer.Option("--figure", help=f"Only this figure: {', '.join(FIGURE_NAMES)} (repeatable; missing data is an error).")] = None,
-    max_images: Annotated[int, typer.Option("--max-images", help="Samples per image grid.")] = 6,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Samples per image grid.")] = 6,
     json_output: JsonOpt = False,
 ) -> None:
     """PNG figures of everything the report has data for; says which figures were skipped and why.

@@ -197,7 +197,7 @@ class LayerwiseDetector:
         n_calib = int(round(len(indices) * s.calib_fraction))
         if n_calib < 10 or len(indices) - n_calib < 20:
             raise DetectorError(f"fitting needs at least 20 training and 10 held-out images; got {len(indices)} images "
-                                f"with calib_fraction {s.calib_fraction}")
+                                f"with {s.calib_fraction:g} of them held out")
         channels, (h, w) = dataset.channels, dataset.size
         model.adapt(torch.zeros(1, channels, h, w))  # the model's one-line error for images it does not take
         input_shape = (model.preprocessing.channels or channels, h, w)

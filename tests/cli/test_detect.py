@@ -109,6 +109,10 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan, np.float32))
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", "flat.npy"), "not an (H, W) or (H, W, C) image")
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", "nan.npy"), "float pixels that are not all in [0, 1]")
+    one_line_error(cli("detect", "score", "--detector", "det.safetensors", str(tmp_path)), "is a folder: give image files, or --data")
+    for option, value in (("--fpr", "1.5"), ("--calib-fraction", "0")):
+        bad = cli("detect", "fit", *base, option, value, "--out", "never.safetensors")
+        assert bad.code == 2 and option in bad.stderr and "must lie in (0, 1)" in bad.stderr and not Path("never.safetensors").exists()
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--model", "ir.safetensors", "--attack", "fgsm"),
                    "no such checkpoint")
     from advkit.cli.attack_cmd import builtin_checkpoint
@@ -118,6 +122,9 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     assert cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "5", "--out", "plain.h5").code == 0
     one_line_error(cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "plain.h5"), "no saved images")
     one_line_error(cli("detect", "score", "--detector", "missing.safetensors", "--data", "digits"), "no such detector file")
+    for option, value in (("--fgsm-eps", "-1"), ("--adaptive-eps", "0"), ("--fgsm-eps", "nan")):  # refused before any attack
+        bad = cli("detect", "eval", "--detector", "det.safetensors", "--attack", "fgsm", option, value)
+        assert bad.code == 2 and option in bad.stderr and "must lie in (0, 1]" in bad.stderr, bad.stderr
 
 
 def _rewrite_detector_meta(path: Path, **changes: object) -> None:
