@@ -29,6 +29,7 @@ class Sizes:
     """How much work each step does: the default tour or ``--quick`` (the test's)."""
 
     mnist_data: tuple[str, ...]  # --data and --data-param of the gray digits (the MNIST subset; --quick: sklearn's 8x8 digits)
+    mnist_title: str  # how the step titles name them
     mnist_epochs: int
     rgbir_data: tuple[str, ...]  # --data-param of the synthetic RGB-IR pairs
     rgbir_epochs: int
@@ -46,11 +47,11 @@ class Sizes:
     detect_epochs: int
 
 
-FULL = Sizes(mnist_data=("mnist-subset",), mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
+FULL = Sizes(mnist_data=("mnist-subset",), mnist_title="the MNIST subset", mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
              pixle=("restarts=20", "max_iterations=10"), white_pixle=("restarts=10", "max_iterations=20"), pgd_steps=40,
              transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, finetune_eps=0.3, robustness_n=200,
              detect_n=1000, detect_epochs=10)
-QUICK = Sizes(mnist_data=("digits",), mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
+QUICK = Sizes(mnist_data=("digits",), mnist_title="sklearn's 8x8 digits", mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
               rgbir_batch=16, attack_n=6,
               pixle=("restarts=3", "max_iterations=4"), white_pixle=("restarts=2", "max_iterations=5"), pgd_steps=5,
               transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, finetune_eps=0.1, robustness_n=40,
@@ -75,7 +76,7 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
     ckpt = {name: str(folder / f"{name}.safetensors") for name in ("mnist-cnn", "rgb-cnn", "ir-cnn", "mnist-cnn-fast-at")}
     common = ["--seed", str(seed), "--overwrite"]
     steps = [
-        ("train a small CNN on the MNIST subset",
+        (f"train a small CNN on {sizes.mnist_title}",
          ["train", *mnist, "--epochs", str(sizes.mnist_epochs), "--out", ckpt["mnist-cnn"], "--report", report,
           "--run", "train-mnist", *common]),
         ("train one CNN per domain on synthetic aligned RGB-IR pairs",
@@ -84,7 +85,7 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
         ("",
          ["train", *rgbir, "--domain", "ir", *rgbir_train, "--out", ckpt["ir-cnn"],
           "--report", report, "--run", "train-ir", *common]),
-        ("attack the MNIST model: Pixle, WhitePixle and PGD on the same images (and their worst case)",
+        ("attack the digits model: Pixle, WhitePixle and PGD on the same images (and their worst case)",
          ["attack", "pixle", "white-pixle", "pgd", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.attack_n),
           "--save-images", *_attack_params("pixle", sizes.pixle), *_attack_params("white-pixle", sizes.white_pixle),
           "--param", "pgd.eps=0.3", "--param", "pgd.alpha=0.01", "--param", f"pgd.steps={sizes.pgd_steps}",
@@ -134,12 +135,13 @@ def _run(args: list[str]) -> None:
 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the checkpoints, the report and its figures.")] = Path("advkit-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A much smaller tour (seconds; what the test runs).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A much smaller tour on sklearn's 8x8 digits (about a minute on 2 idle cores; what the test runs).")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of every step.")] = 0,
 ) -> None:
-    """A guided tour, offline on the CPU: train small models on the MNIST subset and on synthetic RGB-IR pairs, attack
-    them with Pixle, WhitePixle and PGD, transfer pixel moves across domains, fine-tune, fit and test a detector,
-    measure corruption robustness, then draw and export the report. Re-running it redoes every step.
+    """A guided tour, offline on the CPU: train small models on the MNIST subset (--quick: sklearn's digits) and on
+    synthetic RGB-IR pairs, attack them with Pixle, WhitePixle and PGD, transfer pixel moves across domains,
+    fine-tune, fit and test a detector, measure corruption robustness, then draw and export the report. Re-running
+    it redoes every step.
     """
     from advkit.report import Report
     from advkit.report.export import export_json
