@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from difflib import SequenceMatcher
 
 import typer
 
@@ -86,6 +87,10 @@ def _usage_error(exc: ClickException) -> int:
         if exc.format_message():
             typer.echo(exc.format_message(), err=True)
         return exc.exit_code
+    close = getattr(exc, "possibilities", None)
+    if close:  # click matches whole spellings, so the shared "--" makes --bogus look close to --out
+        name = str(getattr(exc, "option_name", "")).lstrip("-")
+        exc.possibilities = [p for p in close if SequenceMatcher(None, name, p.lstrip("-")).ratio() >= 0.6]  # type: ignore[attr-defined]
     context = getattr(exc, "ctx", None)
     hint = f" (see {context.command_path} --help)" if context is not None else ""
     err.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)

@@ -134,7 +134,8 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
 @pytest.mark.parametrize(("args", "message"), [
     (["attack", "pixle", "--n", "abc"], "Invalid value for '--n'"),
     (["atack"], "No such command 'atack'"),
-    (["attack", "--bogus"], "No such option: --bogus"),
+    (["attack", "--bogus"], "No such option: --bogus (see advkit attack --help)"),  # no far-fetched "--out"
+    (["attack", "--modle", "m"], "No such option: --modle (Possible options: --model)"),
     (["finetune", "--data", "digits"], "Missing option '--model'"),
     # counts below their minimum: no Python slice (--n -5 once meant "all but the last 5") and no traceback
     (["robustness", "--data", "digits", "--model", "m.safetensors", "--n", "-5"], "Invalid value for '--n'"),
