@@ -104,7 +104,7 @@ def attack(
         loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
         ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
         wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
-        check_compatible(wrapped, ds)
+        check_compatible(wrapped, ds, quiet=not world.is_root)
         plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
                               only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
         _require_gradients(wrapped, ds, plan, names)

@@ -314,10 +314,15 @@ def no_preprocessing(spec: str, consequence: str) -> str:
             f"use {PREPROCESSING_SOURCES}")
 
 
-def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "the model", data_name: str | None = None) -> None:
+def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "the model", data_name: str | None = None,
+                     *, quiet: bool = False) -> None:
     """Fail early, in one line, when the data cannot feed the model (1-channel images may feed a 3-channel net, as
-    the model wrapper replicates them, not the reverse)."""
+    the model wrapper replicates them, not the reverse); warn (unless ``quiet``: torchrun ranks but rank 0) when a
+    model its checkpoint says was trained on RGB gets IR images, or the reverse: it runs, but across domains."""
     pre, data = model.preprocessing, data_name or ds.name
+    if not quiet and {pre.domain, ds.domain} == {"rgb", "ir"}:
+        warn(f"{model_name} was trained on {pre.domain} images (its checkpoint says) but gets the {ds.domain} images "
+             f"of {data}: its results are across domains")
     if pre.input_size is not None and tuple(pre.input_size) != ds.size:
         raise AdvkitError(f"{model_name} takes {pre.input_size[0]}x{pre.input_size[1]} images but {data} has {ds.size[0]}x{ds.size[1]}")
     if pre.channels is not None and ds.channels not in (1, pre.channels):

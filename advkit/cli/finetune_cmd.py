@@ -91,7 +91,7 @@ def finetune(
     opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     ds = with_validation_split(opened, seed=seed)
     before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
-    check_compatible(before, ds)
+    check_compatible(before, ds, quiet=not world.is_root)
     _require_gradients(before, ds, spec, attacks)
     _dry_run(attacks, before, ds)
     selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None

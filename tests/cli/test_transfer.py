@@ -81,3 +81,13 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
         result = cli("transfer", *args)
         assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--direction", "up").code == 2
+
+
+def test_a_model_attacked_on_the_other_domain_gets_a_warning(cli: Cli, domain_models: dict[str, Path]) -> None:
+    """Attacking the RGB model on the IR side runs (the IR images are replicated to 3 channels) but says so."""
+    across = cli("attack", "fgsm", "--model", domain_models["rgb"], *DATA, "--domain", "ir", "--n", "5",
+                 "--include-misclassified", "--out", "r.h5", "--json")
+    assert across.code == 0, across.stderr
+    assert "was trained on rgb images (its checkpoint says) but gets the ir images" in across.stderr
+    own = cli("attack", "fgsm", "--model", domain_models["rgb"], *DATA, "--domain", "rgb", "--n", "5", "--out", "own.h5", "--json")
+    assert own.code == 0 and "across domains" not in own.stderr, own.stderr
