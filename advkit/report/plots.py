@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -641,19 +643,28 @@ def plot_report(
     ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
     data = [report.read(i) for i in ids]
     out = Path(out)
-    result = PlotResult()
-    steps: dict[str, Callable[[], None]] = {
-        "cdf": lambda: _cdf(data, out, result),
-        "norms": lambda: _norms(data, out, result),
-        "images": lambda: _images(data, out, result, report, loader or dataset_images, max_images),
-        "corruptions": lambda: _corruptions(data, out, result),
-        "roc": lambda: _roc(data, out, result),
-        "transfer": lambda: _transfer(data, out, result),
-    }
-    for name in wanted:
-        steps[name]()
-    if figures:
-        missing = [f"{name}: {result.skipped[name]}" for name in wanted if name in result.skipped]
-        if missing:
-            raise ReportError(f"{report.path}: cannot draw {'; '.join(missing)}")
-    return result
+    out.mkdir(parents=True, exist_ok=True)
+    # the figures are drawn in a hidden folder and moved into ``out`` only when all of them could be: a damaged run
+    # found by the fourth figure leaves no mix of new figures and old ones behind
+    stage = Path(tempfile.mkdtemp(prefix=".advkit-plot-", dir=out))
+    try:
+        result = PlotResult()
+        steps: dict[str, Callable[[], None]] = {
+            "cdf": lambda: _cdf(data, stage, result),
+            "norms": lambda: _norms(data, stage, result),
+            "images": lambda: _images(data, stage, result, report, loader or dataset_images, max_images),
+            "corruptions": lambda: _corruptions(data, stage, result),
+            "roc": lambda: _roc(data, stage, result),
+            "transfer": lambda: _transfer(data, stage, result),
+        }
+        for name in wanted:
+            steps[name]()
+        if figures:
+            missing = [f"{name}: {result.skipped[name]}" for name in wanted if name in result.skipped]
+            if missing:
+                raise ReportError(f"{report.path}: cannot draw {'; '.join(missing)}")
+        for paths in result.written.values():
+            paths[:] = [path.replace(out / path.name) for path in paths]
+        return result
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -206,6 +206,7 @@ def test_plot_of_a_damaged_report_is_one_line_naming_the_run(cli: Callable[..., 
     result = cli("report", "plot", path, "--out", tmp_path / "figs")
     lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
     assert result.code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(message), lines  # type: ignore[attr-defined]
+    assert [p.name for p in (tmp_path / "figs").glob("*")] == []  # all figures or none (and no staging folder left)
     for other in _report_commands(cli, path):
         _ok_or_one_line(other)
 
