@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
 import tomllib
@@ -29,7 +30,16 @@ if TYPE_CHECKING:
     from advkit.models import LoadedModel, ModelWrapper
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+
+
+def _stderr_console() -> Console:
+    """Rich draws on 80 columns when stderr is not a terminal (a log file, CI), which cut the progress line's counts
+    and times to "2…"; there it gets 160 columns, unless COLUMNS says otherwise."""
+    console = Console(stderr=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(stderr=True, width=160)
+
+
+err = _stderr_console()
 
 # Options that describe how a command runs, not what it computes: kept out of recorded configs.
 NON_CONFIG = {"config", "json_output", "device", "debug", "overwrite", "unsafe_pickle", "quiet"}
@@ -264,7 +274,7 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
     redirected to a file) only the bars' final state is printed."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"),
         TimeElapsedColumn(),

@@ -240,3 +240,22 @@ def test_a_progress_bars_elapsed_time_includes_the_work_before_its_first_event(m
         time.sleep(1.1)  # the first batch: its event only arrives when it is done
         show(ProgressEvent("attack x", 1, 1, {}))
     assert "0:00:01" in stream.getvalue()
+
+
+def test_a_log_file_gets_whole_progress_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich draws on 80 columns when stderr is not a terminal, which cut the counts and times to '1…' and '0:…'."""
+    import io
+    import sys
+
+    from advkit.cli import common
+    from advkit.runtime import ProgressEvent
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(common, "err", common._stderr_console())
+    with common.progress_bar() as show:
+        show(ProgressEvent("attack pixle", 100, 100, {"img/s": 627.6, "success": 1.0, "median queries (successes)": 21.0}))
+    line = sys.stderr.getvalue().strip()
+    assert "100/100 img/s 627.6  success 1  median queries (successes) 21 0:00:00" in line and "…" not in line, line
+    monkeypatch.setenv("COLUMNS", "90")  # the user's choice wins
+    assert common._stderr_console().width == 90
