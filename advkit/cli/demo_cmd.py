@@ -164,7 +164,7 @@ def demo(
     out.rule(f"[bold]step {len(titles) + 1}/{len(titles) + 1}: figures and a JSON summary of the report")
     report = Report(out_dir / REPORT)
     figures = plot_report(report, out_dir / "figures")
-    summary = export_json(report, out_dir / "demo.json").paths[0]
+    summary = export_json(report, out_dir / "demo.json", overwrite=True).paths[0]
     rows: list[list[Any]] = [["report", str(report.path)], ["summary (JSON)", str(summary)]]
     rows += [[f"figure: {name}", ", ".join(str(p) for p in paths)] for name, paths in figures.written.items()]
     rows += [[f"figure: {name}", f"skipped: {reason}"] for name, reason in figures.skipped.items()]

@@ -154,6 +154,7 @@ def export(
     format_: Annotated[str, typer.Option("--format", help="csv (per-sample tables, one file per run) or json (RobustBench-style summary).")] = "csv",
     out_path: Annotated[Path | None, typer.Option("--out", help="csv: directory (default FILE-csv/); json: file (default FILE.json, - for stdout).")] = None,
     run: Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeatable; default all runs).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files of an earlier export (never the report itself).")] = False,
 ) -> None:
     """Per-sample tables as CSV (a row per sample; image columns left out) or run summaries as JSON."""
     from advkit.report import Report
@@ -167,7 +168,7 @@ def export(
             raise ReportError(f"no such report: {path}")
         emit_json(summary_json(report, run))
         return
-    result = export_report(report, format_, out_path, run)
+    result = export_report(report, format_, out_path, run, overwrite=overwrite)
     rows: list[list[Any]] = [[str(p), "written"] for p in result.paths]
     rows += [[name, f"left out: {reason}"] for name, reason in result.skipped.items()]
     out.print(table(f"{path} exported as {format_}", ["file / column", ""], rows))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,27 +117,41 @@ def write_csv(columns: dict[str, np.ndarray], path: Path) -> None:
     write_atomically(path, write)
 
 
-def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None) -> ExportResult:
+def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None, *, overwrite: bool = False) -> ExportResult:
     """One CSV per run (``<report stem>-<run>.csv`` in ``out_dir``), one row per sample.
 
-    Tables of a run (e.g. ``history``, ``moves``, ROC curves) go to ``<report stem>-<run>-<table>.csv``.
+    Tables of a run (e.g. ``history``, ``moves``, ROC curves) go to ``<report stem>-<run>-<table>.csv``. Existing
+    files are replaced only with ``overwrite``, and then every file is checked before the first is written.
     """
     result = ExportResult()
-    stem = report.path.stem
+    stem, planned = report.path.stem, []
     for run_id in _selected(report, runs):
         data = report.read(run_id)
         columns, skipped = flat_columns(data.samples, run_id)
         result.skipped.update(skipped)
-        path = Path(out_dir) / f"{stem}-{run_id}.csv"
-        write_csv(columns, path)
-        result.paths.append(path)
+        planned.append((Path(out_dir) / f"{stem}-{run_id}.csv", columns))
         for name, table in data.tables.items():
             table_columns, table_skipped = flat_columns(table, f"{run_id}/tables/{name}")
             result.skipped.update(table_skipped)
-            table_path = Path(out_dir) / f"{stem}-{run_id}-{name}.csv"
-            write_csv(table_columns, table_path)
-            result.paths.append(table_path)
+            planned.append((Path(out_dir) / f"{stem}-{run_id}-{name}.csv", table_columns))
+    check_targets(report, [path for path, _ in planned], overwrite)
+    for path, columns in planned:
+        write_csv(columns, path)
+        result.paths.append(path)
     return result
+
+
+def check_targets(report: Report, paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to write over the report itself (always) or over any existing file (unless ``overwrite``)."""
+    existing = [p for p in paths if p.exists()]
+    for path in existing:
+        if path.is_dir():
+            raise ReportError(f"{path} is a folder, not a file")
+        if os.path.samefile(path, report.path):
+            raise ReportError(f"{path} is the report being exported; choose another --out")
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the {len(paths)} files)" if len(existing) > 1 else ""
+        raise ReportError(f"{existing[0]} already exists{more}; pass --overwrite to replace")
 
 
 _NORM_NAMES = {"l0": "L0", "l1": "L1", "l2": "L2", "linf": "Linf"}  # RobustBench spells norms this way
@@ -220,19 +235,23 @@ def _strict(value: Any) -> Any:
     return _json_number(value)
 
 
-def export_json(report: Report, path: Path, runs: Sequence[str] | None = None) -> ExportResult:
-    """Write :func:`summary_json` to ``path`` (strict JSON: NaN becomes null)."""
+def export_json(report: Report, path: Path, runs: Sequence[str] | None = None, *, overwrite: bool = False) -> ExportResult:
+    """Write :func:`summary_json` to ``path`` (strict JSON: NaN becomes null); an existing file only with ``overwrite``."""
+    check_targets(report, [Path(path)], overwrite)
     document = summary_json(report, runs)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     return ExportResult([write_atomically(path, lambda tmp: tmp.write_text(text))])
 
 
-def export(report: Report, fmt: str, out: Path | None = None, runs: Sequence[str] | None = None) -> ExportResult:
-    """``fmt`` "csv" (``out`` a directory, default beside the report) or "json" (``out`` a file, default ``<report>.json``)."""
+def export(report: Report, fmt: str, out: Path | None = None, runs: Sequence[str] | None = None, *,
+           overwrite: bool = False) -> ExportResult:
+    """``fmt`` "csv" (``out`` a directory, default beside the report) or "json" (``out`` a file, default
+    ``<report>.json``); files that exist are replaced only with ``overwrite``, and the report itself never."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not report.exists():
         raise ReportError(f"no such report: {report.path}")
     if fmt == "csv":
-        return export_csv(report, out if out is not None else report.path.parent / f"{report.path.stem}-csv", runs)
-    return export_json(report, out if out is not None else report.path.with_suffix(".json"), runs)
+        return export_csv(report, out if out is not None else report.path.parent / f"{report.path.stem}-csv", runs,
+                          overwrite=overwrite)
+    return export_json(report, out if out is not None else report.path.with_suffix(".json"), runs, overwrite=overwrite)

@@ -106,12 +106,18 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
         (("report", "plot", attacked, "--run", "nope"), "has no run 'nope'"),
         (("report", "export", attacked, "--format", "xml"), "unknown export format 'xml'"),
         (("report", "export", "missing.h5"), "no such report"),
+        (("report", "export", attacked, "--format", "json", "--out", attacked, "--overwrite"), "is the report being exported"),
     ]
     for args, message in cases:
         result = cli(*args)
         assert result.code == 1, (args, result.stdout)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert Report(attacked).read("attack-pixle").status == "complete"  # the report survived --out REPORT
+    assert cli("report", "export", attacked, "--format", "json", "--out", "s.json").code == 0
+    again = cli("report", "export", attacked, "--format", "json", "--out", "s.json")
+    assert again.code == 1 and "s.json already exists; pass --overwrite to replace" in again.stderr
+    assert cli("report", "export", attacked, "--format", "json", "--out", "s.json", "--overwrite").code == 0
 
 
 def test_pixle_runs_record_their_moves_and_plot_them(cli: Cli, digits_checkpoint: Path) -> None:

@@ -128,6 +128,26 @@ def test_export_mistakes_are_report_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "r.h5", "r.h5.lock"]  # no temporary file left
 
 
+def test_export_replaces_files_only_when_told_and_never_the_report(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "a", np.arange(3), np.ones(3, bool))
+    original = (tmp_path / "r.h5").read_bytes()
+    for fmt, out in (("json", tmp_path / "r.h5"), ("json", tmp_path / "." / "r.h5")):
+        for overwrite in (False, True):
+            with pytest.raises(ReportError, match="is the report being exported; choose another --out"):
+                export(report, fmt, out, overwrite=overwrite)
+    assert (tmp_path / "r.h5").read_bytes() == original
+    (tmp_path / "weights.safetensors").write_bytes(b"precious")
+    with pytest.raises(ReportError, match="weights.safetensors already exists; pass --overwrite to replace"):
+        export(report, "json", tmp_path / "weights.safetensors")
+    assert (tmp_path / "weights.safetensors").read_bytes() == b"precious"
+
+    first = export(report, "csv", tmp_path / "csv")
+    with pytest.raises(ReportError, match=r"r-a.csv already exists; pass --overwrite"):
+        export(report, "csv", tmp_path / "csv")
+    assert export(report, "csv", tmp_path / "csv", overwrite=True).paths == first.paths
+
+
 def test_atomic_writes_leave_nothing_when_the_writer_fails(tmp_path: Path) -> None:
     def fail(tmp: Path) -> None:
         tmp.write_text("half")
