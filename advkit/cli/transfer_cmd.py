@@ -37,6 +37,7 @@ def transfer(
     control_eps: Annotated[float, typer.Option("--control-eps", help="Linf budget of the FGSM/PGD controls.")] = 8 / 255,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report.")] = Path("advkit-transfer.h5"),
+    run: Annotated[str | None, typer.Option("--run", help="Prefix of the run names (default transfer-ATTACK); -SRC-TGT is added.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs of the same name.")] = False,
     data_param: DataParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
@@ -73,17 +74,24 @@ def transfer(
     if direction == "both":
         plan.append(((first[1], first[0]), models["target"], models["source"]))
     report = Report(out_path)
-    base = recorded_config(ctx.params, {"batch_size", "out_path", "param", "direction"},
+    base = recorded_config(ctx.params, {"batch_size", "out_path", "param", "direction", "run"},
                            {f"{role}_model": m for role, m in models.items()})
-    summaries: dict[str, dict[str, Any]] = {}
+    # every direction is checked (domains, a clashing run in the report) before the first attack starts
+    runs = []
     for (src_domain, tgt_domain), src_model, tgt_model in plan:
         src, tgt = ds.domain(src_domain), ds.domain(tgt_domain)
         _check_domain(src_model, src, "source" if src_model is models["source"] else "target")
         _check_domain(tgt_model, tgt, "target" if tgt_model is models["target"] else "source")
         key = f"{src_domain}->{tgt_domain}"
-        run_id = f"transfer-{attack_name}-{src_domain}-{tgt_domain}"
-        cfg = {**base, "direction": key, "attack_params": attack.params()}
+        run_id = f"{run or f'transfer-{attack_name}'}-{src_domain}-{tgt_domain}"
+        cfg = {**base, **_roles(base, swapped=src_model is not models["source"]), "direction": key,
+               "attack_params": attack.params()}
         finished = None if overwrite else finished_run(report, run_id, cfg)
+        if finished is None:
+            report.check_start(run_id, kind="transfer", config=cfg, seed=seed, overwrite=overwrite)
+        runs.append((key, run_id, cfg, finished, src_model, tgt_model, src, tgt))
+    summaries: dict[str, dict[str, Any]] = {}
+    for key, run_id, cfg, finished, src_model, tgt_model, src, tgt in runs:
         if finished is not None:
             log(f"run {run_id} in {out_path} is already complete with this config (--overwrite redoes it)")
             summaries[key] = finished
@@ -91,6 +99,16 @@ def transfer(
         summaries[key] = _run(report, run_id, cfg, attack, additive, src_model, tgt_model, src, tgt,
                               split=split, n=None if n == 0 else n, seed=seed, batch_size=batch_size, overwrite=overwrite)
     _print(summaries, attack_name, out_path, json_output)
+
+
+def _roles(config: dict[str, Any], *, swapped: bool) -> dict[str, Any]:
+    """The models as one direction uses them: in the reverse direction of ``--direction both`` the command's target
+    model is the one attacked, so that run records it as its source (and its config replays that direction alone)."""
+    keys = ("source_model", "source_model_fingerprint", "target_model", "target_model_fingerprint")
+    if not swapped:
+        return {k: config[k] for k in keys}
+    return {"source_model": config["target_model"], "source_model_fingerprint": config["target_model_fingerprint"],
+            "target_model": config["source_model"], "target_model_fingerprint": config["source_model_fingerprint"]}
 
 
 def _check_domain(model: ModelWrapper, view: ImageDataset, role: str) -> None:

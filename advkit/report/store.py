@@ -1200,17 +1200,34 @@ class Report:
         return (f"{self._display} already has run {run_id!r} with a different config "
                 f"({key}: {_show(before)} vs {_show(now)} now){hint}")
 
+    def check_start(self, run_id: str, *, kind: str, config: Mapping[str, Any], seed: int = 0,
+                    overwrite: bool = False) -> None:
+        """Raise the ReportError :meth:`start_run` would raise for this run, without its lock or any write: for
+        commands that compute a run whole before writing it, or write several runs, so a clash fails before the work."""
+        _, config_data = _config_json(config)
+        _, old = self._existing(run_id)
+        refusal = self._refusal(run_id, old, kind, config_data, int(seed), overwrite)
+        if refusal:
+            raise ReportError(refusal)
+
+    def _refusal(self, run_id: str, old: dict[str, Any] | None, kind: str, config: dict[str, Any], seed: int,
+                 overwrite: bool) -> str | None:
+        """Why ``run_id`` cannot start (or resume) with this kind, config and seed, or None."""
+        if old is None or overwrite:
+            return None
+        conflict = self._conflict(run_id, old, kind, config, seed)
+        if old["status"] == "complete":
+            return conflict or f"{self._display} already has a complete run {run_id!r}; use --run NAME for a new run or --overwrite"
+        return conflict if old["status"] == "running" else None
+
     def _start(self, lock: _WriteLock, run_id: str, kind: str, config_text: str, config: dict[str, Any],
                seed: int, command: str, overwrite: bool) -> RunWriter:
         statuses, old = self._existing(run_id)  # raises for an unreadable file before anything is touched
         self._sweep(statuses)
         journal = self._journal(run_id)
-        conflict = self._conflict(run_id, old, kind, config, seed) if old else None
-        if old and old["status"] == "complete" and not overwrite:
-            raise ReportError(conflict or f"{self._display} already has a complete run {run_id!r}; "
-                              "use --run NAME for a new run or --overwrite")
-        if old and old["status"] == "running" and conflict and not overwrite:
-            raise ReportError(conflict)
+        refusal = self._refusal(run_id, old, kind, config, seed, overwrite)
+        if refusal:
+            raise ReportError(refusal)
         if old and old["status"] == "running" and not overwrite:
             return RunWriter(self, lock, run_id, old, resumed=True)
         header = {"kind": kind, "config": config_text, "seed": seed, "command": command, "created": _now(),

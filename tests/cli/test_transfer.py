@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,6 +60,20 @@ def test_transfer_both_directions_with_controls(cli: Cli, domain_models: dict[st
                 replayed = models[tgt].logits(program.apply(x_tgt[j])[None]).argmax(1).item()
                 attacked = models[src].logits(program.apply(x_src[j])[None]).argmax(1).item()
             assert replayed == s["tgt_adv_pred"][j] and attacked == s["src_adv_pred"][j]
+
+    # the reverse run records the models as it used them, so its printed config replays that direction alone
+    reverse = Report(tmp_path / "t.h5").read("transfer-white-pixle-ir-rgb")
+    assert (reverse.config["source_model"], reverse.config["target_model"]) == (str(domain_models["ir"]), str(domain_models["rgb"]))
+    (tmp_path / "irrgb.toml").write_text(cli("report", "show", "t.h5", "transfer-white-pixle-ir-rgb", "--config").stdout)
+    replay = cli("transfer", "--config", "irrgb.toml", "--out", "replay.h5", "--json")
+    assert replay.code == 0 and set(replay.json()["directions"]) == {"ir->rgb"}, replay.stderr
+    replayed = Report(tmp_path / "replay.h5").read("transfer-white-pixle-ir-rgb")
+    assert all(np.array_equal(replayed.samples[k], reverse.samples[k]) for k in ("index", "src_adv_pred", "tgt_adv_pred"))
+    # another config under the same run names fails before any attack, with advice the command takes
+    clash = cli("transfer", "--source-model", domain_models["rgb"], "--target-model", domain_models["ir"], *DATA,
+                "--n", "12", "--param", "restarts=4", "--param", "max_iterations=6", "--control-eps", "0.1", "--out", "t.h5")
+    assert clash.code == 1 and "already has run 'transfer-white-pixle-rgb-ir'" in clash.stderr, clash.stderr
+    assert "pass --run NAME or --overwrite" in clash.stderr and "pairs both models classify correctly" not in clash.stderr
 
 
 def test_additive_deltas_change_channels_by_mean_or_replication() -> None:
