@@ -81,6 +81,9 @@ def select_samples(
 ) -> SamplePlan:
     """Scan ``split`` in a seeded order until ``n`` attackable samples (and ``per_class`` per class) are found.
 
+    With ``per_class``, a sample met once its class is full is not scanned: the report's clean and robust
+    accuracies are over the scanned samples, and a correct sample that was never attacked would count as robust.
+
     ``target`` is None (untargeted), "random" (a seeded class other than the label), "least-likely" (the
     class the model finds least likely on the clean image) or a class index; with a fixed class, samples of
     that class are skipped.
@@ -103,9 +106,11 @@ def select_samples(
         for i, p, low, label in zip(idx, logits.argmax(1).tolist(), logits.argmin(1).tolist(), y.tolist()):
             if _full(len(chosen), taken, n, per_class):
                 break
+            if per_class is not None and taken[label] >= per_class:
+                continue  # its class is full: outside the population the run's accuracies are over
             scanned.append(i)
             preds.append(p)
-            if (p == label or not only_correct) and (per_class is None or taken[label] < per_class):
+            if p == label or not only_correct:
                 chosen.append(i)
                 least.append(low)
                 taken[label] += 1
@@ -151,7 +156,7 @@ def skipped_columns(plan: SamplePlan, done: set[int], dataset: ImageDataset, sav
     idx, label, pred = plan.scanned_index[keep], plan.label[keep], plan.clean_pred[keep]
     n = len(idx)
     images = {"adv_images": dataset.batch(idx)[0].numpy()} if save_images else {}
-    targets = {"target": label.copy()} if plan.target is not None else {}
+    targets = {"target": np.full(n, -1, np.int64)} if plan.target is not None else {}  # no attack, no target
     return {
         **images, **targets,
         "index": idx, "label": label, "pred": pred, "attacked": np.zeros(n, bool), "adv_pred": pred,

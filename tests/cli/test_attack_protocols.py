@@ -25,6 +25,11 @@ def test_per_class_selection(cli: Cli, digits_checkpoint: Path, tmp_path: Path) 
     samples = Report(tmp_path / "r.h5").read("attack-fgsm").samples
     attacked_labels = samples["label"][samples["attacked"]]
     assert np.bincount(attacked_labels, minlength=10).tolist() == [3] * 10
+    # a correct sample met after its class was full is not in the run: it would count as robust unattacked
+    skipped = ~samples["attacked"]
+    assert (samples["pred"][skipped] != samples["label"][skipped]).all()
+    summary = Report(tmp_path / "r.h5").read("attack-fgsm").summary
+    assert summary["robust_accuracy"] * summary["n"] == pytest.approx(summary["n_attacked"] - summary["n_success"])
 
 
 @pytest.mark.parametrize("mode", ["random", "least-likely", "7"])
@@ -38,6 +43,7 @@ def test_targeted_attacks_record_targets_and_verify_them(cli: Cli, digits_checkp
     assert ((s["adv_pred"] == s["target"]) == s["success"])[attacked].all()
     if mode == "7":
         assert (s["target"][attacked] == 7).all() and (s["label"] != 7).all()
+    assert (s["target"][~attacked] == -1).all()  # no attack, no target
 
 
 def test_bad_targets_are_one_line_errors(cli: Cli, digits_checkpoint: Path) -> None:
