@@ -16,7 +16,7 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, progress_bar, recorded_config,
+    emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, plain, progress_bar, recorded_config,
     table, warn,
 )
 from advkit.cli.train_cmd import Domain
@@ -118,15 +118,18 @@ def attack(
         base_config = recorded_config(ctx.params, {"batch_size", "names", "param", "run", "out_path"}, {"model": wrapped})
         flags = _sanity_flags(wrapped, ds, plan, names)
         report = Report(out_path)
+        configs = {name: {**base_config, "attack": name, "attack_params": attack_obj.params()} for name, attack_obj in attacks.items()}
+        worst = _worst_case_config(base_config, configs, run)
+        _check_report(report, [(_run_id(run, name, len(names)), "attack", cfg) for name, cfg in configs.items()]
+                      + ([(f"{run or 'attack'}-worst-case", "worst-case", worst)] if len(names) > 1 else []),
+                      seed, overwrite, world)
         summaries: dict[str, dict[str, Any]] = {}
         for name, attack_obj in attacks.items():
-            run_id = _run_id(run, name, len(names))
-            cfg = {**base_config, "attack": name, "attack_params": attack_obj.params()}
-            summaries[name] = _attack_run(report, run_id, cfg, attack_obj, wrapped, ds, plan, world, seed=seed,
-                                          batch_size=batch_size, max_queries=max_queries, save_images=save_images,
-                                          overwrite=overwrite, sanity=flags)
+            summaries[name] = _attack_run(report, _run_id(run, name, len(names)), configs[name], attack_obj, wrapped, ds,
+                                          plan, world, seed=seed, batch_size=batch_size, max_queries=max_queries,
+                                          save_images=save_images, overwrite=overwrite, sanity=flags)
         if len(names) > 1 and world.is_root:
-            summaries["worst case"] = _worst_case_run(report, run, names, base_config, seed, overwrite)
+            summaries["worst case"] = _worst_case_run(report, run, names, worst, seed, overwrite)
     finally:
         world.close()
     if world.is_root:
@@ -226,8 +229,33 @@ class _AttackProgress:
         })
 
 
-def _worst_case_run(report: Report, run: str | None, names: list[str], base_config: dict[str, Any], seed: int, overwrite: bool) -> dict[str, Any]:
-    """Combine the attack runs into a per-sample worst case (a run of kind "worst-case")."""
+def _worst_case_config(base_config: dict[str, Any], configs: dict[str, dict[str, Any]], run: str | None) -> dict[str, Any]:
+    """What a worst-case run records: the attacks, their runs and each one's settings (so its config replays)."""
+    names = list(configs)
+    return {**base_config, "attacks": names, "runs": [_run_id(run, name, len(names)) for name in names],
+            "params_by_attack": {name: plain(cfg["attack_params"]) for name, cfg in configs.items()}}
+
+
+def _check_report(report: Report, runs: list[tuple[str, str, dict[str, Any]]], seed: int, overwrite: bool, world: World) -> None:
+    """Every (run id, kind, config) this command writes is checked against the report before the first attack, so a
+    clash with the third run does not come after two attacks' work (rank 0 reads the report; every rank stops)."""
+    from advkit.errors import ReportError
+
+    problem = None
+    if world.is_root:
+        try:
+            for run_id, kind, cfg in runs:
+                if overwrite or finished_run(report, run_id, cfg) is None:
+                    report.check_start(run_id, kind=kind, config=cfg, seed=seed, overwrite=overwrite)
+        except ReportError as exc:
+            problem = str(exc)
+    problem = world.broadcast(problem)
+    if problem:
+        raise ReportError(problem)
+
+
+def _worst_case_run(report: Report, run: str | None, names: list[str], cfg: dict[str, Any], seed: int, overwrite: bool) -> dict[str, Any]:
+    """Combine the attack runs into a per-sample worst case (a run of kind "worst-case") recorded with ``cfg``."""
     from advkit.attacks.runner import worst_case
     from advkit.attacks.sanity import attack_mix_flags
     from advkit.report import attack_summary
@@ -240,7 +268,6 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], base_conf
     params = {name: report.read(_run_id(run, name, len(names))).config.get("attack_params", {}) for name in names}
     summary.update(attack_mix_flags({name: summary[f"robust_accuracy.{name}"] for name in names}, params))
     run_id = f"{run or 'attack'}-worst-case"
-    cfg = {**base_config, "attacks": names, "runs": [_run_id(run, name, len(names)) for name in names]}
     finished = None if overwrite else finished_run(report, run_id, cfg)
     if finished is not None:
         return finished

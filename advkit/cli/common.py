@@ -65,7 +65,7 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
 
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
-    record the ``attacks`` and ``runs`` they combine; ``*_fingerprint`` keys record the models' weights.
+    record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the models' weights.
     """
     config = dict(config)
     if "attack" in config:
@@ -75,6 +75,9 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
         config.setdefault("param", [f"{k}={json.dumps(v)}" for k, v in settings.items()])
     if "attacks" in config:
         config.setdefault("names", config.pop("attacks"))
+    if "params_by_attack" in config:  # a worst-case run: NAME.key=value for each attack
+        config.setdefault("param", [f"{name}.{k}={json.dumps(v)}" for name, settings in config.pop("params_by_attack").items()
+                                    for k, v in settings.items() if k != "torchattacks"])
     config.pop("runs", None)
     for key in [k for k in config if k.endswith("_fingerprint")]:  # recorded weights, checked on re-runs: not options
         config.pop(key)

@@ -122,3 +122,20 @@ def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint:
     a, b = (Report(tmp_path / f).read("attack-pixle") for f in ("a.h5", "b.h5"))
     assert a.config == b.config
     assert np.array_equal(a.samples["queries"], b.samples["queries"]) and np.array_equal(a.samples["success"], b.samples["success"])
+
+
+def test_a_worst_case_run_replays_with_each_attacks_settings(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    args = ["--model", digits_checkpoint, "--data", "digits", "--n", "10", "--param", "pgd.eps=0.1", "--param", "fgsm.eps=0.1"]
+    first = cli("attack", "pgd", "fgsm", *args, "--param", "pgd.steps=3", "--out", "a.h5")
+    assert first.code == 0, first.stderr
+    (tmp_path / "wc.toml").write_text(cli("report", "show", "a.h5", "attack-worst-case", "--config").stdout)
+    assert cli("attack", "--config", "wc.toml", "--out", "b.h5").code == 0
+    for run in ("attack-pgd", "attack-fgsm", "attack-worst-case"):  # the settings came back, not the defaults (eps 8/255)
+        a, b = (Report(tmp_path / f).read(run) for f in ("a.h5", "b.h5"))
+        timeless = [{k: v for k, v in r.summary.items() if k != "time_per_image"} for r in (a, b)]
+        assert a.config == b.config and timeless[0] == timeless[1], run
+    # a clash with the worst-case run is found before any attack: here pgd would otherwise run first
+    clash = cli("attack", "pgd", "fgsm", "square", *args, "--param", "pgd.steps=3", "--out", "a.h5")
+    assert clash.code == 1 and "already has run 'attack-worst-case' with a different config" in clash.stderr, clash.stderr
+    assert "attack-square" not in [r.id for r in Report(tmp_path / "a.h5").runs()]
+
