@@ -65,7 +65,8 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
 
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
-    record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the models' weights.
+    record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the
+    models' weights.
     """
     config = dict(config)
     if "attack" in config:
