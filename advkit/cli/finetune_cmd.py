@@ -129,6 +129,9 @@ def finetune(
         try:
             with progress_bar() as progress:
                 outcome = train_classifier(loaded.net, ds, settings, progress=progress, **train_args)
+        except AdvkitError:  # a state file of other settings, a divergence: the corrected command starts a fresh run
+            writer.abandon()
+            raise
         finally:
             world.close()
         seconds_per_epoch = (time.perf_counter() - began) / max(epochs - outcome.resumed_from_epoch, 1)

@@ -185,3 +185,22 @@ def test_gradient_methods_refuse_a_model_without_input_gradients(cli: Cli, detac
                  "--eval-attack", "cw", "--out", "d.safetensors")  # cw would run and report a fake robustness
     _no_training(silent, tmp_path)
     assert "attack cw needs the model's input gradients" in silent.stderr and "gradient-free --eval-attack" in silent.stderr
+
+
+def test_a_refused_state_file_leaves_no_half_started_run(cli: Cli, digits_checkpoint: Path, tmp_path: Path, digits: ImageDataset) -> None:
+    """The state file of another training is refused in one line; the report gets no `running` run that the corrected
+    command (state file deleted, other settings) would then clash with."""
+    from advkit.models import load_checkpoint
+    from advkit.training import TrainSettings, train_classifier
+
+    loaded = load_checkpoint(digits_checkpoint)
+    state = tmp_path / "ft.safetensors.state.pt"
+    train_classifier(loaded.net, digits, TrainSettings(epochs=1, lr=0.5), preprocessing=loaded.preprocessing, state_path=state)
+    args = ["finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--last", "--out", "ft.safetensors"]
+    refused = cli(*args, "--report", "ft.h5")
+    assert refused.code == 1 and "written with different settings" in refused.stderr, refused.stderr
+    assert not (tmp_path / "ft.h5").exists()  # start_run made the file for this run, and gave both up
+    state.unlink()
+    fixed = cli(*args, "--report", "ft.h5", "--eps", "0.1")
+    assert fixed.code == 0, fixed.stderr
+    assert [(r.id, r.status) for r in Report(tmp_path / "ft.h5").runs()] == [("finetune-plain", "complete")]
