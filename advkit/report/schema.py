@@ -7,8 +7,8 @@ The writer validates against these tables, the reader checks files against them,
     ('bool',)
     >>> coerce_column("l2", np.array([1.5, 2.0])).dtype
     dtype('float32')
-    >>> coerce_column("adv_images", np.zeros((2, 3, 4, 4), np.float32)).dtype
-    dtype('float16')
+    >>> coerce_column("adv_images", np.zeros((2, 3, 4, 4), np.float64)).dtype
+    dtype('float32')
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ SAMPLE_COLUMNS: dict[str, Column] = {
         _col("attacked", "bool", "b", "The attack ran on this sample (false for skipped ones, e.g. misclassified "
              "clean)."),
         _col("adv_pred", "int64", "iu", "Prediction on the adversarial image."),
-        _col("target", "int64", "iu", "Target class of a targeted attack; -1 when untargeted."),
+        _col("target", "int64", "iu", "Target class of a targeted attack; -1 when untargeted or not attacked."),
         _col("success", "bool", "b", "The attack met its criterion, re-checked by an independent forward pass."),
         _col("queries", "int64", "iu", "Model queries spent on this sample."),
         _col("iterations", "int64", "iu", "Attack iterations run on this sample."),
@@ -96,9 +96,10 @@ SAMPLE_COLUMNS: dict[str, Column] = {
         _col("l2", "float32", "fiu", "L2 norm of the perturbation in [0, 1] pixel space."),
         _col("linf", "float32", "fiu", "L-infinity norm of the perturbation in [0, 1] pixel space."),
         _col("time", "float64", "fiu", "Wall-clock seconds spent on this sample (its share of the batch)."),
-        Column("adv_images", ("uint8", "float16"), "f", "float16", 4,
-               "Adversarial images (N, C, H, W): uint8 in [0, 255] or float16 in [0, 1]; gzip-compressed, "
-               "one image per HDF5 chunk. Skipped by `Report.read` unless `images=True`."),
+        Column("adv_images", ("uint8", "float16", "float32"), "f", "float32", 4,
+               "Adversarial images (N, C, H, W): uint8 in [0, 255], or float32 in [0, 1] (float16 in reports of "
+               "advkit before 2026-12-02, whose rounding could undo a success); gzip-compressed, one image per HDF5 "
+               "chunk. Skipped by `Report.read` unless `images=True`."),
     )
 }
 

@@ -178,18 +178,20 @@ def test_cli_flags_are_recorded_and_shown(cli, digits_checkpoint: Path, factorie
 
 def test_cli_reports_what_an_independent_forward_pass_sees(cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     """Recompute every stored adversarial image's prediction with the checkpoint: the report must agree."""
-    result = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "24", "--include-misclassified",
-                 "--param", "restarts=1", "--param", "max_iterations=1", "--save-images", "--out", "r.h5")
+    result = cli("attack", "pixle", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "24", "--include-misclassified",
+                 "--param", "pixle.restarts=1", "--param", "pixle.max_iterations=1", "--param", "pgd.eps=0.1",
+                 "--param", "pgd.steps=4", "--save-images", "--out", "r.h5")
     assert result.code == 0, result.stderr
-    samples = Report(tmp_path / "r.h5").read("attack-pixle", images=True).samples
     loaded = load_checkpoint(digits_checkpoint)
     model = ModelWrapper(loaded.net, loaded.preprocessing)
-    images = torch.from_numpy(samples["adv_images"].astype(np.float32))
-    with torch.no_grad():
-        pred = model.logits(images).argmax(1).numpy()
-    np.testing.assert_array_equal(pred, samples["adv_pred"])
-    np.testing.assert_array_equal(samples["success"], samples["attacked"] & (pred != samples["label"]))
-    assert samples["success"].any() and not samples["success"].all()  # both outcomes were checked
+    for run in ("attack-pixle", "attack-pgd"):  # PGD's images are off the k/255 grid: float16 storage once flipped one
+        samples = Report(tmp_path / "r.h5").read(run, images=True).samples
+        assert samples["adv_images"].dtype == np.float32
+        with torch.no_grad():
+            pred = model.logits(torch.from_numpy(samples["adv_images"])).argmax(1).numpy()
+        np.testing.assert_array_equal(pred, samples["adv_pred"])
+        np.testing.assert_array_equal(samples["success"], samples["attacked"] & (pred != samples["label"]))
+        assert samples["success"].any() and not samples["success"].all()  # both outcomes were checked
 
 
 class _RowCounter(nn.Module):

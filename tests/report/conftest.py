@@ -52,6 +52,6 @@ def attack_columns(indices: np.ndarray | list[int], *, images: str | None = None
     }
     if images == "uint8":
         cols["adv_images"] = np.broadcast_to((idx % 256).astype(np.uint8)[:, None, None, None], (len(idx), 3, 4, 5))
-    elif images == "float16":
-        cols["adv_images"] = np.broadcast_to((idx / 1000.0)[:, None, None, None], (len(idx), 1, 6, 6))
+    elif images in ("float16", "float32"):  # float16: what reports before 2026-12-02 stored
+        cols["adv_images"] = np.broadcast_to((idx / 1000.0).astype(images)[:, None, None, None], (len(idx), 1, 6, 6))
     return cols

@@ -18,7 +18,7 @@ from advkit.report.schema import SAMPLE_COLUMNS
 ColumnsFn = Callable[..., dict[str, np.ndarray]]
 
 
-@pytest.mark.parametrize("images", ["uint8", "float16"])
+@pytest.mark.parametrize("images", ["uint8", "float16", "float32"])
 def test_roundtrip_all_column_types(report: Report, report_path: Path, images: str, columns: ColumnsFn) -> None:
     run = report.start_run("attack-pixle", kind="attack", config={"eps": 0.1, "steps": 10}, seed=7,
                            command="advkit attack --attack pixle")
