@@ -95,12 +95,16 @@ def compare(
     from advkit.report.compare import compare_runs
 
     comparison = compare_runs(specs, perspective=perspective, common=not all_samples)
+    unfinished = [f"{ref.label} ({status})" for ref, status in zip(comparison.refs, comparison.statuses) if status != "complete"]
+    if unfinished:
+        warn(f"not complete, so over the samples done so far: {', '.join(unfinished)}")
     if comparison.data_differs:
         warn("the attack runs attacked different data (dataset, split or --data-param), so their samples are not "
              "paired: each shows its stored summary over its own samples")
     if json_output:
-        emit_json({"runs": [{"label": r.label, "report": str(r.path), "run": r.run, "kind": k, "samples": n}
-                            for r, k, n in zip(comparison.refs, comparison.kinds, comparison.sample_counts)],
+        emit_json({"runs": [{"label": r.label, "report": str(r.path), "run": r.run, "kind": k, "samples": n, "status": st}
+                            for r, k, n, st in zip(comparison.refs, comparison.kinds, comparison.sample_counts,
+                                                   comparison.statuses)],
                    "perspective": comparison.perspective, "common_samples": comparison.common,
                    "data_differs": comparison.data_differs, "caption": comparison.caption(),
                    "metrics": {row.key: {"values": row.values, "verdicts": row.verdicts} for row in comparison.rows}})

@@ -103,6 +103,7 @@ class Comparison:
     sample_counts: list[int]  # samples of each run in its report
     recomputed: list[bool] = field(default_factory=list)  # summary recomputed on the common samples
     data_differs: bool = False  # attack runs of different data: sample indices name different images
+    statuses: list[str] = field(default_factory=list)  # each run's status ("running": interrupted, partial)
 
     @property
     def labels(self) -> list[str]:
@@ -271,4 +272,5 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
             continue
         direction = _direction(key, side)
         rows.append(Row(key, values, [None] + [_verdict(values[0], v, direction) for v in values[1:]]))
-    return Comparison(refs, [r.kind for r in runs], side, rows, shared, [r.n_samples for r in runs], recomputed, differs)
+    return Comparison(refs, [r.kind for r in runs], side, rows, shared, [r.n_samples for r in runs], recomputed, differs,
+                      [r.status for r in runs])

@@ -186,9 +186,11 @@ def _attack_of(data: RunData) -> tuple[str | None, dict[str, Any]]:
 def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
     config, summary = data.config, data.summary
     attack, params = _attack_of(data)
-    clean = next((data.number(k) for k in ("clean_accuracy", "test_accuracy", "before.clean_accuracy") if k in summary), None)
+    clean = next((data.number(k) for k in ("clean_accuracy", "test_accuracy") if k in summary), None)
     robust = data.number("robust_accuracy")
     model = config.get("model") or config.get("source_model") or summary.get("checkpoint")
+    if data.kind == "finetune":  # the entry describes what the run made: the fine-tuned checkpoint, after
+        model, clean = summary.get("checkpoint") or config.get("out_path"), data.number("after.clean_accuracy")
     dataset = config.get("data")
     if data.kind in ("attack", "worst-case") and model is None and dataset is None:
         model, dataset = "built-in:mnist-subset-small-cnn", "mnist-subset"  # `advkit attack` without --model/--data

@@ -14,7 +14,7 @@ import pytest
 from advkit.errors import AdvkitError, ReportError
 from advkit.report import Report, attack_summary
 from advkit.report.compare import compare_runs, parse_specs
-from advkit.report.export import export, flat_columns, threat_model
+from advkit.report.export import export, flat_columns, summary_json, threat_model
 from advkit.runtime import write_atomically
 
 
@@ -253,3 +253,23 @@ def test_compare_does_not_pair_the_samples_of_different_data(tmp_path: Path) -> 
             w.finish(attack_summary(cols))
     sides = compare_runs([f"{tmp_path / 'r.h5'}:rgb,ir"])
     assert not sides.data_differs and sides.common == 4 and sides.recomputed == [True, True]
+
+
+def test_json_entry_of_a_finetune_run_describes_the_fine_tuned_model(tmp_path: Path) -> None:
+    report = Report(tmp_path / "r.h5")
+    with report.start_run("finetune-fast", kind="finetune", config={"model": "before.safetensors", "data": "digits"}) as writer:
+        writer.append({"index": np.arange(2), "label": np.zeros(2, int)})
+        writer.finish({"before.clean_accuracy": 0.86, "after.clean_accuracy": 0.41, "checkpoint": "after.safetensors"})
+    entry = summary_json(report)["runs"][0]
+    assert (entry["model"], entry["clean_accuracy"]) == ("after.safetensors", 0.41)  # not the model it started from
+
+
+def test_compare_says_which_runs_are_not_complete(tmp_path: Path, cli) -> None:
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "done", np.arange(6), np.ones(6, bool))
+    writer = report.start_run("cut", kind="attack", config={"model": "m", "data": "digits", "attack": "pgd"})
+    writer.append({"index": np.arange(3), "label": np.zeros(3, int), "pred": np.zeros(3, int), "success": np.ones(3, bool)})
+    writer.close()  # interrupted: resumable, 3 samples so far
+    assert compare_runs([str(tmp_path / "r.h5")]).statuses == ["complete", "running"]
+    result = cli("report", "compare", tmp_path / "r.h5")
+    assert result.code == 0 and "not complete, so over the samples done so far: cut (running)" in result.stderr, result.stderr
