@@ -83,7 +83,7 @@ def finetune(
     default_lr, default_schedule = default_optimisation(method)
     settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
                              schedule or default_schedule, 0, False, seed)
-    names = eval_attack or list(EVAL_DEFAULTS)
+    names = list(dict.fromkeys(eval_attack or EVAL_DEFAULTS))  # a repeated --eval-attack runs once
     attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
     state_path = training_state_path(out_path, overwrite, report)
     loaded = _checked_model(model, unsafe_pickle, dev)

@@ -24,7 +24,7 @@ BEFORE_AFTER = ("clean_accuracy", "success_rate")  # fine-tune summaries: before
 def show(
     path: Annotated[Path, typer.Argument(help="Report file (.h5).")],
     run: Annotated[str | None, typer.Argument(help="One run to show in detail (default: all runs).")] = None,
-    config_only: Annotated[bool, typer.Option("--config", help="Print the run's config as TOML, for --config replay.")] = False,
+    config_only: Annotated[bool, typer.Option("--config", help="Print the run's config as TOML (JSON with --json), for --config replay.")] = False,
     every: Annotated[bool, typer.Option("--all", help="Every run in detail (command, config, summary, tables, per class).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -50,6 +50,9 @@ def show(
         _show_all(report, json_output)
         return
     data = report.read(run)
+    if config_only and json_output:  # the same replay file as JSON (--config reads .json too)
+        emit_json({k: v for k, v in data.config.items() if v is not None})
+        return
     if config_only:
         typer.echo(to_toml(data.config), nl=False)
         return

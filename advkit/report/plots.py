@@ -643,6 +643,7 @@ def plot_report(
     ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
     data = [report.read(i) for i in ids]
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # the figures are drawn in a hidden folder and moved into ``out`` only when all of them could be: a damaged run
     # found by the fourth figure leaves no mix of new figures and old ones behind
@@ -668,3 +669,5 @@ def plot_report(
         return result
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):  # nothing drawn: no empty folder left behind either
+            out.rmdir()

@@ -121,6 +121,10 @@ def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint:
     assert replay.code == 0, replay.stderr
     a, b = (Report(tmp_path / f).read("attack-pixle") for f in ("a.h5", "b.h5"))
     assert a.config == b.config
+    as_json = cli("report", "show", "a.h5", "attack-pixle", "--config", "--json")
+    (tmp_path / "replay.json").write_text(as_json.stdout)
+    assert as_json.json()["attack"] == "pixle" and cli("attack", "--config", "replay.json", "--out", "c.h5").code == 0
+    assert Report(tmp_path / "c.h5").read("attack-pixle").config == a.config
     assert np.array_equal(a.samples["queries"], b.samples["queries"]) and np.array_equal(a.samples["success"], b.samples["success"])
 
 

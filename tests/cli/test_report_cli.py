@@ -102,7 +102,7 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
     cases = [
         (("report", "compare", f"{attacked}:attack-nope", f"{attacked}:attack-pgd"), "has no run 'attack-nope'"),
         (("report", "compare", "missing.h5", f"{attacked}"), "no such report: missing.h5"),
-        (("report", "plot", attacked, "--figure", "roc"), "cannot draw roc"),
+        (("report", "plot", attacked, "--figure", "roc", "--out", "never"), "cannot draw roc"),
         (("report", "plot", attacked, "--run", "nope"), "has no run 'nope'"),
         (("report", "export", attacked, "--format", "xml"), "unknown export format 'xml'"),
         (("report", "export", "missing.h5"), "no such report"),
@@ -114,6 +114,7 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert Report(attacked).read("attack-pixle").status == "complete"  # the report survived --out REPORT
+    assert not Path("never").exists()  # the failed plot left no empty folder
     assert cli("report", "export", attacked, "--format", "json", "--out", "s.json").code == 0
     again = cli("report", "export", attacked, "--format", "json", "--out", "s.json")
     assert again.code == 1 and "s.json already exists; pass --overwrite to replace" in again.stderr
