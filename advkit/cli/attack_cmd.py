@@ -15,9 +15,9 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, plain, progress_bar, recorded_config,
-    table, warn,
+    ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, arch_settings, check_compatible,
+    command_line, emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, plain,
+    progress_bar, recorded_config, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -65,6 +65,7 @@ def attack(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs of the same name.")] = False,
     data_param: DataParamOpt = None,
     arch: ArchOpt = None,
+    arch_param: ArchParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -101,7 +102,8 @@ def attack(
     world = init_world(dev)
     dev = rank_device(dev)
     try:
-        loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, unsafe_pickle=unsafe_pickle, map_location=dev)
+        loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, arch_kwargs=arch_settings(arch, arch_param),
+                                 unsafe_pickle=unsafe_pickle, map_location=dev)
         ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
         wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
         check_compatible(wrapped, ds, quiet=not world.is_root)

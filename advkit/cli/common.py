@@ -202,6 +202,16 @@ def parse_params(pairs: Sequence[str], what: str = "--param") -> dict[str, Any]:
     return params
 
 
+def arch_settings(arch: str | None, pairs: Sequence[str] | None) -> dict[str, Any] | None:
+    """``--arch-param`` pairs as the architecture's keyword arguments (None without any); they need ``--arch``."""
+    if not pairs:
+        return None
+    if arch is None:
+        raise typer.BadParameter("needs --arch NAME (a checkpoint written by advkit records its own settings)",
+                                 param_hint="--arch-param")
+    return parse_params(pairs, "--arch-param")
+
+
 # ---- shared option types -------------------------------------------------------------------------------------
 ConfigOpt = Annotated[
     Path | None,
@@ -214,6 +224,9 @@ UnsafePickleOpt = Annotated[
     bool, typer.Option("--unsafe-pickle", help="Allow checkpoints that unpickle Python objects (runs code from the file!).")
 ]
 ArchOpt = Annotated[str | None, typer.Option("--arch", help="Architecture of a bare state_dict checkpoint (advkit list models).")]
+ArchParamOpt = Annotated[
+    list[str] | None, typer.Option("--arch-param", help="Setting of --arch key=value (e.g. input_size=8, num_classes=10).")
+]
 DataParamOpt = Annotated[
     list[str] | None, typer.Option("--data-param", help="Dataset option key=value (e.g. n_per_class=50, size=32).")
 ]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from advkit.cli.common import ArchOpt, JsonOpt, UnsafePickleOpt, emit_json, kv_table, out, table
+from advkit.cli.common import ArchOpt, ArchParamOpt, JsonOpt, UnsafePickleOpt, arch_settings, emit_json, kv_table, out, table
 from advkit.errors import DetectorError
 
 if TYPE_CHECKING:
@@ -19,13 +19,14 @@ app = typer.Typer(help="Inspect model checkpoints.", no_args_is_help=True)
 def info(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors/.pt/TorchScript) or module:factory.")],
     arch: ArchOpt = None,
+    arch_param: ArchParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Architecture, parameter count, preprocessing and layer names usable as hook points."""
     from advkit.models import layer_table, load_checkpoint
 
-    loaded = load_checkpoint(checkpoint, architecture=arch, unsafe_pickle=unsafe_pickle)
+    loaded = load_checkpoint(checkpoint, architecture=arch, arch_kwargs=arch_settings(arch, arch_param), unsafe_pickle=unsafe_pickle)
     pre = loaded.preprocessing
     shape = (pre.channels, *pre.input_size) if pre.channels and pre.input_size else None
     layers = layer_table(loaded.net, shape)

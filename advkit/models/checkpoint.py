@@ -148,8 +148,9 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], architecture: st
         problems.append(f"missing {_few(missing)}")
     if unexpected:
         problems.append(f"unexpected {_few(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch {_few(shapes)}")
+    if shapes:  # most often another input size or class count than the architecture's defaults
+        problems.append(f"shape mismatch {_few(shapes)} (advkit attack and models info take settings such as input_size "
+                        "as --arch-param)")
     if problems:
         raise CheckpointError(f"weights in {source} do not match architecture {architecture}: {'; '.join(problems)}")
     net.load_state_dict(state)

@@ -115,3 +115,18 @@ def test_bare_weights_message_is_true_for_each_command(cli: Cli, digits_checkpoi
         assert "--arch" in cli(*command, "--help").stdout
     for command in ("finetune", "robustness"):
         assert "--arch" not in cli(command, "--help").stdout
+
+
+def test_bare_weights_of_another_input_size_load_with_arch_param(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """small-cnn defaults to 28x28 inputs; the digits CNN takes 8x8, which --arch-param says."""
+    bare = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in load_checkpoint(digits_checkpoint).net.state_dict().items()}, str(bare))
+    mismatch = cli("models", "info", bare, "--arch", "small-cnn")
+    assert mismatch.code == 1 and "shape mismatch" in mismatch.stderr and "--arch-param" in mismatch.stderr
+    info = cli("models", "info", bare, "--arch", "small-cnn", "--arch-param", "input_size=8", "--json")
+    assert info.code == 0 and info.json()["arch_kwargs"] == {"input_size": 8}, info.stderr
+    attacked = cli("attack", "fgsm", "--model", bare, "--arch", "small-cnn", "--arch-param", "input_size=8", "--data", "digits",
+                   "--n", "5", "--out", "r.h5", "--json")
+    assert attacked.code == 0 and attacked.json()["clean_accuracy"] > 0.5, attacked.stderr
+    alone = cli("models", "info", bare, "--arch-param", "input_size=8")
+    assert alone.code == 2 and "needs --arch NAME" in alone.stderr
