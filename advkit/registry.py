@@ -87,18 +87,24 @@ class Registry(Generic[T]):
 
 
 _SIMPLE = (bool, int, float, str)
+SEED_RANGE = (0, 2**63 - 1)
+"""Inclusive bounds of every seed, as for the CLI's --seed: NumPy and torch take no negative or wider seed."""
 
 
 def check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], what: str, internal: Collection[str] = ()) -> None:
     """SettingsError (one line) for the first setting ``factory`` has no parameter for, or whose value is not of
-    the parameter's simple type (an annotation made of bool, int, float, str and None; an int passes for a float).
-    ``internal`` parameters are filled by advkit, not by users. Other annotations are left to the factory.
+    the parameter's simple type (an annotation made of bool, int, float, str and None; an int passes for a float),
+    or for a ``seed`` outside ``SEED_RANGE``. ``internal`` parameters are filled by advkit, not by users. Other
+    annotations are left to the factory.
 
         >>> def make(size: int = 1, name: str | None = None) -> None: ...
         >>> check_settings(make, {"size": 2, "name": "a"}, "widget")
         >>> check_settings(make, {"size": "big"}, "widget")
         Traceback (most recent call last):
         advkit.errors.SettingsError: widget: size must be an int, got 'big'
+        >>> check_settings(lambda seed=0: None, {"seed": -1}, "widget")
+        Traceback (most recent call last):
+        advkit.errors.SettingsError: widget: seed must be in 0..9223372036854775807, got -1
     """
     params = inspect.signature(factory).parameters
     names = [n for n in params if n not in internal]
@@ -116,6 +122,12 @@ def check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], wha
         if value is not None and allowed and not _fits(value, allowed):
             kinds = " or ".join(f"a{'n' if t is int else ''} {t.__name__}" for t in allowed)
             raise SettingsError(f"{what}: {key} must be {kinds}, got {value!r}")
+        if key == "seed" and _is_int(value) and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            raise SettingsError(f"{what}: seed must be in {SEED_RANGE[0]}..{SEED_RANGE[1]}, got {value}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _fits(value: Any, allowed: tuple[type, ...]) -> bool:

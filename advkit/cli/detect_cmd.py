@@ -501,7 +501,7 @@ def score(
         names, x = _read_inputs(list(inputs), tuple(meta["input_shape"]))
     elif data is not None:
         ds = _open_data(data, meta.get("domain"), meta.get("data_param") or {})
-        idx = ds.indices(split)[:n]
+        idx = ds.indices(split, required=True)[:n]
         names, x = [f"{ds.name}[{i}]" for i in idx], ds.batch(idx)[0]
     else:
         sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ def robustness(
     from advkit.report.plots import check_figure_path, plot_corruptions
     from advkit.runtime import resolve_device
 
-    names = corruption or perturbation_names()
+    names = list(dict.fromkeys(corruption or perturbation_names()))  # a repeated --corruption runs once
     for name in names:
         PERTURBATIONS.entry(name)  # unknown names fail here, with close matches
     severities = sorted(set(severity or [1, 2, 3, 4, 5]))
@@ -59,6 +59,7 @@ def robustness(
         raise typer.BadParameter(f"severities must be 1-5, got {severities}", param_hint="--severity")
     dev = resolve_device(device)
     ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+    ds.indices("test", required=True)  # an empty test split fails before any model is loaded or file written
     models = {"model": model} | ({"baseline": baseline} if baseline else {})
     wrapped = {}
     for role, spec in models.items():
@@ -123,7 +124,7 @@ def _measure(wrapped: dict[str, ModelWrapper], ds: ImageDataset, names: list[str
     from advkit.perturbations.robustness import corruption_correct, published_correct
     from advkit.training import predict
 
-    index = ds.indices("test")[: n or None]
+    index = ds.indices("test", required=True)[: n or None]
     columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}
     accuracy: dict[str, np.ndarray] = {}
     clean: dict[str, float] = {}

@@ -41,12 +41,14 @@ def make_split(labels: np.ndarray, *, test_fraction: float = 0.2, val_fraction: 
 
     Each class is shuffled with its own seeded permutation, so the split of one class does not move when
     another class gains samples, and both domains of a pair (which share ``labels``) get the same split.
+    Labels that are not class indices (negative, fractional, NaN, text) stay train: readers split before they
+    build the dataset, whose ``check_labels`` then refuses them in one line naming the file.
     """
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise DatasetError(f"split fractions must leave training data: test={test_fraction}, val={val_fraction}")
     labels = np.asarray(labels)
     split = np.zeros(len(labels), np.uint8)
-    for cls in np.unique(labels):
+    for cls in np.unique(labels[_class_indices(labels)]):
         members = np.flatnonzero(labels == cls)
         order = members[np.random.default_rng([seed, int(cls)]).permutation(len(members))]
         n_test = int(round(test_fraction * len(members)))
@@ -54,6 +56,39 @@ def make_split(labels: np.ndarray, *, test_fraction: float = 0.2, val_fraction: 
         split[order[:n_test]] = SPLITS["test"]
         split[order[n_test : n_test + n_val]] = SPLITS["val"]
     return split
+
+
+def _class_indices(labels: np.ndarray) -> np.ndarray:
+    """Mask of the labels that are whole numbers >= 0 (of an integer, bool or float array; none of any other)."""
+    if labels.dtype.kind in "biu":
+        return labels >= 0
+    if labels.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(labels) & (labels == np.round(labels)) & (labels >= 0)
+    return np.zeros(labels.shape, bool)
+
+
+def check_labels(labels: np.ndarray | Sequence[int], name: str, num_classes: int) -> np.ndarray:
+    """(N,) int64 labels, after a one-line DatasetError unless every label is a class index 0..num_classes-1.
+
+        >>> check_labels(np.array([0, 2, -1]), "toy.npz", 3)
+        Traceback (most recent call last):
+        advkit.errors.DatasetError: toy.npz: labels must be >= 0, got -1
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise DatasetError(f"{name}: labels must be a 1-D array, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise DatasetError(f"{name}: labels must be integers, got {arr.dtype} values")
+    if arr.dtype.kind == "f":
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+        if bad.any():
+            raise DatasetError(f"{name}: labels must be integers, got {arr[bad][0]}")
+    if len(arr) and arr.min() < 0:
+        raise DatasetError(f"{name}: labels must be >= 0, got {arr.min()}")
+    if len(arr) and arr.max() >= num_classes:
+        raise DatasetError(f"{name}: labels must lie in [0, {num_classes - 1}], got [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)
 
 
 def _split_counts(split: np.ndarray | None) -> str:
@@ -98,18 +133,13 @@ class ImageDataset:
     meta: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.labels = check_labels(self.labels, self.name, len(self.class_names))
         if len(self.images) != len(self.labels):
             raise DatasetError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) == 0:
             raise DatasetError(f"{self.name}: the dataset has no images")
         if len(self.images.shape) != 4:
             raise DatasetError(f"{self.name}: images must be (N, H, W, C), got shape {tuple(self.images.shape)}")
-        if self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
-            raise DatasetError(
-                f"{self.name}: labels must lie in [0, {len(self.class_names) - 1}], "
-                f"got [{self.labels.min()}, {self.labels.max()}]"
-            )
         if self.domain not in DOMAINS:
             raise DatasetError(f"{self.name}: domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
         self.split = make_split(self.labels) if self.split is None else np.asarray(self.split, dtype=np.uint8)
@@ -186,7 +216,8 @@ class PairedDataset:
         if self.ir.shape[3] != 1:
             raise DatasetError(f"{self.name}: IR images must have 1 channel, got {self.ir.shape[3]}")
         # validates labels and fixes the split once, shared by both domains
-        self.split = self.domain("rgb").split
+        rgb = self.domain("rgb")
+        self.labels, self.split = rgb.labels, rgb.split
 
     def __len__(self) -> int:
         return len(self.labels)

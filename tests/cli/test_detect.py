@@ -110,6 +110,8 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", "flat.npy"), "not an (H, W) or (H, W, C) image")
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", "nan.npy"), "float pixels that are not all in [0, 1]")
     one_line_error(cli("detect", "score", "--detector", "det.safetensors", str(tmp_path)), "is a folder: give image files, or --data")
+    one_line_error(cli("detect", "score", "--detector", "det.safetensors", "--data", "digits", "--split", "val"),
+                   "digits has no val samples")  # digits has no val split unless --data-param val_fraction asks for one
     for option, value in (("--fpr", "1.5"), ("--calib-fraction", "0")):
         bad = cli("detect", "fit", *base, option, value, "--out", "never.safetensors")
         assert bad.code == 2 and option in bad.stderr and "must lie in (0, 1)" in bad.stderr and not Path("never.safetensors").exists()

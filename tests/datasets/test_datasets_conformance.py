@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.datasets import SPLITS, ImageDataset, PairedDataset, dataset_factories, open_dataset
+from advkit.datasets import SPLITS, ImageDataset, PairedDataset, dataset_factories, make_split, open_dataset
+from advkit.errors import DatasetError, SettingsError
 
 NAMED, _ = dataset_factories()
 
@@ -27,3 +28,39 @@ def test_named_dataset_conforms(name: str) -> None:
         rgb, ir = views
         assert rgb.size == ir.size and np.array_equal(rgb.split, ir.split) and np.array_equal(rgb.labels, ir.labels)
         assert (rgb.channels, ir.channels) == (3, 1)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64])
+@pytest.mark.parametrize("name", NAMED.names())
+def test_seed_out_of_range_is_one_line(name: str, seed: int) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name} \(--data-param\): seed must be in 0\.\.{2**63 - 1}, got {seed}$"):
+        open_dataset(name, seed=seed)
+
+
+def test_largest_seed_is_accepted() -> None:
+    assert len(open_dataset("digits", seed=2**63 - 1).indices("test")) > 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.array([0, 1, -1, 1]), "toy: labels must be >= 0, got -1"),
+        (np.array([0.0, 1.5, 1.0, 0.0]), "toy: labels must be integers, got 1.5"),
+        (np.array([0.0, np.nan, 1.0, 0.0]), "toy: labels must be integers, got nan"),
+        (np.array(["a", "b", "a", "b"]), "toy: labels must be integers, got <U1 values"),
+        (np.array([0, 1, 2, 1]), r"toy: labels must lie in \[0, 1\], got \[0, 2\]"),
+        (np.zeros((4, 1), np.int64), r"toy: labels must be a 1-D array, got shape \(4, 1\)"),
+    ],
+)
+def test_labels_must_be_class_indices(labels: np.ndarray, message: str) -> None:
+    images = np.zeros((4, 2, 2, 1), np.uint8)
+    make_split(labels)  # readers split before they build the dataset: that must not be where bad labels fail
+    with pytest.raises(DatasetError, match=f"^{message}$"):
+        ImageDataset("toy", images, labels, ["a", "b"])
+    with pytest.raises(DatasetError, match=f"^{message}$"):
+        PairedDataset("toy", np.zeros((4, 2, 2, 3), np.uint8), images, labels, ["a", "b"])
+
+
+def test_whole_float_labels_become_int64() -> None:
+    ds = ImageDataset("toy", np.zeros((4, 2, 2, 1), np.uint8), np.array([0.0, 1.0, 1.0, 0.0]), ["a", "b"])
+    assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [0, 1, 1, 0]

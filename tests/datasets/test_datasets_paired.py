@@ -286,6 +286,8 @@ def test_h5_float_ir_rescaled_by_meta_range(tmp_path: Path) -> None:
         ({"ir": np.zeros((4, 5, 5), np.uint8)}, "RGB 6x6 vs IR 5x5"),
         ({"ids": np.array(["a", "a", "b", "c"])}, "distinct strings"),
         ({"meta": np.array("{not json")}, "not valid JSON"),
+        ({"label": np.array([0, 1, -1, 1])}, r"bad\.npz: labels must be >= 0, got -1$"),
+        ({"label": np.array([0, 1, -1, 1]), "split": np.array([0, 0, 2, 2])}, "labels must be >= 0, got -1"),
     ],
 )
 def test_array_file_errors(tmp_path: Path, overrides: dict[str, object], message: str) -> None:

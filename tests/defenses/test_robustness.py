@@ -55,6 +55,14 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert bad.code == 2
 
 
+def test_robustness_without_test_images_fails_before_any_work(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    result = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--data-param", "test_fraction=0",
+                 "--corruption", "fog", "--out", "r.h5")
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 1 and lines == ["error: digits has no test samples"], result.stderr
+    assert not result.stdout and not list(tmp_path.iterdir())  # no NaN table, report or plot
+
+
 def _write_cifar10(root: Path, rng: np.random.Generator, train: int, test: int) -> np.ndarray:
     """cifar-10-batches-py with 5 train batches and a test batch of random images; returns the test labels."""
     root.mkdir(parents=True)

@@ -463,3 +463,25 @@ def test_cli_on_a_damaged_report_is_one_line(cli, digits_checkpoint: Path, tmp_p
     if one_line_or_ok("attack", "fgsm", "--data", "digits", "--model", digits_checkpoint, "--n", "2", "--out", "r.h5") == 0:
         assert Report(path).read("attack-fgsm").n_samples == 2
         one_line_or_ok("report", "show", "r.h5", "a", must_fail=True)
+
+
+@pytest.mark.parametrize("spec", ["digits", "synthetic-rgbir", "pairs.npz"])
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_cli_refuses_a_data_param_seed_out_of_range_in_one_line(cli, tmp_path: Path, spec: str, seed: str) -> None:
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "pairs.npz", rgb=rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8),
+             ir=rng.integers(0, 256, (8, 6, 6), dtype=np.uint8), label=np.arange(8) % 2)
+    result = cli("data", "info", spec, "--data-param", f"seed={seed}")
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"error: {spec} (--data-param): seed must be in 0..{2**63 - 1}, got {seed}"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_cli_refuses_negative_labels_of_a_paired_file_in_one_line(cli, tmp_path: Path, split: bool) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {"rgb": (rng.random((40, 16, 16, 3)) * 255).astype(np.uint8), "ir": (rng.random((40, 16, 16)) * 255).astype(np.uint8),
+              "label": np.r_[-1, rng.integers(0, 3, 39)]}
+    np.savez(tmp_path / "pe_neg.npz", **arrays, **({"split": np.arange(40) % 3} if split else {}))
+    result = cli("data", "info", "pe_neg.npz")
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == "error: paired-d:pe_neg.npz: labels must be >= 0, got -1"
