@@ -12,6 +12,7 @@ import warnings
 from difflib import SequenceMatcher
 
 import typer
+from rich.markup import escape
 
 try:  # recent Typer releases vendor click
     from typer._click.exceptions import ClickException
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         text = str(exc) if isinstance(exc, AdvkitError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-        err.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+        _print_error(text)
         sys.exit(1)
     except ClickException as exc:
         if debug:
@@ -93,5 +94,11 @@ def _usage_error(exc: ClickException) -> int:
         exc.possibilities = [p for p in close if SequenceMatcher(None, name, p.lstrip("-")).ratio() >= 0.6]  # type: ignore[attr-defined]
     context = getattr(exc, "ctx", None)
     hint = f" (see {context.command_path} --help)" if context is not None else ""
-    err.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+    _print_error(f"{exc.format_message()}{hint}")
     return exc.exit_code
+
+
+def _print_error(text: str) -> None:
+    """``error: TEXT`` on stderr, TEXT literally: no Rich markup (``[train|val]`` would vanish) and no emoji codes
+    (``some.module:factory: ...`` would become an emoji)."""
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True, emoji=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -317,12 +318,12 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
 
 def log(message: str) -> None:
     """A status line on stderr."""
-    err.print(message, highlight=False, soft_wrap=True)
+    err.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def warn(message: str) -> None:
     """A warning line on stderr (the same look as library warnings shown by the CLI)."""
-    log(f"[yellow]warning:[/] {message}")
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
 
 
 def has_preprocessing(loaded: LoadedModel) -> bool:

@@ -136,7 +136,8 @@ TABLES: dict[str, dict[str, str]] = {
         "epoch": "Epoch number (int64, from 1).",
         "train_loss": "Mean training loss over the epoch.",
         "train_acc": "Training accuracy over the epoch.",
-        "val_acc": "Validation accuracy after the epoch (NaN without a validation split).",
+        "eval_acc": "Clean accuracy after the epoch, on the val split (the test split when there is none).",
+        "val_score": "The score the best epoch is kept by (robust or clean val accuracy); NaN when none is kept.",
     },
     MOVES: {
         "sample": "Dataset index of the sample whose program the move belongs to (int64).",

@@ -70,6 +70,46 @@ def test_list_commands(cli: Cli) -> None:
     assert len(cli("list", "perturbations", "--json").json()) == 15
 
 
+def _table_cells(stdout: str) -> dict[str, str]:
+    """name -> description of the Rich tables in ``stdout``, the wrapped lines of a cell joined, whitespace dropped."""
+    cells: dict[str, str] = {}
+    name = ""
+    for line in stdout.splitlines():
+        if not line.startswith("│"):
+            continue
+        first, second = (part.strip() for part in line.split("│")[1:3])
+        name = first or name  # a wrapped description continues on lines with an empty name cell
+        cells[name] = cells.get(name, "") + second.replace(" ", "")
+    return cells
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "attacks", "perturbations"])
+def test_list_tables_show_descriptions_literally(cli: Cli, what: str) -> None:
+    listed = cli("list", what, "--json").json()
+    entries = listed["datasets"] + listed["formats"] if what == "datasets" else listed
+    shown = cli("list", what)
+    assert shown.code == 0, shown.stderr
+    # Rich must not read a summary as markup (`[train|val|test/]` vanished) nor as emoji codes
+    assert _table_cells(shown.stdout) == {e["name"]: "".join(e["summary"].split()) for e in entries}
+    if what == "datasets":
+        assert "root/[train|val|test/]<class>/" in _table_cells(shown.stdout)["imagefolder"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["attack", "fgsm", "--model", "some.module:factory", "--data", "digits"],
+         "error: cannot import some.module for some.module:factory: No module named 'some'"),  # no :factory: emoji
+        (["attack", "fgsm", "--model", "x[bold]y:smile:.pt", "--data", "digits"],
+         "error: no such checkpoint: x[bold]y:smile:.pt"),  # an OSError-like mistake: markup kept as text
+        (["list", "datasets", "--[red]x"], "error: No such option: --[red]x (see advkit list datasets --help)"),
+    ],
+)
+def test_error_messages_are_printed_literally(cli: Cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.code in (1, 2) and result.stderr.strip().splitlines() == [message], result.stderr
+
+
 def test_data_info(cli: Cli) -> None:
     digits = cli("data", "info", "digits", "--json").json()
     assert digits["samples"] == 1797 and digits["domains"] == {"gray": {"channels": 1, "size": [8, 8]}}
