@@ -251,7 +251,9 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
     summaries = [dict(r.summary) for r in runs]
     shared: int | None = None
     recomputed = [False] * len(runs)
-    differs = len({_data(run, ref) for run, ref, a in zip(runs, refs, attack) if a}) > 1
+    # worst-case runs are not recomputed, but they number samples too: their data counts in the check
+    per_sample = [a or run.kind == "worst-case" for run, a in zip(runs, attack)]
+    differs = len({_data(run, ref) for run, ref, a in zip(runs, refs, per_sample) if a}) > 1
     if common and any(attack) and not differs:
         keep = functools.reduce(np.intersect1d, [run.samples["index"] for run, a in zip(runs, attack) if a])
         shared = int(len(keep))

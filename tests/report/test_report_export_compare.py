@@ -251,6 +251,10 @@ def test_compare_does_not_pair_the_samples_of_different_data(tmp_path: Path) -> 
                     "success": np.arange(4) < (1 if side == "rgb" else 3)}
             w.append(cols)
             w.finish(attack_summary(cols))
+    with report.start_run("worst", kind="worst-case", config={"model": "m", "data": "mnist-subset", "attacks": ["a", "b"]}) as w:
+        w.append({"index": np.arange(3), "label": np.zeros(3, int), "pred": np.zeros(3, int), "success": np.ones(3, bool)})
+        w.finish({"robust_accuracy": 0.0})
+    assert compare_runs([f"{tmp_path / 'r.h5'}:digits,worst"]).data_differs  # a worst-case run of other data
     sides = compare_runs([f"{tmp_path / 'r.h5'}:rgb,ir"])
     assert not sides.data_differs and sides.common == 4 and sides.recomputed == [True, True]
 
