@@ -267,8 +267,7 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], cfg: dict
     summary = {k: v for k, v in attack_summary(combined).items() if k in ("n", "n_attacked", "n_success", "clean_accuracy", "robust_accuracy", "attack_success_rate")}
     for name in names:
         summary[f"robust_accuracy.{name}"] = attack_summary(per_attack[name])["robust_accuracy"]
-    params = {name: report.read(_run_id(run, name, len(names))).config.get("attack_params", {}) for name in names}
-    summary.update(attack_mix_flags({name: summary[f"robust_accuracy.{name}"] for name in names}, params))
+    summary.update(attack_mix_flags({name: summary[f"robust_accuracy.{name}"] for name in names}, cfg["params_by_attack"]))
     run_id = f"{run or 'attack'}-worst-case"
     finished = None if overwrite else finished_run(report, run_id, cfg)
     if finished is not None:
