@@ -227,7 +227,13 @@ def config_difference(old: dict[str, Any], new: dict[str, Any], recorded_in: Pat
         return resolved == new[key] or same_file(str(resolved), new[key])
 
     renamed = {key: new[key] for key, kind in RECORDED_SPECS.items() if same_file_as_new(key, kind)}
-    return _first_difference({**old, **renamed}, new)
+    restated = {key: new[key] for key in RESTATED_KEYS if key in new and key not in old}
+    return _first_difference({**old, **renamed, **restated}, new)
+
+
+RESTATED_KEYS = ("params_by_attack",)
+"""Keys newer advkit records that restate settings checked elsewhere (a worst-case run's attack settings are in the
+configs of its attack runs): an older record without them is still the same run."""
 
 
 def _show(value: Any) -> str:

@@ -315,3 +315,15 @@ def test_a_folder_is_not_a_report(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="is a folder, not a report file"):
         Report(tmp_path)
     assert list(tmp_path.iterdir()) == []  # no lock file beside it either
+
+
+def test_a_worst_case_run_recorded_without_its_attack_settings_is_the_same_run(tmp_path: Path) -> None:
+    """Worst-case runs of older advkit did not record params_by_attack (their attack runs did): re-running the command
+    must find them complete, not clash; any other difference still counts."""
+    from advkit.report.store import config_difference
+
+    old = {"attacks": ["pgd", "fgsm"], "runs": ["attack-pgd", "attack-fgsm"], "data": "digits"}
+    new = {**old, "params_by_attack": {"pgd": {"eps": 0.1}, "fgsm": {"eps": 0.1}}}
+    assert config_difference(old, new, tmp_path / "r.h5") is None
+    assert config_difference({**old, "params_by_attack": {"pgd": {"eps": 0.3}}}, new, tmp_path / "r.h5") is not None
+    assert config_difference({**old, "data": "mnist-subset"}, new, tmp_path / "r.h5")[0] == "data"
