@@ -357,6 +357,17 @@ def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "t
         raise AdvkitError(f"{model_name} takes {pre.channels}-channel images but {data} has {ds.channels} channels")
     if pre.num_classes is not None and ds.num_classes > pre.num_classes:
         raise AdvkitError(f"{data} has {ds.num_classes} classes but {model_name} outputs {pre.num_classes}")
+    if pre.input_size is None or pre.channels is None:  # nothing recorded to compare (bare weights): one forward tells
+        import numpy as np
+        import torch
+
+        try:
+            with torch.no_grad():
+                model.logits(ds.batch(np.arange(1))[0].to(model.mean.device))
+        except RuntimeError as exc:
+            h, w = ds.size
+            raise AdvkitError(f"{model_name} cannot take the {h}x{w}x{ds.channels} images of {data} (check --arch and "
+                              f"--arch-param): {str(exc).splitlines()[0]}") from None
 
 
 def require_preprocessing(loaded: LoadedModel, spec: str, consequence: str) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from advkit.cli.common import ArchOpt, ArchParamOpt, JsonOpt, UnsafePickleOpt, arch_settings, emit_json, kv_table, out, table
-from advkit.errors import DetectorError
+from advkit.errors import AdvkitError, DetectorError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,8 +29,14 @@ def info(
     loaded = load_checkpoint(checkpoint, architecture=arch, arch_kwargs=arch_settings(arch, arch_param), unsafe_pickle=unsafe_pickle)
     pre = loaded.preprocessing
     shape = (pre.channels, *pre.input_size) if pre.channels and pre.input_size else None
-    layers = layer_table(loaded.net, shape)
-    tapped = _detect_defaults(loaded.net, shape)
+    try:
+        layers = layer_table(loaded.net, shape)
+        tapped = _detect_defaults(loaded.net, shape)
+    except RuntimeError as exc:  # --arch/--arch-param built a net that cannot take the recorded input
+        if shape is None:
+            raise
+        raise AdvkitError(f"{loaded.source}: the net cannot take its recorded {shape[0]}x{shape[1]}x{shape[2]} input "
+                          f"(check --arch and --arch-param): {str(exc).splitlines()[0]}") from None
     summary = {
         "checkpoint": loaded.source,
         "kind": loaded.kind,

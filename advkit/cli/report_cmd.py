@@ -147,12 +147,16 @@ def plot(
     from advkit.report.plots import plot_report
 
     result = plot_report(Report(path), out_dir, runs=run, figures=figure, max_images=max_images)
+    if result.incomplete:
+        warn(f"not complete, so not drawn (name them with --run to draw them): {', '.join(result.incomplete)}")
     if json_output:
-        emit_json({"written": {k: [str(p) for p in v] for k, v in result.written.items()}, "skipped": result.skipped})
+        emit_json({"written": {k: [str(p) for p in v] for k, v in result.written.items()}, "skipped": result.skipped,
+                   "incomplete": result.incomplete})
         return
     rows: list[list[Any]] = [[name, ", ".join(str(p) for p in paths)] for name, paths in result.written.items()]
     rows += [[name, f"[dim]skipped: {escape(reason)}[/]"] for name, reason in result.skipped.items()]
-    out.print(table(f"{len(result.paths)} figure(s) from {path} in {out_dir}", ["figure", "file"], rows))
+    where = f" in {out_dir}" if result.paths else ""
+    out.print(table(f"{len(result.paths)} figure(s) from {path}{where}", ["figure", "file"], rows))
 
 
 @app.command("export")

@@ -290,6 +290,7 @@ class PlotResult:
 
     written: dict[str, list[Path]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    incomplete: list[str] = field(default_factory=list)  # runs not drawn because they are not complete (no ``runs``)
 
     @property
     def paths(self) -> list[Path]:
@@ -641,6 +642,7 @@ def plot_report(
 
             raise missing_run(report.path, run_id, list(infos))
     ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
+    incomplete = [] if runs else [i for i, r in infos.items() if r.status != "complete"]
     data = [report.read(i) for i in ids]
     out = Path(out)
     created = not out.exists()
@@ -649,7 +651,7 @@ def plot_report(
     # found by the fourth figure leaves no mix of new figures and old ones behind
     stage = Path(tempfile.mkdtemp(prefix=".advkit-plot-", dir=out))
     try:
-        result = PlotResult()
+        result = PlotResult(incomplete=incomplete)
         steps: dict[str, Callable[[], None]] = {
             "cdf": lambda: _cdf(data, stage, result),
             "norms": lambda: _norms(data, stage, result),

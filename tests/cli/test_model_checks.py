@@ -128,5 +128,11 @@ def test_bare_weights_of_another_input_size_load_with_arch_param(cli: Cli, digit
     attacked = cli("attack", "fgsm", "--model", bare, "--arch", "small-cnn", "--arch-param", "input_size=8", "--data", "digits",
                    "--n", "5", "--out", "r.h5", "--json")
     assert attacked.code == 0 and attacked.json()["clean_accuracy"] > 0.5, attacked.stderr
+    # input_size=16 gives the same weight shapes, so only a forward pass shows it cannot take 8x8 digits
+    wrong = cli("attack", "fgsm", "--model", bare, "--arch", "small-cnn", "--arch-param", "input_size=16", "--data", "digits")
+    assert wrong.code == 1 and "cannot take the 8x8x1 images of digits (check --arch and --arch-param)" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    inspected = cli("models", "info", digits_checkpoint, "--arch", "small-cnn", "--arch-param", "input_size=16")
+    assert inspected.code == 1 and "cannot take its recorded 1x8x8 input" in inspected.stderr, inspected.stderr
     alone = cli("models", "info", bare, "--arch-param", "input_size=8")
     assert alone.code == 2 and "needs --arch NAME" in alone.stderr

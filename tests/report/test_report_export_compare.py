@@ -277,3 +277,14 @@ def test_compare_says_which_runs_are_not_complete(tmp_path: Path, cli) -> None:
     assert compare_runs([str(tmp_path / "r.h5")]).statuses == ["complete", "running"]
     result = cli("report", "compare", tmp_path / "r.h5")
     assert result.code == 0 and "not complete, so over the samples done so far: cut (running)" in result.stderr, result.stderr
+
+
+def test_plot_names_the_runs_it_leaves_out_because_they_are_not_complete(tmp_path: Path, cli) -> None:
+    report = Report(tmp_path / "r.h5")
+    writer = report.start_run("cut", kind="attack", config={"model": "m", "data": "digits", "attack": "pgd"})
+    writer.append({"index": np.arange(3), "label": np.zeros(3, int), "pred": np.zeros(3, int), "success": np.ones(3, bool),
+                   "queries": np.ones(3, int)})
+    writer.close()  # interrupted
+    result = cli("report", "plot", tmp_path / "r.h5", "--out", tmp_path / "figs", "--json")
+    assert result.code == 0 and result.json()["incomplete"] == ["cut"], result.stderr
+    assert "not complete, so not drawn (name them with --run to draw them): cut" in result.stderr
