@@ -187,7 +187,7 @@ def _attack_run(
                 writer.append(skipped)
         todo = np.array([i for i in plan.attack_index.tolist() if i not in done], np.int64)
         rounds = -(-len(shard(todo, World(0, world.size))) // batch_size)  # rank 0 has the largest share
-        progress = _AttackProgress(attack_obj.name, len(plan.attack_index), len(plan.attack_index) - len(todo))
+        progress = _AttackProgress(attack_obj.name, len(plan.attack_index), writer.samples() if writer and done else None)
         with progress_bar(enabled=world.is_root) as show:
             for columns in attack_batches(attack_obj, model, ds, plan, batches(shard(todo, world), batch_size, rounds),
                                           seed=seed, max_queries=max_queries, save_images=save_images):
@@ -211,23 +211,29 @@ def _attack_run(
 
 
 class _AttackProgress:
-    """Live numbers for the progress bar: images/s, success so far, and the median queries of the successful samples
-    (the definition of the report's ``queries_median``)."""
+    """Live numbers for the progress bar: images/s (of this process), and over every attacked sample so far, a
+    resumed run's included, the success rate and the median queries of the successes (the report's
+    ``queries_median``)."""
 
-    def __init__(self, name: str, total: int, already: int) -> None:
-        self.name, self.total, self.done, self.started = name, total, already, time.perf_counter()
-        self.fresh = self.successes = 0
+    def __init__(self, name: str, total: int, resumed: dict[str, np.ndarray] | None = None) -> None:
+        self.name, self.total, self.started = name, total, time.perf_counter()
+        self.done = self.fresh = self.successes = 0
         self.queries: list[int] = []
+        if resumed is not None and len(resumed.get("index", ())):
+            self._count({k: v[resumed["attacked"].astype(bool)] for k, v in resumed.items()})
 
-    def update(self, columns: dict[str, np.ndarray]) -> ProgressEvent:
+    def _count(self, columns: dict[str, np.ndarray]) -> None:
         self.done += len(columns["index"])
-        self.fresh += len(columns["index"])
         self.successes += int(columns["success"].sum())
         self.queries.extend(columns["queries"][columns["success"].astype(bool)].tolist())
+
+    def update(self, columns: dict[str, np.ndarray]) -> ProgressEvent:
+        self._count(columns)
+        self.fresh += len(columns["index"])
         rate = self.fresh / max(time.perf_counter() - self.started, 1e-9)
         median = float(np.median(self.queries)) if self.queries else float("nan")
         return ProgressEvent(f"attack {self.name}", self.done, self.total, {
-            "img/s": rate, "success": self.successes / self.fresh, "median queries (successes)": median,
+            "img/s": rate, "success": self.successes / self.done, "median queries (successes)": median,
         })
 
 

@@ -215,7 +215,7 @@ def test_the_progress_bar_median_is_the_reports_queries_median() -> None:
     from advkit.cli.attack_cmd import _AttackProgress
     from advkit.report import attack_summary
 
-    progress = _AttackProgress("pixle", 6, 0)
+    progress = _AttackProgress("pixle", 6)
     batches = [{"index": np.arange(3), "success": np.array([True, False, True]), "queries": np.array([4, 500, 10])},
                {"index": np.arange(3, 6), "success": np.array([False, True, False]), "queries": np.array([500, 6, 500])}]
     for batch in batches:
@@ -223,6 +223,12 @@ def test_the_progress_bar_median_is_the_reports_queries_median() -> None:
     merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     merged.update(label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
     assert event.stats["median queries (successes)"] == attack_summary(merged)["queries_median"] == 6
+    # resumed after the first batch (plus an unattacked row): the bar's numbers still cover all attacked samples
+    journal = {k: np.concatenate([v, [0]]) for k, v in batches[0].items()} | {"attacked": np.array([True] * 3 + [False])}
+    resumed = _AttackProgress("pixle", 6, journal)
+    event = resumed.update(batches[1])
+    assert event.done == 6 and event.stats["success"] == attack_summary(merged)["attack_success_rate"] == 0.5
+    assert event.stats["median queries (successes)"] == 6
 
 
 def test_a_progress_bars_elapsed_time_includes_the_work_before_its_first_event(monkeypatch: pytest.MonkeyPatch) -> None:
