@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from advkit.errors import AdvkitError
 from advkit.runtime import ProgressEvent, ProgressFn
@@ -247,12 +248,14 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, literal: bool = False) -> Table:
+    """A Rich table of ``fmt``-formatted cells; ``literal`` shows them as plain text (no markup, no emoji codes), for
+    text advkit does not write itself, such as registry descriptions (``root/[train|val|test/]...``)."""
     tab = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
         tab.add_column(col, overflow="fold")
     for row in rows:
-        tab.add_row(*(fmt(v) for v in row))
+        tab.add_row(*(Text(fmt(v)) if literal else fmt(v) for v in row))
     return tab
 
 

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from advkit.cli.common import JsonOpt, emit_json, fmt, out, table
+from advkit.cli.common import JsonOpt, emit_json, out, table
 from advkit.registry import Entry, Registry
 
 app = typer.Typer(help="List registered models, datasets, attacks and perturbations.", no_args_is_help=True)
 PatternArg = Annotated[str, typer.Argument(help="Wildcard filter, e.g. 'res*'.")]
 
 
-def _literal_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """``table`` with every cell shown literally: registry summaries are plain text, so ``root/[train|val|test/]...``
-    must not be read as Rich markup (nor ``:name:`` as an emoji code)."""
-    tab = table(title, columns, [])
-    for row in rows:
-        tab.add_row(*(Text(fmt(v)) for v in row))
-    return tab
-
-
 def _show(title: str, entries: list[Entry[object]], json_output: bool) -> None:
     if json_output:
         emit_json([{"name": e.name, "summary": e.summary, "tags": list(e.tags)} for e in entries])
     else:
-        out.print(_literal_table(title, ["name", "description"], [(e.name, e.summary) for e in entries]))
+        out.print(table(title, ["name", "description"], [(e.name, e.summary) for e in entries], literal=True))
 
 
 def _entries(registry: Registry[object], pattern: str) -> list[Entry[object]]:
@@ -57,9 +45,10 @@ def list_datasets(pattern: PatternArg = "*", json_output: JsonOpt = False) -> No
             "formats": [{"name": e.name, "summary": e.summary} for e in formats.entries(pattern)],
         })
         return
-    out.print(_literal_table("datasets (--data NAME)", ["name", "description"], [(e.name, e.summary) for e in named.entries(pattern)]))
-    out.print(_literal_table("formats (--data FORMAT:PATH, or a bare PATH)", ["format", "description"],
-                             [(e.name, e.summary) for e in formats.entries(pattern)]))
+    out.print(table("datasets (--data NAME)", ["name", "description"], [(e.name, e.summary) for e in named.entries(pattern)],
+                    literal=True))
+    out.print(table("formats (--data FORMAT:PATH, or a bare PATH)", ["format", "description"],
+                    [(e.name, e.summary) for e in formats.entries(pattern)], literal=True))
 
 
 @app.command("attacks")
