@@ -151,9 +151,12 @@ def plot(
         warn(f"not complete, so not drawn (name them with --run to draw them): {', '.join(result.incomplete)}")
     if json_output:
         emit_json({"written": {k: [str(p) for p in v] for k, v in result.written.items()}, "skipped": result.skipped,
-                   "incomplete": result.incomplete})
+                   "left_out": result.left_out, "incomplete": result.incomplete})
         return
-    rows: list[list[Any]] = [[name, ", ".join(str(p) for p in paths)] for name, paths in result.written.items()]
+    rows: list[list[Any]] = [
+        [name, ", ".join(str(p) for p in paths) + (f"\n[dim]without {escape(result.left_out[name])}[/]" if name in result.left_out else "")]
+        for name, paths in result.written.items()
+    ]
     rows += [[name, f"[dim]skipped: {escape(reason)}[/]"] for name, reason in result.skipped.items()]
     where = f" in {out_dir}" if result.paths else ""
     out.print(table(f"{len(result.paths)} figure(s) from {path}{where}", ["figure", "file"], rows))

@@ -286,10 +286,12 @@ def plot_heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], p
 
 @dataclass
 class PlotResult:
-    """What :func:`plot_report` wrote (figure name -> paths) and skipped (figure name -> why)."""
+    """What :func:`plot_report` wrote (figure name -> paths), skipped (figure name -> why) and drew without some
+    runs (figure name -> which runs and why)."""
 
     written: dict[str, list[Path]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
     incomplete: list[str] = field(default_factory=list)  # runs not drawn because they are not complete (no ``runs``)
 
     @property
@@ -367,8 +369,17 @@ def dataset_images(run: RunData, indices: np.ndarray) -> dict[str, np.ndarray]:
     return {ds.domain: ds.batch(indices)[0].numpy()}
 
 
-def _attack_runs(runs: list[RunData]) -> list[RunData]:
-    return [r for r in runs if r.kind == "attack" and {"success", "queries"} <= set(r.samples)]
+def _attack_runs(runs: list[RunData], result: PlotResult, figure: str) -> list[RunData]:
+    """The attack runs with per-sample success and queries; the other attack runs are noted as left out of ``figure``."""
+    attacks = [r for r in runs if r.kind == "attack"]
+    chosen = [r for r in attacks if {"success", "queries"} <= set(r.samples)]
+    _note_left_out(result, figure, [f"{r.id}: no per-sample success and queries" for r in attacks if r not in chosen])
+    return chosen
+
+
+def _note_left_out(result: PlotResult, figure: str, reasons: list[str]) -> None:
+    if reasons:
+        result.left_out[figure] = "; ".join(filter(None, [result.left_out.get(figure), *reasons]))
 
 
 def _attacked(run: RunData) -> np.ndarray:
@@ -377,9 +388,10 @@ def _attacked(run: RunData) -> np.ndarray:
 
 
 def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
-    chosen = _attack_runs(runs)
+    chosen = _attack_runs(runs, result, "cdf")
     if not chosen:
         result.skipped["cdf"] = "no attack run with per-sample success and queries"
+        result.left_out.pop("cdf", None)
         return
     curves = {}
     for run in chosen:
@@ -390,14 +402,19 @@ def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
 
 def _norms(runs: list[RunData], out: Path, result: PlotResult) -> None:
     norms: dict[str, dict[str, np.ndarray]] = {}
-    for run in _attack_runs(runs):
+    reasons = []
+    for run in _attack_runs(runs, result, "norms"):
         hit = run.samples["success"].astype(bool) & _attacked(run)
         present = {k: run.samples[k][hit] for k in ("l0", "l2", "linf") if k in run.samples}
         if hit.any() and present:
             norms[run.id] = present
+        else:
+            reasons.append(f"{run.id}: {'no l0/l2/linf columns' if hit.any() else 'no successful sample'}")
     if not norms:
         result.skipped["norms"] = "no attack run with successful samples and l0/l2/linf columns"
+        result.left_out.pop("norms", None)
         return
+    _note_left_out(result, "norms", reasons)
     result.written["norms"] = [plot_norm_histograms(norms, out / "perturbation-norms.png")]
 
 
@@ -422,6 +439,7 @@ def _images(runs: list[RunData], out: Path, result: PlotResult, report: Report, 
             written.append(path)
     if written:
         result.written["images"] = written
+        _note_left_out(result, "images", reasons)
     if reasons and not written:
         result.skipped["images"] = "; ".join(reasons)
     elif not written:

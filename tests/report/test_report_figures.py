@@ -127,6 +127,23 @@ def test_figures_without_data_are_skipped_with_a_reason(tmp_path: Path) -> None:
         plot_report(Report(tmp_path / "missing.h5"), tmp_path / "figs")
 
 
+def test_figures_drawn_without_some_runs_name_them(full_report: Report, tmp_path: Path) -> None:
+    columns = attack_run(Report(tmp_path / "scratch.h5"), "x", 10, seed=4)
+    del columns["queries"]  # e.g. written by third-party code: nothing to place on the queries axis
+    columns["success"][:] = False  # and nothing to histogram
+    with full_report.start_run("attack-other", kind="attack", config={"data": "digits"}) as writer:
+        writer.append(columns)
+        writer.finish(attack_summary(columns))
+    result = plot_report(full_report, tmp_path / "figs")
+    assert {"cdf", "norms", "images"} <= set(result.written)
+    assert result.left_out["cdf"] == "attack-other: no per-sample success and queries"
+    assert result.left_out["norms"] == "attack-other: no per-sample success and queries"
+    assert result.left_out["images"].startswith("attack-pgd: no adversarial images")
+    assert "attack-other: no adversarial images" in result.left_out["images"]
+    pgd_only = plot_report(full_report, tmp_path / "pgd", runs=["attack-pgd"], figures=["cdf", "norms"])
+    assert pgd_only.left_out == {}
+
+
 def test_success_curve_counts_successes_by_query_budget() -> None:
     queries = np.array([10, 3, 7, 3, 50])
     success = np.array([True, True, False, True, False])
