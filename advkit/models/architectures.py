@@ -15,16 +15,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.errors import CheckpointError
-from advkit.registry import Registry
+from advkit.errors import CheckpointError, SettingsError
+from advkit.registry import Registry, check_settings
 
 ARCHITECTURES: Registry[nn.Module] = Registry("architecture")
 
 
 def create_architecture(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered architecture (``advkit list models``)."""
+    """Build a registered architecture (``advkit list models``); an unknown setting, or a ``num_classes``,
+    ``in_channels`` or ``input_size`` that is not a positive int (``input_size``: or a pair of them), is a
+    one-line SettingsError (a ValueError), not an error from deep inside torch."""
     _register_torchvision()
+    check_settings(ARCHITECTURES.entry(name).factory, kwargs, name)
+    for key in ("num_classes", "in_channels"):
+        if kwargs.get(key) is not None and not _positive_int(kwargs[key]):
+            raise SettingsError(f"{name}: {key} must be an int >= 1, got {kwargs[key]!r}")
+    size = kwargs.get("input_size")
+    if size is not None and not (_positive_int(size) or (isinstance(size, (list, tuple)) and len(size) == 2
+                                                           and all(_positive_int(s) for s in size))):
+        raise SettingsError(f"{name}: input_size must be an int >= 1 or a [height, width] pair of them, got {size!r}")
     return ARCHITECTURES.create(name, **kwargs)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def architecture_names() -> list[str]:
@@ -137,23 +151,24 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1, input_size: int | tup
 
 
 @ARCHITECTURES.register("resnet20")
-def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> nn.Module:
+def resnet20(num_classes: int = 10, in_channels: int = 3, input_size: int | tuple[int, int] = 32) -> nn.Module:
     """ResNet-20 for 32 px CIFAR-style inputs (He et al. 2016, 3x3 blocks of 16/32/64 channels)."""
     del input_size  # global pooling makes it size-agnostic
     return CifarResNet([16, 32, 64], [3, 3, 3], num_classes, in_channels)
 
 
 @ARCHITECTURES.register("resnet18")
-def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> nn.Module:
+def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int | tuple[int, int] = 32) -> nn.Module:
     """ResNet-18 with a CIFAR-style 3x3 stem (no max-pool), as used in the Pixle paper's CIFAR-10 runs."""
     del input_size
     return CifarResNet([64, 128, 256, 512], [2, 2, 2, 2], num_classes, in_channels)
 
 
 @ARCHITECTURES.register("vgg11")
-def vgg11(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> nn.Module:
+def vgg11(num_classes: int = 10, in_channels: int = 3, input_size: int | tuple[int, int] = 32) -> nn.Module:
     """VGG-11 with batch norm for small inputs, as used in the Pixle paper's CIFAR-10 runs."""
-    return VGG([64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"], num_classes, in_channels, input_size)
+    side = input_size if isinstance(input_size, int) else min(input_size)  # pools stop at 1 px on the shorter side
+    return VGG([64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"], num_classes, in_channels, side)
 
 
 _TORCHVISION_MODELS = ("resnet18", "resnet50", "resnext50_32x4d", "vgg11_bn", "vgg16_bn", "convnext_tiny",
@@ -174,7 +189,7 @@ def _register_torchvision() -> None:
 
 
 def _torchvision_factory(tvm: Any, name: str) -> Any:
-    def build(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> nn.Module:
+    def build(num_classes: int = 1000, in_channels: int = 3, input_size: int | tuple[int, int] = 224) -> nn.Module:
         del input_size
         if in_channels != 3:
             raise CheckpointError(f"tv-{name} takes 3-channel inputs; 1-channel images are replicated by the wrapper")

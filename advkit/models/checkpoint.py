@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.errors import CheckpointError
+from advkit.errors import CheckpointError, SettingsError
 from advkit.models.architectures import create_architecture
 from advkit.models.preprocessing import Preprocessing
 from advkit.runtime import write_atomically
@@ -131,6 +131,8 @@ def _build(architecture: str | None, arch_kwargs: dict[str, Any], state: dict[st
                               "checkpoint with advkit metadata (advkit.models.save_checkpoint writes one)")
     try:
         net = create_architecture(architecture, **arch_kwargs)
+    except SettingsError:  # already one line naming the architecture and the setting
+        raise
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot build {architecture} with {arch_kwargs}: {exc}") from None
     _load_state(net, state, architecture, source)

@@ -134,5 +134,7 @@ def test_bare_weights_of_another_input_size_load_with_arch_param(cli: Cli, digit
     assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
     inspected = cli("models", "info", digits_checkpoint, "--arch", "small-cnn", "--arch-param", "input_size=16")
     assert inspected.code == 1 and "cannot take its recorded 1x8x8 input" in inspected.stderr, inspected.stderr
+    negative = cli("models", "info", bare, "--arch", "small-cnn", "--arch-param", "num_classes=-1")  # was a torch traceback
+    assert negative.code == 1 and negative.stderr.strip() == "error: small-cnn: num_classes must be an int >= 1, got -1"
     alone = cli("models", "info", bare, "--arch-param", "input_size=8")
     assert alone.code == 2 and "needs --arch NAME" in alone.stderr

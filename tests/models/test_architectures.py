@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,18 @@ def test_unknown_architecture_suggests_close_names() -> None:
 
     with pytest.raises(AdvkitError, match="did you mean resnet20"):
         create_architecture("resnet2")
+
+
+@pytest.mark.parametrize("name", architecture_names())
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"width": 4}, "has no setting width; choose from num_classes, in_channels, input_size"),
+    ({"num_classes": -1}, "num_classes must be an int >= 1, got -1"),
+    ({"num_classes": True}, "num_classes must be an int, got True"),
+    ({"in_channels": 2.5}, "in_channels must be an int, got 2.5"),
+    ({"in_channels": 0}, "in_channels must be an int >= 1, got 0"),
+    ({"input_size": "abc"}, "input_size must be an int >= 1 or a [height, width] pair of them, got 'abc'"),
+    ({"input_size": [8, 8, 8]}, "input_size must be an int >= 1 or a [height, width] pair of them, got [8, 8, 8]"),
+])
+def test_bad_architecture_settings_are_one_line_value_errors(name: str, settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(name)}:? {re.escape(message)}$"):
+        create_architecture(name, **settings)
