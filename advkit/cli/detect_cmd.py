@@ -16,8 +16,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ArchOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    emit_json, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
+    ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
+    arch_settings, emit_json, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -65,11 +65,15 @@ def _checkpoint(spec: str | None) -> str:
     return spec or str(builtin_checkpoint())
 
 
-def _open_model(spec: str | None, arch: str | None, unsafe_pickle: bool, device: Any) -> tuple[ModelWrapper, str]:
+Arch = tuple[str | None, dict[str, Any] | None]
+"""(--arch, its --arch-param settings) for bare state_dict checkpoints; (None, None) for checkpoints with metadata."""
+
+
+def _open_model(spec: str | None, arch: Arch, unsafe_pickle: bool, device: Any) -> tuple[ModelWrapper, str]:
     from advkit.models import ModelWrapper, load_checkpoint
 
     source = _checkpoint(spec)
-    loaded = load_checkpoint(source, architecture=arch, unsafe_pickle=unsafe_pickle, map_location=device)
+    loaded = load_checkpoint(source, architecture=arch[0], arch_kwargs=arch[1], unsafe_pickle=unsafe_pickle, map_location=device)
     return ModelWrapper(loaded.net, loaded.preprocessing).to(device), source
 
 
@@ -103,6 +107,7 @@ def fit(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing detector file.")] = False,
     data_param: DataParamOpt = None,
     arch: ArchOpt = None,
+    arch_param: ArchParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -129,7 +134,8 @@ def fit(
     settings = DetectorSettings(kind=kind.value, filters=filters, latent=latent, epochs=epochs, fpr=fpr,
                                 calib_fraction=calib_fraction, error=error.value, seed=seed)
     dev = resolve_device(device)
-    wrapped, source = _open_model(model, arch, unsafe_pickle, dev)
+    arch_kwargs = arch_settings(arch, arch_param)
+    wrapped, source = _open_model(model, (arch, arch_kwargs), unsafe_pickle, dev)
     params = parse_params(data_param or [], "--data-param")
     ds = _open_data(data, domain, params)
     check_compatible(wrapped, ds)
@@ -147,7 +153,7 @@ def fit(
         det = LayerwiseDetector.fit(wrapped, ds, indices, layers=names, settings=settings, progress=progress)
     config = recorded_config(ctx.params, {"out_path"})  # model and data spelled as absolute paths
     det.meta.update({"model": config.get("model"), "data": config.get("data"), "domain": domain, "data_param": params,
-                     "arch": arch, "command": command_line(), "config": config})
+                     "arch": arch, "arch_kwargs": arch_kwargs, "command": command_line(), "config": config})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     det.save(out_path)
     summary = {
@@ -163,9 +169,10 @@ def fit(
     out.print(kv_table(f"detector {out_path}", summary))
 
 
-def _load_detector(path: Path, model: str | None, arch: str | None, unsafe_pickle: bool, device: str
+def _load_detector(path: Path, model: str | None, arch: Arch, unsafe_pickle: bool, device: str
                    ) -> tuple[LayerwiseDetector, dict[str, Any], str]:
-    """(detector, its metadata, the checkpoint its model was loaded from)."""
+    """(detector, its metadata, the checkpoint its model was loaded from). Without ``--arch``, the model is built
+    with the architecture and settings the detector was fitted with."""
     from advkit.detectors import LayerwiseDetector
     from advkit.report.paths import resolve_recorded
     from advkit.runtime import resolve_device
@@ -173,14 +180,16 @@ def _load_detector(path: Path, model: str | None, arch: str | None, unsafe_pickl
     meta = LayerwiseDetector.read_meta(path)
     dev = resolve_device(device)
     spec = model or resolve_recorded(meta.get("model"), "model", path)
-    wrapped, source = _open_model(spec, arch or meta.get("arch"), unsafe_pickle, dev)
+    if arch[0] is None or arch[0] == meta.get("arch"):
+        arch = (meta.get("arch"), arch[1] if arch[1] is not None else meta.get("arch_kwargs"))
+    wrapped, source = _open_model(spec, arch, unsafe_pickle, dev)
     return LayerwiseDetector.load(path, wrapped), meta, source
 
 
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: str, arch: str | None, unsafe_pickle: bool
+def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: str, arch: Arch, unsafe_pickle: bool
                  ) -> list[tuple[str, ImageDataset, np.ndarray, torch.Tensor]]:
     """(run id, dataset, dataset indices, adversarial images) of the successful samples of each attack run.
 
@@ -200,7 +209,7 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
         raise DetectorError(f"{path} has no complete attack runs; write one with advkit attack ... --save-images")
     known = {r.id: r for r in infos}
     sets = []
-    fingerprints: dict[tuple[str, str | None], str] = {}
+    fingerprints: dict[tuple[str, str], str] = {}
     for run_id in chosen:
         if run_id not in known:
             from advkit.registry import suggest
@@ -212,7 +221,7 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
                                 "or let advkit detect eval make them with --attack NAME")
         cfg = data.config
         _check_attacked_model(f"run {run_id} in {path}", resolve_recorded(cfg.get("model"), "model", path),
-                              cfg.get("arch") or arch, det, source, unsafe_pickle, fingerprints)
+                              _recorded_arch(cfg) if cfg.get("arch") else arch, det, source, unsafe_pickle, fingerprints)
         s = data.samples
         mask = s["attacked"].astype(bool) & s["success"].astype(bool) if "attacked" in s else s["success"].astype(bool)
         images = s["adv_images"][mask]
@@ -223,8 +232,13 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
     return sets
 
 
-def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: LayerwiseDetector, source: str,
-                          unsafe_pickle: bool, fingerprints: dict[tuple[str, str | None], str]) -> None:
+def _recorded_arch(config: dict[str, Any]) -> Arch:
+    """The --arch and --arch-param an attack run was recorded with."""
+    return config.get("arch"), parse_params(config.get("arch_param") or [], "--arch-param") or None
+
+
+def _check_attacked_model(what: str, spec: str | None, arch: Arch, det: LayerwiseDetector, source: str,
+                          unsafe_pickle: bool, fingerprints: dict[tuple[str, str], str]) -> None:
     """A DetectorError unless ``spec`` (what ``what`` attacked) is the detector's model: the file it was loaded
     from under any spelling, or any checkpoint with the same weights (compared by fingerprint, cached per spec)."""
     from advkit.report.paths import same_file
@@ -232,7 +246,7 @@ def _check_attacked_model(what: str, spec: str | None, arch: str | None, det: La
     checkpoint = _checkpoint(spec)
     if same_file(checkpoint, source):
         return  # LayerwiseDetector.load has already checked this file's fingerprint
-    key = (checkpoint, arch)
+    key = (checkpoint, repr(arch))
     if key not in fingerprints:
         try:
             other, _ = _open_model(checkpoint, arch, unsafe_pickle, det.model.device)
@@ -297,6 +311,7 @@ def evaluate_cmd(
     run_prefix: Annotated[str, typer.Option("--run-prefix", help="Prefix of the written run ids.")] = "detect",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace finished runs of the same name.")] = False,
     arch: ArchOpt = None,
+    arch_param: ArchParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -321,9 +336,10 @@ def evaluate_cmd(
     if adaptive_steps < 1 or (adaptive_step is not None and adaptive_step <= 0):
         raise typer.BadParameter("steps must be >= 1 and the step > 0", param_hint="--adaptive-steps/--adaptive-step")
     step = default_step(adaptive_eps, adaptive_steps) if adaptive_step is None else adaptive_step
-    det, meta, source = _load_detector(detector, model, arch, unsafe_pickle, device)
+    chosen = (arch, arch_settings(arch, arch_param))
+    det, meta, source = _load_detector(detector, model, chosen, unsafe_pickle, device)
     if adversarial is not None:
-        sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)
+        sets = _report_sets(adversarial, list(runs or []), det, source, chosen, unsafe_pickle)
     else:
         ds = _open_data(resolve_recorded(meta.get("data"), "data", detector), meta.get("domain"), meta.get("data_param") or {})
         sets = _attack_sets(list(dict.fromkeys(attack or [])), parse_params(param or []), det, ds, n, seed)
@@ -486,6 +502,7 @@ def score(
     n: Annotated[int, typer.Option("--n", min=1, help="At most this many images from --data or --adversarial.")] = 20,
     model: ModelOpt = None,
     arch: ArchOpt = None,
+    arch_param: ArchParamOpt = None,
     unsafe_pickle: UnsafePickleOpt = False,
     device: DeviceOpt = "auto",
     json_output: JsonOpt = False,
@@ -496,7 +513,8 @@ def score(
 
     if sum(x is not None and x != [] for x in (inputs, data, adversarial)) != 1:
         raise typer.BadParameter("pass image files, --data DATASET or --adversarial REPORT (one of them)", param_hint="INPUTS")
-    det, meta, source = _load_detector(detector, model, arch, unsafe_pickle, device)
+    chosen = (arch, arch_settings(arch, arch_param))
+    det, meta, source = _load_detector(detector, model, chosen, unsafe_pickle, device)
     if inputs:
         names, x = _read_inputs(list(inputs), tuple(meta["input_shape"]))
     elif data is not None:
@@ -504,7 +522,7 @@ def score(
         idx = ds.indices(split, required=True)[:n]
         names, x = [f"{ds.name}[{i}]" for i in idx], ds.batch(idx)[0]
     else:
-        sets = _report_sets(adversarial, list(runs or []), det, source, arch, unsafe_pickle)  # type: ignore[arg-type]
+        sets = _report_sets(adversarial, list(runs or []), det, source, chosen, unsafe_pickle)  # type: ignore[arg-type]
         names = [f"{run_id}[{i}]" for run_id, _, idx, _ in sets for i in idx[:n]]
         x = torch.cat([xa[:n] for *_, xa in sets]) if sets else torch.zeros(0)
         if not len(names):

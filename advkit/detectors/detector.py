@@ -376,12 +376,30 @@ class LayerwiseDetector:
             fit_features = tensors["fit.features"].numpy()
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DetectorError(f"{path} is a damaged detector file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        _check_takes(model, layers, shapes, meta.get("input_shape"), path)
         keep = ("fingerprint", "input_shape", "num_classes", "nonnegative", "dataset", "n_fit", "n_calib", "train_seconds", "channels", "model")
         return cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
                    {k: meta[k] for k in keep if k in meta})
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+def _check_takes(model: ModelWrapper, layers: list[str], shapes: dict[str, tuple[int, int, int]], input_shape: Any,
+                 path: str | Path) -> None:
+    """A DetectorError unless the net runs on the detector's (C, H, W) input and its layers give the fitted shapes:
+    the same weights built for another input size (``--arch-param``) pass the fingerprint check but not this one."""
+    if not isinstance(input_shape, list) or len(input_shape) != 3:
+        raise DetectorError(f"{path} is a damaged detector file (input_shape {input_shape!r})")
+    c, h, w = (int(v) for v in input_shape)
+    try:
+        found = layer_shapes(model.net, layers, (c, h, w))
+    except RuntimeError as exc:
+        raise DetectorError(f"{path}: this model cannot take the {c}x{h}x{w} inputs the detector was fitted on (check --arch "
+                            f"and --arch-param): {str(exc).splitlines()[0]}") from None
+    other = [f"{k} {found[k]} vs {shapes[k]}" for k in layers if found[k] != shapes[k]]
+    if other:
+        raise DetectorError(f"{path}: this model's layers give other shapes than the detector was fitted on ({', '.join(other[:2])})")
 
 
 def _feature_stats(model: ModelWrapper, layers: list[str], dataset: ImageDataset, idx: np.ndarray, standardise: bool

@@ -191,3 +191,29 @@ def test_a_report_of_another_model_is_refused_in_one_line(cli, tmp_path: Path, d
     _rewrite_run_config(tmp_path / "adv.h5", "attack-fgsm", model="gone.safetensors")
     missing = cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "adv.h5", "--supervised", "none")
     assert missing.code == 1 and "cannot check which model" in missing.stderr and "next to the report" in missing.stderr
+
+
+def test_bare_digits_weights_fit_score_and_eval_with_arch_param(cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """A bare small-cnn state_dict of 8x8 digits needs --arch-param input_size=8; the detector remembers it."""
+    from safetensors.torch import save_file
+
+    from advkit.models import load_checkpoint
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in load_checkpoint(digits_checkpoint).net.state_dict().items()}, str(bare))
+    model = ["--model", str(bare), "--data", "digits", "--arch", "small-cnn"]
+    without = cli("detect", "fit", *model, "--out", "d.safetensors")
+    assert without.code == 1 and "--arch-param" in without.stderr and not Path("d.safetensors").exists()
+    fit = cli("detect", "fit", *model, "--arch-param", "input_size=8", "--epochs", "1", "--filters", "4", "--out", "d.safetensors")
+    assert fit.code == 0, fit.stderr
+    score = cli("detect", "score", "--detector", "d.safetensors", "--data", "digits", "--n", "3", "--json")  # from its metadata
+    assert score.code == 0 and len(score.json()["inputs"]) == 3, score.stderr
+    attack = cli("attack", "fgsm", *model, "--arch-param", "input_size=8", "--param", "eps=0.3", "--n", "30", "--save-images",
+                 "--out", "adv.h5")
+    assert attack.code == 0, attack.stderr
+    ev = cli("detect", "eval", "--detector", "d.safetensors", "--adversarial", "adv.h5", "--supervised", "none", "--out", "ev.h5",
+             "--json")
+    assert ev.code == 0 and "attack-fgsm" in ev.json()["results"], ev.stderr
+    other = cli("detect", "score", "--detector", "d.safetensors", "--data", "digits", "--arch", "small-cnn",
+                "--arch-param", "input_size=16")  # same weight shapes, another net: its fingerprint differs or it cannot run
+    assert other.code == 1 and len(other.stderr.strip().splitlines()) == 1, other.stderr
