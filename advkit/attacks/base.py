@@ -89,7 +89,7 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
         raise AdvkitError(f"attack inputs must be float images in [0, 1], got dtype {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise AdvkitError("attack inputs contain NaN or infinite values")
-    low, high = float(x.min()), float(x.max())
+    low, high = float(x.detach().min()), float(x.detach().max())
     if low < 0 or high > 1:
         raise AdvkitError(f"attack inputs must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
     for what, labels in (("labels", y), ("targets", target)):
@@ -101,6 +101,22 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
             raise AdvkitError(f"{what} must be integer class indices, got dtype {labels.dtype}")
         if int(labels.min()) < 0:
             raise AdvkitError(f"{what} must be class indices >= 0, got {int(labels.min())}")
+
+
+def check_seeds(seeds: Any, n: int) -> torch.Tensor:
+    """Per-sample seeds as a (n,) int64 CPU tensor; one-line errors for anything else."""
+    if not isinstance(seeds, torch.Tensor) or seeds.is_floating_point() or seeds.is_complex() or seeds.dtype == torch.bool:
+        kind = seeds.dtype if isinstance(seeds, torch.Tensor) else type(seeds).__name__
+        raise AdvkitError(f"seeds must be an integer tensor of shape ({n},), got {kind}")
+    if seeds.shape != (n,):
+        raise AdvkitError(f"seeds must have shape ({n},), one per sample, got {tuple(seeds.shape)}")
+    return seeds.cpu().long()
+
+
+def _output_classes(model: ModelWrapper, x: torch.Tensor) -> int:
+    """Classes the model outputs, from one uncounted forward of ``x[:1]`` (its checkpoint does not say)."""
+    with torch.no_grad(), model.evaluating():
+        return int(model.logits(x[:1]).shape[1])
 
 
 def require_input_gradients(model: ModelWrapper, x: torch.Tensor, what: str,
@@ -146,18 +162,22 @@ class Attack:
         stream (default: the sample's position); ``max_queries`` caps model evaluations per sample.
         """
         check_inputs(x, y, target)
-        classes = model.preprocessing.num_classes
-        for what, labels in (("label", y), ("target", target)):
-            if classes is not None and labels is not None and int(labels.max()) >= classes:
-                raise AdvkitError(f"{what} {int(labels.max())} is not a class of this model (0-{classes - 1})")
+        seeds = torch.arange(len(x)) if seeds is None else check_seeds(seeds, len(x))
         if target is not None and not self.supports_targeted:
             raise AdvkitError(f"attack {self.name} has no targeted mode")
         device = model.device
-        x, y = x.to(device), y.to(device)
-        target = None if target is None else target.to(device)
-        seeds = torch.arange(len(x)) if seeds is None else seeds.cpu()
+        x, y = x.to(device), y.to(device, torch.long)  # any integer labels; the attacks index with int64
+        target = None if target is None else target.to(device, torch.long)
         counter = QueryCounter(len(x), max_queries, device)
-        with model.counting(counter):
+        classes = model.preprocessing.num_classes or _output_classes(model, x)
+        for what, labels in (("label", y), ("target", target)):
+            if labels is not None and int(labels.max()) >= classes:
+                raise AdvkitError(f"{what} {int(labels.max())} is not a class of this model (0-{classes - 1})")
+        if target is not None and bool((target == y).any()):
+            first = int((target == y).nonzero()[0, 0])
+            raise AdvkitError(f"sample {first} of the batch has its own label {int(y[first])} as target: a targeted attack "
+                              "needs another class")
+        with model.evaluating(), model.counting(counter):
             try:
                 raw = self.run(model, x, y, target, seeds)
             except AdvkitError:
@@ -168,7 +188,7 @@ class Attack:
                 if self.name in ATTACKS and uses_gradients(self.name):
                     require_input_gradients(model, x, f"attack {self.name}")
                 raise
-        return self._verify(model, x, y, target, raw, counter)
+            return self._verify(model, x, y, target, raw, counter)
 
     def _verify(
         self,

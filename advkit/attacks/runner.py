@@ -85,7 +85,7 @@ def select_samples(
     accuracies are over the scanned samples, and a correct sample that was never attacked would count as robust.
 
     ``target`` is None (untargeted), "random" (a seeded class other than the label), "least-likely" (the
-    class the model finds least likely on the clean image) or a class index; with a fixed class, samples of
+    class other than the label the model finds least likely on the clean image) or a class index; with a fixed class, samples of
     that class are skipped.
     """
     pool = dataset.indices(split, required=True)
@@ -103,7 +103,9 @@ def select_samples(
         logits = model.logits(x.to(model.device))
         if not bool(torch.isfinite(logits).all()):
             raise AdvkitError("the model returned NaN or infinite outputs on clean images")
-        for i, p, low, label in zip(idx, logits.argmax(1).tolist(), logits.argmin(1).tolist(), y.tolist()):
+        # the least likely class other than the label: a misclassified sample's label may be the least likely
+        others = logits.scatter(1, y.to(logits.device).unsqueeze(1), float("inf"))
+        for i, p, low, label in zip(idx, logits.argmax(1).tolist(), others.argmin(1).tolist(), y.tolist()):
             if _full(len(chosen), taken, n, per_class):
                 break
             if per_class is not None and taken[label] >= per_class:

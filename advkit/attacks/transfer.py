@@ -103,6 +103,8 @@ def run_direction(
     progress: ProgressFn = no_progress,
 ) -> DirectionResult:
     """Attack ``index`` pairs on the source domain, replay on the target, and run the controls."""
+    if len(index) == 0:
+        raise AdvkitError("no pairs to transfer (empty index)")
     programs: list[MoveProgram] = []
     parts: list[dict[str, np.ndarray]] = []
     task = f"{src.domain} -> {tgt.domain}"

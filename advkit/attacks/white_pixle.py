@@ -62,17 +62,25 @@ MODES = ("htl", "lth")
 PixelCount = int | float
 
 
-def _pixel_range(value: PixelCount | tuple[PixelCount, PixelCount] | list[PixelCount]) -> tuple[PixelCount, PixelCount]:
-    """pixels_per_iteration as (low, high): ints are pixels (>= 1), floats in (0, 1] fractions of H*W."""
+def _pixel_range(value: PixelCount | tuple[PixelCount, PixelCount] | list[PixelCount], name: str = "pixels_per_iteration"
+                 ) -> tuple[PixelCount, PixelCount]:
+    """A pixel count as (low, high): ints are pixels (>= 1), floats in (0, 1] fractions of H*W."""
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
     if len(pair) != 2:
-        raise ValueError(f"pixels_per_iteration must be one value or a (low, high) pair, got {value!r}")
+        raise ValueError(f"{name} must be one value or a (low, high) pair, got {value!r}")
     for v in pair:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"pixels_per_iteration values must be ints or floats in (0, 1], got {v!r}")
+            raise ValueError(f"{name} values must be ints or floats in (0, 1], got {v!r}")
         if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
-            raise ValueError(f"pixels_per_iteration must be an int >= 1 or a fraction in (0, 1], got {v!r}")
+            raise ValueError(f"{name} must be an int >= 1 or a fraction in (0, 1], got {v!r}")
     return pair[0], pair[1]
+
+
+def _pixel_count(value: PixelCount, name: str) -> PixelCount:
+    """One pixel count (no range): an int >= 1 or a fraction in (0, 1] of H*W."""
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be one int or fraction here (no (low, high) range), got {value!r}")
+    return _pixel_range(value, name)[0]
 
 
 def _pixels(value: PixelCount, length: int) -> int:
@@ -240,8 +248,8 @@ class SortedWhitePixle(Attack):
     supports_targeted: ClassVar[bool] = False
 
     def __init__(self, *, pixels_per_iteration: PixelCount = 1, mode: str = "htl", attack_limit: PixelCount = 0.1, swap: bool = False) -> None:
-        self.pixels_per_iteration = _pixel_range(pixels_per_iteration)[0]
-        self.attack_limit = _pixel_range(attack_limit)[0]
+        self.pixels_per_iteration = _pixel_count(pixels_per_iteration, "pixels_per_iteration")
+        self.attack_limit = _pixel_count(attack_limit, "attack_limit")
         if isinstance(self.attack_limit, float) and self.attack_limit > 0.5:
             raise ValueError(f"attack_limit can move at most half of the pixels (0.5), got {attack_limit!r}")
         if mode not in MODES:

@@ -25,8 +25,6 @@ queries); their random streams are seeded per sample from (seed, epoch, dataset 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -99,17 +97,6 @@ class FinetuneMethod:
         return FinetuneObjective(self)
 
 
-@contextmanager
-def eval_mode(model: ModelWrapper) -> Iterator[None]:
-    """Attacks inside training query the net in eval mode, then training resumes in train mode."""
-    was_training = model.net.training
-    model.net.eval()
-    try:
-        yield
-    finally:
-        model.net.train(was_training)
-
-
 class FinetuneObjective:
     """The training loss of one :class:`FinetuneMethod` (see the module docstring)."""
 
@@ -142,7 +129,7 @@ class FinetuneObjective:
         k = max(1, round(self.m.fraction * len(x)))
         keys = self._seeds(index, epoch, "replace").to(x.device)
         chosen = counter_uniform(keys, torch.zeros(len(x), 1, dtype=torch.long, device=x.device)).squeeze(1).argsort()[:k]
-        with eval_mode(model):
+        with model.evaluating():  # attacks inside training see the net in eval mode
             result = attack(model.unwrapped(), x[chosen].detach(), y[chosen], seeds=self._seeds(index[chosen.cpu().numpy()], epoch, attack.name))
         mixed = x.clone()
         mixed[chosen] = result.x_adv.to(x.dtype)
@@ -157,7 +144,7 @@ class FinetuneObjective:
         """L-inf PGD from a uniform random start, on the CE loss, with the net in eval mode."""
         adv = self._uniform_start(x, index, epoch)
         plain = model.unwrapped()
-        with eval_mode(model):
+        with model.evaluating():  # attacks inside training see the net in eval mode
             for _ in range(steps):
                 adv.requires_grad_(True)
                 (grad,) = torch.autograd.grad(F.cross_entropy(plain.logits(adv), y), adv)
@@ -169,7 +156,7 @@ class FinetuneObjective:
         noise = torch.randn(x.shape, generator=torch.Generator(device=x.device).manual_seed(int(keys[0])), device=x.device)
         adv = (x + 0.001 * noise).clamp(0, 1)
         plain = model.unwrapped()
-        with eval_mode(model):
+        with model.evaluating():  # attacks inside training see the net in eval mode
             clean_probs = torch.softmax(plain.logits(x), 1).detach()
             for _ in range(self.m.steps):
                 adv.requires_grad_(True)

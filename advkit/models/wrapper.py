@@ -48,8 +48,8 @@ class QueryCounter:
     _MAX_PENDING = 256  # charges kept before they are summed
 
     def __init__(self, n: int, budget: int | None = None, device: str | torch.device = "cpu") -> None:
-        if budget is not None and budget < 1:
-            raise ValueError(f"query budget must be >= 1, got {budget}")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"query budget must be an int >= 1, got {budget!r}")
         self._counts = torch.zeros(n, dtype=torch.long, device=device)
         self._pending: list[tuple[torch.Tensor, int]] = []  # (rows, rows._version) not summed yet
         self.budget = budget
@@ -144,6 +144,17 @@ class ModelWrapper(nn.Module):
         super().train(mode)
         self.net.eval()
         return self
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The net in eval mode inside the block, then back in the mode it was in: a net switched to train mode
+        after wrapping (a training loop) is attacked as deployed, and its BatchNorm statistics stay as they were."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            yield
+        finally:
+            self.net.train(was_training)
 
     @contextmanager
     def counting(self, counter: QueryCounter) -> Iterator[QueryCounter]:
@@ -260,4 +271,6 @@ def select_logits(output: Any) -> torch.Tensor:
         raise AdvkitError(f"cannot find logits in a model output of type {type(output).__name__}")
     if logits.dim() != 2:
         raise AdvkitError(f"the model's logits must be (B, K), got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise AdvkitError(f"the model's logits must be floating point, got {logits.dtype}")
     return logits

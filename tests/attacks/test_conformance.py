@@ -4,6 +4,7 @@ seeds and settings; plus the torchattacks adapter's exact query accounting."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from advkit.attacks.torchattacks_adapter import CHOICES, RANGES, TORCHATTACKS_NA
 from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper
+from advkit.training import fit_preprocessing
 
 # small settings so every attack finishes quickly on 8x8 digits
 FAST = {
@@ -121,6 +123,45 @@ def test_bad_inputs_are_one_line_errors(digits_model: ModelWrapper) -> None:
             attack(digits_model, x, y)
 
 
+
+@pytest.mark.parametrize("name", ["pixle", "white-pixle", "square", "pgd"])
+def test_labels_seeds_and_budgets_are_checked_before_the_attack(name: str, digits_model: ModelWrapper,
+                                                               batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Found by a sweep of the library API: without class names a label past the logits gave Square "success"
+    and the others a deep IndexError; int32 labels crashed; target == label was an instant "success"."""
+    x, y = batch
+    attack = create_attack(name, **FAST.get(name, {}))
+    nameless = ModelWrapper(digits_model.net, replace(digits_model.preprocessing, class_names=()))
+    with pytest.raises(AdvkitError, match=r"^label 12 is not a class of this model \(0-9\)$"):
+        attack(nameless, x, torch.tensor([0, 1, 12]))
+    with pytest.raises(AdvkitError, match="its own label .* as target" if attack.supports_targeted else "no targeted mode"):
+        attack(digits_model, x, y, target=y)
+    for seeds, message in [(torch.arange(2), r"shape \(3,\)"), (torch.arange(3.0), "integer tensor"), ([1, 2, 3], "integer tensor")]:
+        with pytest.raises(AdvkitError, match=message):
+            attack(digits_model, x, y, seeds=seeds)
+    for budget in (2.5, "5", True, 0):
+        with pytest.raises(ValueError, match="query budget must be an int >= 1"):
+            attack(digits_model, x, y, max_queries=budget)
+    seeds = torch.tensor([7, 8, 9])
+    reference = attack(nameless, x, y, seeds=seeds)
+    for labels in (y.int(), y.to(torch.uint8), y.short()):  # any integer dtype, the same result
+        assert torch.equal(attack(nameless, x, labels, seeds=seeds).x_adv, reference.x_adv)
+
+
+def test_attacks_see_the_net_in_eval_mode_and_leave_its_mode_and_statistics(digits: ImageDataset) -> None:
+    """A net switched to train mode after wrapping (a training loop) is attacked as deployed; nothing of it changes."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 10))
+    model = ModelWrapper(net, replace(fit_preprocessing(digits), class_names=()))
+    x, y = digits.batch(digits.indices("test")[:4])
+    net.train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    for name in ("pixle", "white-pixle", "pgd"):
+        create_attack(name, **FAST.get(name, {}))(model, x.requires_grad_(False), y)
+        assert net.training, name
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items()), f"{name} changed the BatchNorm statistics"
+
+
 TORCHATTACKS = sorted(TORCHATTACKS_NAMES)
 
 
@@ -162,6 +203,9 @@ def test_torchattacks_settings_out_of_range_are_value_errors(name: str) -> None:
     ("pgd", {"eps": float("inf")}, "eps must be a finite number, got inf"),
     ("pgd", {"eps": [0.1]}, r"eps must be a finite number, got \[0.1\]"),
     ("fab", {"norm": "L7"}, "norm must be one of Linf, L2, L1, got 'L7'"),
+    ("white-pixle-sorted", {"pixels_per_iteration": [1, 5]}, r"pixels_per_iteration must be one int or fraction here"),  # was 1
+    ("white-pixle-sorted", {"attack_limit": (4, 8)}, r"attack_limit must be one int or fraction here"),
+    ("white-pixle-sorted", {"attack_limit": 0}, r"attack_limit must be an int >= 1"),
 ])
 def test_settings_the_audit_found_accepted_are_refused(name: str, settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -189,3 +233,24 @@ def test_torchattacks_failures_with_default_settings_stay_tracebacks(
     with pytest.raises(RuntimeError, match="a bug inside the attack") as caught:
         create_attack("fgsm")(digits_model, *batch)  # nothing the user set can be blamed
     assert not isinstance(caught.value, SettingsError)
+
+
+def test_least_likely_targets_are_never_the_label(digits: ImageDataset, digits_model: ModelWrapper) -> None:
+    """With misclassified samples attacked too, the least likely class can be the label; the target is the next one."""
+    plan = select_samples(digits_model, digits, n=300, seed=0, only_correct=False, target="least-likely")
+    labels = digits.labels[plan.attack_index]
+    assert plan.target is not None and len(plan.target) == 300 and not (plan.target == labels).any()
+    x, _ = digits.batch(plan.attack_index)
+    with torch.no_grad():
+        logits = digits_model.logits(x)
+    masked = logits.scatter(1, torch.from_numpy(labels).unsqueeze(1), float("inf"))
+    assert plan.target.tolist() == masked.argmin(1).tolist()
+
+
+def test_transfer_of_no_pairs_is_one_line(digits: ImageDataset, digits_model: ModelWrapper) -> None:
+    import numpy as np
+
+    from advkit.attacks.transfer import run_direction
+
+    with pytest.raises(AdvkitError, match=r"no pairs to transfer \(empty index\)"):  # was an IndexError
+        run_direction(create_attack("pixle"), digits_model, digits_model, digits, digits, np.zeros(0, np.int64))

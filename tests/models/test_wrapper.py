@@ -112,3 +112,13 @@ def test_hooks_are_removed_even_on_error() -> None:
     with pytest.raises(AdvkitError, match="no layer 'conv9'"):
         with capture(net, ["conv9"]):
             pass
+
+
+def test_integer_logits_are_one_line() -> None:
+    """A net returning class indices or int logits: softmax would fail inside torch."""
+    class Counts(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x.flatten(1)[:, :3] * 10).long()
+
+    with pytest.raises(AdvkitError, match="logits must be floating point, got torch.int64"):
+        ModelWrapper(Counts(), Preprocessing(1, (2, 2))).probabilities(torch.rand(2, 1, 2, 2))
