@@ -41,6 +41,11 @@ class Step:
     src: np.ndarray
     from_clean: np.ndarray
 
+    def __post_init__(self) -> None:  # lengths only: steps are built by the thousand; positions are checked on replay
+        if not len(self.dst) == len(self.src) == len(self.from_clean):
+            raise AdvkitError(f"a move step needs as many sources and from_clean flags as destinations, got "
+                              f"{len(self.dst)} dst, {len(self.src)} src, {len(self.from_clean)} from_clean")
+
     @staticmethod
     def copy(dst: Sequence[int] | np.ndarray, src: Sequence[int] | np.ndarray) -> Step:
         """Moves reading from the clean image (Pixle)."""
@@ -119,6 +124,8 @@ class MoveProgram:
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         """Replay on a (C, H, W) or (B, C, H, W) image with the program's H x W; returns a new tensor."""
+        if image.dim() not in (3, 4):
+            raise AdvkitError(f"move programs replay on (C, H, W) or (B, C, H, W) images, got shape {tuple(image.shape)}")
         if image.shape[-2:] != (self.height, self.width):
             raise AdvkitError(
                 f"this move program is for {self.height}x{self.width} images, got {image.shape[-2]}x{image.shape[-1]}"
@@ -127,6 +134,8 @@ class MoveProgram:
         x = image if batched else image.unsqueeze(0)
         clean = x.flatten(2)  # (B, C, H, W) -> (B, C, H*W)
         out = clean
+        if self.steps:
+            _check_positions(np.concatenate([a for step in self.steps for a in (step.dst, step.src)]), self.height, self.width)
         for step in self.steps:
             moves = [torch.as_tensor(a, device=x.device).expand(x.shape[0], -1) for a in (step.dst, step.src, step.from_clean)]
             out = apply_moves(out, clean, moves[0], moves[1], moves[2], torch.ones_like(moves[2]))

@@ -67,3 +67,12 @@ def test_programs_refuse_other_sizes_and_bad_arrays() -> None:
         program.apply(torch.zeros(1, 4, 5))
     with pytest.raises(AdvkitError, match="outside"):
         MoveProgram.from_arrays(2, 2, {"step_sizes": np.array([1]), "dst": np.array([9]), "src": np.array([0]), "from_clean": np.array([True])})
+    with pytest.raises(AdvkitError, match="as many sources and from_clean flags as destinations, got 2 dst, 1 src"):
+        Step.copy([0, 1], [2])  # was broadcast: both destinations took pixel 2
+    with pytest.raises(AdvkitError, match="got 1 dst, 1 src, 0 from_clean"):
+        MoveProgram.from_arrays(2, 2, {"step_sizes": np.array([1]), "dst": np.array([0]), "src": np.array([1]), "from_clean": np.zeros(0, bool)})
+    for dst, src in (([0], [99]), ([7 * 3], [0]), ([-1], [0])):  # a source was clamped, a destination out of range crashed
+        with pytest.raises(AdvkitError, match="positions outside a 2x3 image"):
+            MoveProgram(2, 3, [Step.copy(dst, src)]).apply(torch.zeros(1, 2, 3))
+    with pytest.raises(AdvkitError, match=r"\(C, H, W\) or \(B, C, H, W\) images, got shape \(2, 3\)"):
+        MoveProgram(2, 3, [Step.copy([0], [5])]).apply(torch.zeros(2, 3))
