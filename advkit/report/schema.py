@@ -193,6 +193,8 @@ def coerce_column(name: str, values: np.ndarray) -> np.ndarray:
     if values.ndim != spec.ndim:
         raise ReportError(f"column {name!r} must have {spec.ndim} dimension(s) (sample axis first), got shape "
                           f"{values.shape}")
+    if name == IMAGES and kind == "f" and values.size and not (np.isfinite(values).all() and 0 <= values.min() and values.max() <= 1):
+        raise ReportError(f"column {name!r} holds float pixels outside [0, 1] (or NaN); store uint8 in [0, 255] or float in [0, 1]")
     if values.dtype.name in spec.dtypes:
         return values
     if kind not in spec.accepts:

@@ -802,6 +802,9 @@ def _match_specs(arrays: dict[str, np.ndarray], specs: _ColumnSpecs, run_id: str
             raise ReportError(f"run {run_id!r}: column {name!r} has per-sample shape {arr.shape[1:]}, "
                               f"earlier chunks have {shape}")
         if arr.dtype != dtype and not (arr.dtype.kind == dtype.kind == "U"):
+            if name == IMAGES and arr.dtype.kind != dtype.kind:  # a cast would keep 0-255 values in a [0, 1] column
+                raise ReportError(f"run {run_id!r}: {name} are {arr.dtype} here but {dtype} in earlier chunks; append "
+                                  "images of one kind (uint8 in [0, 255] or float in [0, 1])")
             if not np.can_cast(arr.dtype, dtype, "same_kind"):
                 raise ReportError(f"run {run_id!r}: column {name!r} is {arr.dtype} here but {dtype} in earlier chunks")
             arr = arr.astype(dtype)

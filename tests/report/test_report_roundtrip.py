@@ -134,6 +134,8 @@ def test_torch_tensors_are_accepted(report: Report) -> None:
     ({"index": [-1]}, "negative values"),
     ({"index": 3}, "one row per sample, got a scalar"),
     ({"index": [0], "adv_images": np.zeros((1, 4, 4))}, "'adv_images' must have 4 dimension"),
+    ({"index": [0], "adv_images": np.full((1, 1, 2, 2), 7.0, np.float32)}, "float pixels outside [0, 1]"),
+    ({"index": [0], "adv_images": np.full((1, 1, 2, 2), np.nan, np.float32)}, "float pixels outside [0, 1] (or NaN)"),
     ({"index": [0], "bad name": [1]}, "invalid column name 'bad name'"),
     ({"index": [0], "obj": np.array([{}], dtype=object)}, "use bool, integer, float or str"),
 ])
@@ -151,6 +153,10 @@ def test_columns_must_stay_consistent_across_chunks(report: Report) -> None:
             run.append({"index": [1], "l2": [0.5], "extra": [1.5]})
         run.append({"index": [1], "l2": [0.5], "extra": np.array([2], np.int64)})  # same kind: cast
         run.finish()
+    with report.start_run("images", kind="attack", config={}) as run:  # a cast would keep 200 in a [0, 1] column
+        run.append({"index": [0], "adv_images": np.full((1, 1, 2, 2), 0.5, np.float32)})
+        with pytest.raises(ReportError, match=r"adv_images are uint8 here but float32 in earlier chunks"):
+            run.append({"index": [1], "adv_images": np.full((1, 1, 2, 2), 200, np.uint8)})
     assert report.read("r").samples["extra"].dtype == np.int32
 
 
