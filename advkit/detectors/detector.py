@@ -260,9 +260,17 @@ class LayerwiseDetector:
         """Detector features of images x (N, C, H, W) in [0, 1]."""
         if x.dim() != 4 or not torch.is_floating_point(x):
             raise DetectorError(f"expected float images (N, C, H, W) in [0, 1], got {x.dtype} of shape {tuple(x.shape)}")
+        if len(x) == 0:
+            raise DetectorError("no images to score")
         channels = int(self.meta.get("channels", x.shape[1]))
         if x.shape[1] != channels:
             raise DetectorError(f"this detector was fitted on {channels}-channel images, got {x.shape[1]} channel(s)")
+        size = tuple(self.meta.get("input_shape", x.shape[1:]))[1:]
+        if tuple(x.shape[2:]) != size:
+            raise DetectorError(f"this detector was fitted on {size[0]}x{size[1]} images, got {x.shape[2]}x{x.shape[3]}")
+        if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+            raise DetectorError("images must be finite pixels in [0, 1]")
+        x = x.detach().float()  # the autoencoders are float32; the wrapper casts for the net itself
         parts = [_batch_features(self.model, self.layers, self.autoencoders, self.norms, self.magnet, self.maha, x[i:i + batch_size])[0]
                  for i in range(0, len(x), batch_size)]
         return Features.concat(parts)

@@ -49,6 +49,16 @@ def test_detects_pgd_well_above_chance(detector: LayerwiseDetector, pgd_set: tup
     assert adv["ae"].mean() > clean["ae"].mean()
 
 
+def test_scoring_checks_its_images(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    """Found by a library sweep: 9x9 images were scored without a word, 5x pixels and NaN too, float64 crashed."""
+    _, x, _, _ = pgd_set
+    for bad, message in [(x[:0], "no images to score"), (torch.rand(2, 1, 9, 9), "fitted on 8x8 images, got 9x9"),
+                         (x[:2] * 5, r"finite pixels in \[0, 1\]"), (torch.full_like(x[:2], float("nan")), "finite pixels")]:
+        with pytest.raises(DetectorError, match=message):
+            detector.score(bad)
+    np.testing.assert_allclose(detector.score(x[:3].double())["ae"], detector.score(x[:3])["ae"])
+
+
 def test_thresholds_hold_their_false_positive_rate_on_unseen_clean_images(detector: LayerwiseDetector, digits: ImageDataset) -> None:
     x, _ = digits.batch(digits.indices("test"))
     flagged = detector.flags(detector.score(x))
