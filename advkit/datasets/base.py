@@ -111,6 +111,20 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
 
 
+def check_indices(indices: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
+    """Dataset indices as int64, each in 0..n-1; a one-line error otherwise (NumPy would wrap -1 to the last
+    sample and truncate 1.7 to 1 without a word)."""
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return np.zeros(0, np.int64)
+    if idx.ndim != 1 or idx.dtype.kind not in "ui":
+        raise DatasetError(f"{name}: indices must be a 1-D sequence of integers, got {idx.dtype} of shape {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n:
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        raise DatasetError(f"{name}: index {bad} is outside the dataset's {n} samples (0-{n - 1})")
+    return idx.astype(np.int64, copy=False)
+
+
 @dataclass
 class ImageDataset:
     """Labelled images of one domain with a fixed train/val/test split.
@@ -142,9 +156,15 @@ class ImageDataset:
             raise DatasetError(f"{self.name}: images must be (N, H, W, C), got shape {tuple(self.images.shape)}")
         if self.domain not in DOMAINS:
             raise DatasetError(f"{self.name}: domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
-        self.split = make_split(self.labels) if self.split is None else np.asarray(self.split, dtype=np.uint8)
+        dtype = np.dtype(getattr(self.images, "dtype", np.uint8))
+        if dtype.kind not in "uif" or (dtype.kind in "ui" and dtype not in (np.uint8, np.uint16)):
+            raise DatasetError(f"{self.name}: pixels must be uint8, uint16 or float in [0, 1], got {dtype}")
+        self.split = make_split(self.labels) if self.split is None else np.asarray(self.split)
         if self.split.shape != self.labels.shape:
             raise DatasetError(f"{self.name}: split has {len(self.split)} entries for {len(self.labels)} images")
+        if self.split.dtype.kind not in "ui" or not np.isin(self.split, list(SPLITS.values())).all():
+            raise DatasetError(f"{self.name}: split codes must be {', '.join(f'{v} ({k})' for k, v in SPLITS.items())}")
+        self.split = self.split.astype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -182,7 +202,7 @@ class ImageDataset:
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) float32 in [0, 1] and labels (B,) int64 for the given dataset indices."""
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = check_indices(indices, len(self), self.name)
         if isinstance(self.images, np.ndarray):
             raw = self.images[idx]
         else:

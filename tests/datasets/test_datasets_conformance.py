@@ -64,3 +64,18 @@ def test_labels_must_be_class_indices(labels: np.ndarray, message: str) -> None:
 def test_whole_float_labels_become_int64() -> None:
     ds = ImageDataset("toy", np.zeros((4, 2, 2, 1), np.uint8), np.array([0.0, 1.0, 1.0, 0.0]), ["a", "b"])
     assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [0, 1, 1, 0]
+
+
+def test_batch_indices_pixels_and_split_codes_are_checked() -> None:
+    """Found by a library sweep: -1 gave the last sample, 1.7 sample 1, int64 pixels stayed 0-255 as "[0, 1]" floats."""
+    images = np.zeros((4, 2, 2, 1), np.uint8)
+    ds = ImageDataset("tiny", images, np.array([0, 1, 0, 1]), ["a", "b"], split=np.array([0, 0, 2, 2]))
+    for indices, message in [([-1], "index -1 is outside the dataset's 4 samples"), ([4], "index 4 is outside"),
+                             ([1.7], "indices must be a 1-D sequence of integers"), ([[0, 1]], "1-D sequence")]:
+        with pytest.raises(DatasetError, match=message):
+            ds.batch(indices)
+    assert ds.batch([])[0].shape == (0, 1, 2, 2) and ds.batch(np.array([3], np.uint8))[1].tolist() == [1]
+    with pytest.raises(DatasetError, match="pixels must be uint8, uint16 or float in \\[0, 1\\], got int64"):
+        ImageDataset("tiny", images.astype(np.int64), np.array([0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(DatasetError, match=r"split codes must be 0 \(train\), 1 \(val\), 2 \(test\)"):
+        ImageDataset("tiny", images, np.array([0, 1, 0, 1]), ["a", "b"], split=np.array([0, 7, 2, 2]))
