@@ -163,6 +163,15 @@ def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + more
 
 
+def _advkit_model(meta: dict[str, Any], state: dict[str, torch.Tensor], architecture: str | None,
+                  arch_kwargs: dict[str, Any] | None, source: str) -> LoadedModel:
+    """A checkpoint with advkit metadata; ``architecture``/``arch_kwargs`` override what it records, and the
+    result reports the settings the net was really built with."""
+    arch, kwargs, pre, extra = _from_meta(meta, source)
+    arch, kwargs = architecture or arch, {**kwargs, **(arch_kwargs or {})}
+    return LoadedModel(_build(arch, kwargs, state, source), pre, arch, kwargs, "advkit", source, extra)
+
+
 def _from_meta(meta: dict[str, Any], source: str) -> tuple[str, dict[str, Any], Preprocessing, dict[str, Any]]:
     try:
         return (
@@ -192,9 +201,7 @@ def _load_safetensors(path: Path, architecture: str | None, arch_kwargs: dict[st
             meta = json.loads(metadata["advkit"])
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path} has unreadable advkit metadata ({exc})") from None
-        arch, kwargs, pre, extra = _from_meta(meta, str(path))
-        net = _build(architecture or arch, {**kwargs, **(arch_kwargs or {})}, state, str(path))
-        return LoadedModel(net, pre, architecture or arch, kwargs, "advkit", str(path), extra)
+        return _advkit_model(meta, state, architecture, arch_kwargs, str(path))
     net = _build(architecture, arch_kwargs or {}, state, str(path))
     return LoadedModel(net, Preprocessing(), str(architecture), arch_kwargs or {}, "state_dict", str(path))
 
@@ -248,9 +255,7 @@ def _load_torch(path: Path, architecture: str | None, arch_kwargs: dict[str, Any
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict or an advkit checkpoint")
     if "advkit" in obj and "state_dict" in obj:
-        arch, kwargs, pre, extra = _from_meta(obj["advkit"], str(path))
-        net = _build(architecture or arch, {**kwargs, **(arch_kwargs or {})}, _tensors(obj["state_dict"], path), str(path))
-        return LoadedModel(net, pre, architecture or arch, kwargs, "advkit", str(path), extra)
+        return _advkit_model(obj["advkit"], _tensors(obj["state_dict"], path), architecture, arch_kwargs, str(path))
     for key in ("state_dict", "model_state_dict", "model"):  # common training-script layouts
         if isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -36,6 +36,9 @@ def test_advkit_checkpoints_round_trip(net: torch.nn.Module, tmp_path: Path, suf
     loaded = load_checkpoint(path)
     assert (loaded.kind, loaded.architecture, loaded.preprocessing, loaded.extra) == ("advkit", "small-cnn", PRE, {"dataset": "digits"})
     assert _same(net, loaded.net)
+    # settings given on top of the recorded ones are what the net is built with, and what the result reports
+    wider = load_checkpoint(path, arch_kwargs={"input_size": 9})
+    assert wider.arch_kwargs == {**KW, "input_size": 9} and _same(net, wider.net)  # 9 px: the same weight shapes as 8
 
 
 def test_bare_state_dicts_need_an_architecture(net: torch.nn.Module, tmp_path: Path) -> None:
