@@ -14,6 +14,8 @@ checkpoint of epoch k continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -198,7 +200,10 @@ def train_classifier(
     opt = _optimizer(net, settings)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": [], "val_score": []}
     sched = _scheduler(opt, settings, steps)
-    signature = {**asdict(settings), **(fingerprint or {})}
+    # what training starts from is part of the state too: a state file of another model (weights, preprocessing) or
+    # of other data (name, labels, split) must not be resumed under a new --run or --report
+    signature = {**asdict(settings), **(fingerprint or {}), "start.model": model.unwrapped().fingerprint(),
+                 "start.data": _data_digest(dataset)}
     best: dict[str, object] = {}
     start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
     for epoch in range(start, settings.epochs):
@@ -270,6 +275,14 @@ def _train_epoch(
     return total_loss / seen, correct / seen
 
 
+def _data_digest(dataset: ImageDataset) -> str:
+    """SHA-256 of a dataset's name, domain, image shape, labels and split: what resuming a training must match."""
+    h = hashlib.sha256(json.dumps([dataset.name, dataset.domain, list(dataset.images.shape), list(dataset.class_names)]).encode())
+    h.update(np.ascontiguousarray(dataset.labels, np.int64).tobytes())
+    h.update(np.ascontiguousarray(dataset.split, np.uint8).tobytes())
+    return h.hexdigest()
+
+
 def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],
                 signature: dict[str, object], best: dict[str, object]) -> None:
     state = {
@@ -292,6 +305,9 @@ def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: objec
         saved = state["settings"]
         if saved != signature:
             diff = next(k for k in signature if saved.get(k) != signature[k])
+            if diff.startswith("start."):
+                what = "another model (other weights or preprocessing)" if diff == "start.model" else "other data (name, labels or split)"
+                raise CheckpointError(f"{path} holds the state of a training that started from {what}; delete it to start over")
             raise CheckpointError(
                 f"{path} was written with different settings ({diff}: {saved.get(diff)} vs {signature[diff]}); "
                 "delete it or train with the same settings to resume"

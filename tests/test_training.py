@@ -41,6 +41,29 @@ def test_resume_refuses_a_state_written_with_other_settings(digits: ImageDataset
         train_classifier(net, digits, TrainSettings(epochs=1, lr=0.01), preprocessing=pre, state_path=state)
 
 
+def test_resume_refuses_a_state_of_another_start_model_or_other_data(digits: ImageDataset, tmp_path: Path) -> None:
+    """Found by a CLI sweep: under a new --run, a fine-tune resumed another checkpoint's state and credited its accuracy."""
+    from dataclasses import replace
+
+    state = tmp_path / "state.pt"
+    settings, pre = TrainSettings(epochs=2), fit_preprocessing(digits)
+
+    def fresh(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return create_architecture("small-cnn", in_channels=1, input_size=8)
+
+    train_classifier(fresh(0), digits, settings, preprocessing=pre, state_path=state)
+    resumed = train_classifier(fresh(0), digits, settings, preprocessing=pre, state_path=state)  # the same start: resumes
+    assert resumed.resumed_from_epoch == 2
+    with pytest.raises(CheckpointError, match="started from another model .*; delete it to start over"):
+        train_classifier(fresh(1), digits, settings, preprocessing=pre, state_path=state)
+    with pytest.raises(CheckpointError, match="started from another model"):  # normalised otherwise
+        train_classifier(fresh(0), digits, settings, preprocessing=replace(pre, mean=(0.5,)), state_path=state)
+    resplit = replace(digits, split=digits.split[::-1].copy())
+    with pytest.raises(CheckpointError, match=r"started from other data \(name, labels or split\)"):
+        train_classifier(fresh(0), resplit, settings, preprocessing=pre, state_path=state)
+
+
 def test_a_diverging_training_stops_before_saving_its_state(digits: ImageDataset, tmp_path: Path) -> None:
     state = tmp_path / "state.pt"
     net = create_architecture("small-cnn", in_channels=1, input_size=8)
