@@ -194,6 +194,9 @@ def train_classifier(
     train_idx, eval_split = dataset.indices("train"), "val" if len(dataset.indices("val")) else "test"
     if len(train_idx) == 0:
         raise AdvkitError(f"{dataset.name} has no training images")
+    if settings.translate >= min(dataset.size):  # shifts that large leave (nearly) blank images, and pad them hugely
+        raise AdvkitError(f"translate {settings.translate} px would shift the {dataset.size[0]}x{dataset.size[1]} images of "
+                          f"{dataset.name} out of the frame; use less than {min(dataset.size)}")
     if validate and eval_split != "val":
         raise AdvkitError(f"{dataset.name} has no val split to select the best epoch on (test images must not choose it)")
     steps = (len(train_idx) // world.size + settings.batch_size - 1) // settings.batch_size

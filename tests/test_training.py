@@ -64,6 +64,12 @@ def test_resume_refuses_a_state_of_another_start_model_or_other_data(digits: Ima
         train_classifier(fresh(0), resplit, settings, preprocessing=pre, state_path=state)
 
 
+def test_translations_past_the_image_are_refused(digits: ImageDataset) -> None:
+    net = create_architecture("small-cnn", in_channels=1, input_size=8)
+    with pytest.raises(AdvkitError, match="translate 8 px would shift the 8x8 images of digits out of the frame; use less than 8"):
+        train_classifier(net, digits, TrainSettings(epochs=1, translate=8), preprocessing=fit_preprocessing(digits))
+
+
 def test_a_diverging_training_stops_before_saving_its_state(digits: ImageDataset, tmp_path: Path) -> None:
     state = tmp_path / "state.pt"
     net = create_architecture("small-cnn", in_channels=1, input_size=8)

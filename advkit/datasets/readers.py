@@ -1268,6 +1268,8 @@ def _unit_range(ir: np.ndarray, ir_range: str | None, path: Path) -> np.ndarray:
         if not hi > lo:
             raise DatasetError(f"{path}: meta ir_range needs lo < hi, got {ir_range}")
         ir = ((ir - lo) / (hi - lo)).astype(np.float32)
+    if not np.isfinite(ir).all():  # NaN passes both range checks below
+        raise DatasetError(f"{path}: float IR holds NaN or infinite values")
     lo_val, hi_val = float(ir.min()), float(ir.max())
     if lo_val < -1e-6 or hi_val > 1 + 1e-6:
         raise DatasetError(

@@ -25,6 +25,7 @@ queries); their random streams are seeded per sample from (seed, epoch, dataset 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -82,7 +83,8 @@ class FinetuneMethod:
             raise SettingsError(f"fraction must lie in (0, 1], got {self.fraction}")
         if self.alpha is None:
             object.__setattr__(self, "alpha", madry_step(self.eps, max(self.steps, 1)))
-        if self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
+        finite = all(math.isfinite(v) for v in (self.eps, self.alpha, self.beta, self.fraction))  # NaN passes every comparison
+        if not finite or self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
             raise SettingsError(f"eps and alpha must be > 0, steps >= 1 and beta >= 0; got eps={self.eps}, "
                                 f"alpha={self.alpha}, steps={self.steps}, beta={self.beta}")
 

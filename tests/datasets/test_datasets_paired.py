@@ -283,6 +283,7 @@ def test_h5_float_ir_rescaled_by_meta_range(tmp_path: Path) -> None:
         ({"label": np.zeros(4, np.float32)}, "key 'label' must be integers"),
         ({"split": np.array([0, 1, 2, 7])}, "key 'split' must hold 0"),
         ({"ir": np.full((4, 6, 6), 3.0, np.float32)}, "float IR must lie in"),
+        ({"ir": np.full((4, 6, 6), np.nan, np.float32)}, "float IR holds NaN or infinite values"),  # passed the range check
         ({"ir": np.zeros((4, 5, 5), np.uint8)}, "RGB 6x6 vs IR 5x5"),
         ({"ids": np.array(["a", "a", "b", "c"])}, "distinct strings"),
         ({"meta": np.array("{not json")}, "not valid JSON"),

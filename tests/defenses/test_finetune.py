@@ -60,7 +60,9 @@ def test_pgd_examples_stay_in_the_ball(fresh_model: ModelWrapper, digits: ImageD
 
 
 def test_bad_settings() -> None:
-    for kwargs in ({"fraction": 0.0}, {"fraction": 1.5}, {"method": "magic"}, {"eps": -1.0}):
+    nan = float("nan")  # NaN passed every comparison and trained an epoch before "diverged; lower the learning rate"
+    for kwargs in ({"fraction": 0.0}, {"fraction": 1.5}, {"method": "magic"}, {"eps": -1.0}, {"alpha": nan}, {"beta": nan},
+                   {"eps": float("inf")}, {"fraction": nan}):
         with pytest.raises(SettingsError):
             FinetuneMethod(**kwargs)  # type: ignore[arg-type]
 
