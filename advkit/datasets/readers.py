@@ -303,7 +303,7 @@ class ImageFiles:
 
     Args:
         paths: one file per item (png, jpg, jpeg, bmp via PIL; tif/tiff via tifffile; npy via numpy).
-        channels: 1 or 3; default from the first image (gray stays 1, RGB 3, alpha dropped).
+        channels: 1 or 3; by default 3 when any image is RGB, else 1 (gray images are replicated, alpha dropped).
         size: (H, W) to resize every image to (bilinear); without it all images must share one size.
         role: "image" converts gray <-> RGB freely; "rgb" needs 3 channels; "ir" needs 1, or 3 identical
             channels which collapse to 1.
@@ -352,7 +352,11 @@ class ImageFiles:
         bad = [f"{_show(path, self.root)} ({p.channels})" for path, p in zip(self.paths, probes) if p.channels > 4]
         if bad:
             raise DatasetError(f"images need 1-4 channels (gray, RGB, optional alpha): {_few(bad)}")
-        return channels if channels is not None else _target_channels(probes[0].channels)
+        if channels is not None:
+            return channels
+        if self.role == "image":  # RGB as soon as one image is: a gray file sorted first must not turn every RGB one gray
+            return max(_target_channels(p.channels) for p in probes)
+        return _target_channels(probes[0].channels)
 
     def native_sizes(self, probes: Sequence[ImageProbe]) -> list[tuple[int, int]]:
         """(H, W) of each item before resizing: the crop box's size when there is one."""
@@ -736,12 +740,33 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
 
 
+_SPLIT_FOLDERS = {**SPLITS, "valid": SPLITS["val"], "validation": SPLITS["val"]}
+
+
 def _split_dirs(root: Path) -> list[tuple[int | None, Path]]:
-    """[(split code, folder)]: the train/val/test sub-folders when root holds only those, else [(None, root)]."""
+    """[(split code, folder)]: the train/val(id|idation)/test sub-folders when root holds only those, else
+    [(None, root)]. Split folders of class folders beside other folders are an error: the splits would silently
+    become classes."""
     subdirs = _subdirs(root)
-    if subdirs and all(d.name.lower() in SPLITS for d in subdirs):
-        return [(SPLITS[d.name.lower()], d) for d in subdirs]
+    splits = [d for d in subdirs if d.name.lower() in _SPLIT_FOLDERS]
+    if subdirs and len(splits) == len(subdirs):
+        return [(_SPLIT_FOLDERS[d.name.lower()], d) for d in subdirs]
+    if any(_subdirs(d) for d in splits):
+        others = [d.name for d in subdirs if d not in splits]
+        raise DatasetError(f"{root} holds split folders ({', '.join(d.name for d in splits)}) beside other folders "
+                           f"({_few(others)}); name the splits train, val and test and move the others out")
     return [(None, root)]
+
+
+def _class_files(base: Path, root: Path) -> list[tuple[Path, list[Path]]]:
+    """(class folder, its image files) under ``base``; a class folder without any image file is an error (it
+    would shift every later class index, and a checkpoint's labels with it)."""
+    found = [(d, _image_files(d)) for d in _subdirs(base)]
+    empty = [_show(d, root) for d, files in found if not files]
+    if empty and len(empty) < len(found):  # none with images: the caller's "no images" message says more
+        raise DatasetError(f"class folders without image files ({', '.join(IMAGE_EXTS)}): {_few(empty)}; add images or "
+                           "remove them")
+    return found
 
 
 def _class_names(root: Path, found: Iterable[str]) -> list[str]:
@@ -792,8 +817,8 @@ def read_imagefolder(
         raise DatasetError(f"an image folder dataset needs a folder, got {root}")
     items: list[tuple[int | None, str, Path]] = []
     for code, base in _split_dirs(root):
-        for class_dir in _subdirs(base):
-            items += [(code, class_dir.name, f) for f in _image_files(class_dir)]
+        for class_dir, files in _class_files(base, root):
+            items += [(code, class_dir.name, f) for f in files]
     if not items:
         loose = any(p.suffix.lower() in IMAGE_EXTS for p in root.iterdir())
         hint = "put them in class folders, root/<class>/*.png" if loose else f"looked for {', '.join(IMAGE_EXTS)} files"
@@ -833,9 +858,9 @@ def _scan_a(root: Path) -> list[_Pair]:
     pairs: list[_Pair] = []
     problems: list[str] = []
     for code, base in _split_dirs(root):
-        for class_dir in _subdirs(base):
+        for class_dir, files in _class_files(base, root):
             groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: {"rgb": [], "ir": []})
-            for f in _image_files(class_dir):
+            for f in files:
                 stem, tag = _split_tag(f)
                 if tag not in ("rgb", *IR_TAGS):
                     problems.append(f"{_show(f, root)} (no _rgb/_{'/_'.join(IR_TAGS)} tag)")

@@ -253,7 +253,7 @@ def test_imagefolder_rgba_drops_alpha_and_gray_expands(tmp_path: Path) -> None:
     write_png(tmp_path / "x" / "a_rgba.png", rgba)
     write_png(tmp_path / "x" / "b_gray.png", rgba[..., 0])
     ds = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0)
-    assert ds.images.shape == (2, 5, 5, 3)  # channels follow the first image: RGBA -> 3
+    assert ds.images.shape == (2, 5, 5, 3)  # RGB as soon as one image is (alpha dropped)
     assert np.array_equal(ds.images[0], rgba[..., :3])
     assert np.array_equal(ds.images[1], np.repeat(rgba[..., :1], 3, axis=2))
     gray = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0, channels=1)
@@ -306,6 +306,36 @@ def test_imagefolder_without_images_raises(tmp_path: Path) -> None:
     write_png(tmp_path / "loose.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(DatasetError, match="class folders"):
         open_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_imagefolder_a_gray_file_first_keeps_the_others_rgb(tmp_path: Path) -> None:
+    """Found by a reader sweep: the first file decided, so one gray image sorted first made a whole RGB folder gray."""
+    rgb = np.random.default_rng(2).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
+    write_png(tmp_path / "x" / "0_gray.png", rgb[0, ..., 0])
+    for i in range(1, 4):
+        write_png(tmp_path / "x" / f"{i}.png", rgb[i])
+    ds = open_dataset(f"imagefolder:{tmp_path}", test_fraction=0.0)
+    assert ds.images.shape == (4, 5, 5, 3) and ds.domain == "rgb"
+    assert np.array_equal(ds.images[1], rgb[1]) and np.array_equal(ds.images[0], np.repeat(rgb[0, ..., :1], 3, axis=2))
+
+
+def test_imagefolder_empty_classes_and_unknown_split_folders_are_refused(tmp_path: Path) -> None:
+    """Found by a reader sweep: an empty class folder shifted every later label; 'valid' or a stray folder beside
+    train/test made the splits the classes."""
+    image = np.zeros((4, 4), np.uint8)
+    for cls in ("cat", "eel"):
+        write_png(tmp_path / "flat" / cls / "0.png", image)
+    (tmp_path / "flat" / "dog").mkdir()
+    with pytest.raises(DatasetError, match=r"class folders without image files .*: dog; add images or remove them"):
+        open_dataset(f"imagefolder:{tmp_path / 'flat'}")
+    for split in ("train", "valid", "test"):
+        write_png(tmp_path / "splits" / split / "cat" / "0.png", image)
+        write_png(tmp_path / "splits" / split / "dog" / "0.png", image)
+    ds = open_dataset(f"imagefolder:{tmp_path / 'splits'}")
+    assert ds.class_names == ["cat", "dog"] and len(ds.indices("val")) == 2  # 'valid' is the val split
+    (tmp_path / "splits" / "__MACOSX").mkdir()
+    with pytest.raises(DatasetError, match=r"holds split folders \(test, train, valid\) beside other folders \(__MACOSX\)"):
+        open_dataset(f"imagefolder:{tmp_path / 'splits'}")
 
 
 def test_imagefolder_bad_channels_option(imagefolder_dir: Path) -> None:
