@@ -349,7 +349,8 @@ def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "t
                      *, quiet: bool = False) -> None:
     """Fail early, in one line, when the data cannot feed the model (1-channel images may feed a 3-channel net, as
     the model wrapper replicates them, not the reverse); warn (unless ``quiet``: torchrun ranks but rank 0) when a
-    model its checkpoint says was trained on RGB gets IR images, or the reverse: it runs, but across domains."""
+    model its checkpoint says was trained on RGB gets IR images, or the reverse: it runs, but across domains; and
+    when the checkpoint's class names differ from the data's: its labels may mean other classes."""
     pre, data = model.preprocessing, data_name or ds.name
     if not quiet and {pre.domain, ds.domain} == {"rgb", "ir"}:
         warn(f"{model_name} was trained on {pre.domain} images (its checkpoint says) but gets the {ds.domain} images "
@@ -360,6 +361,11 @@ def check_compatible(model: ModelWrapper, ds: ImageDataset, model_name: str = "t
         raise AdvkitError(f"{model_name} takes {pre.channels}-channel images but {data} has {ds.channels} channels")
     if pre.num_classes is not None and ds.num_classes > pre.num_classes:
         raise AdvkitError(f"{data} has {ds.num_classes} classes but {model_name} outputs {pre.num_classes}")
+    theirs = tuple(str(c) for c in ds.class_names)
+    if not quiet and pre.class_names and tuple(pre.class_names[: len(theirs)]) != theirs:
+        differ = next(i for i, (a, b) in enumerate(zip(pre.class_names, theirs)) if a != b)
+        warn(f"{model_name} names its class {differ} {pre.class_names[differ]!r} but {data} calls it {theirs[differ]!r}: "
+             "check that the labels mean the same classes")
     if pre.input_size is None or pre.channels is None:  # nothing recorded to compare (bare weights): one forward tells
         import numpy as np
         import torch

@@ -138,3 +138,13 @@ def test_bare_weights_of_another_input_size_load_with_arch_param(cli: Cli, digit
     assert negative.code == 1 and negative.stderr.strip() == "error: small-cnn: num_classes must be an int >= 1, got -1"
     alone = cli("models", "info", bare, "--arch-param", "input_size=8")
     assert alone.code == 2 and "needs --arch NAME" in alone.stderr
+
+
+def test_class_names_that_differ_from_the_checkpoints_are_a_warning(cli: Cli, digits_checkpoint: Path) -> None:
+    """Found by a sweep: a digits model ran on synthetic shapes (and gave mCE 0) without a word about the labels."""
+    shapes = ["--data", "synthetic-rgbir", "--domain", "ir", "--data-param", "size=8", "--data-param", "n_per_class=3"]
+    other = cli("attack", "fgsm", "--model", digits_checkpoint, *shapes, "--n", "3", "--include-misclassified", "--out", "w.h5")
+    assert other.code == 0, other.stderr
+    assert "names its class 0 '0' but synthetic-rgbir calls it 'disk': check that the labels mean the same classes" in other.stderr
+    same = cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "3", "--out", "w.h5", "--run", "own")
+    assert same.code == 0 and "names its class" not in same.stderr, same.stderr
