@@ -68,7 +68,8 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
     record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the
-    models' weights.
+    models' weights; a detect eval run records the attack run it measured as ``source``; a robustness run the
+    resolved ``corruptions`` and ``severities`` beside its options.
     """
     config = dict(config)
     if "attack" in config:
@@ -82,6 +83,12 @@ def replayable(config: dict[str, Any]) -> dict[str, Any]:
         config.setdefault("param", [f"{name}.{k}={json.dumps(v)}" for name, settings in config.pop("params_by_attack").items()
                                     for k, v in settings.items() if k != "torchattacks"])
     config.pop("runs", None)
+    if "source" in config and "detector_fingerprint" in config:  # a detect eval run: the attack run it measured
+        source = str(config.pop("source"))
+        key, value = ("runs", [source]) if config.get("adversarial") else ("attack", [source.removeprefix("attack-")])
+        config.setdefault(key, value)
+    for key in ("corruptions", "severities"):  # a robustness run's resolved lists; its options record the choice
+        config.pop(key, None)
     for key in [k for k in config if k.endswith("_fingerprint")]:  # recorded weights, checked on re-runs: not options
         config.pop(key)
     return config

@@ -124,6 +124,10 @@ def fit(
 
     if out_path.suffix != ".safetensors":
         raise typer.BadParameter(f"detector files are safetensors (no pickle): use a name ending in .safetensors, not {out_path.name}", param_hint="--out")
+    from advkit.report.paths import same_file
+
+    if model is not None and same_file(out_path, model):
+        raise typer.BadParameter(f"{out_path} is the model's checkpoint; write the detector to another file", param_hint="--out")
     if out_path.exists() and not overwrite:
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
     if (model is None) != (data is None):
@@ -144,7 +148,7 @@ def fit(
         indices = np.sort(indices[torch.randperm(len(indices), generator=generator(seed, "detector-subset")).numpy()[:n]])
     names = [part.strip() for item in (layers or []) for part in item.split(",") if part.strip()] or None
     if names:
-        check_layer_names(wrapped.net, names)  # before any work: a typo fails at once, in one line
+        names = check_layer_names(wrapped.net, names)  # before any work: a typo fails at once, in one line; repeats go
     log(f"fitting a {kind.value} detector on {len(indices)} {split} images of {ds.name} for {source} on {dev}")
     with progress_bar() as show:
         def progress(event: ProgressEvent) -> None:
@@ -333,6 +337,8 @@ def evaluate_cmd(
     for eps, hint in ((fgsm_eps, "--fgsm-eps"), (adaptive_eps, "--adaptive-eps")):
         if not 0 < eps <= 1:  # before any attack runs; NaN fails too
             raise typer.BadParameter(f"must lie in (0, 1] (an L-infinity budget on [0, 1] pixels), got {eps:g}", param_hint=hint)
+    if not 0 <= adaptive_weight < float("inf"):  # NaN fails too
+        raise typer.BadParameter(f"must be a finite number >= 0, got {adaptive_weight:g}", param_hint="--adaptive-weight")
     if adaptive_steps < 1 or (adaptive_step is not None and adaptive_step <= 0):
         raise typer.BadParameter("steps must be >= 1 and the step > 0", param_hint="--adaptive-steps/--adaptive-step")
     step = default_step(adaptive_eps, adaptive_steps) if adaptive_step is None else adaptive_step

@@ -201,7 +201,7 @@ class LayerwiseDetector:
         channels, (h, w) = dataset.channels, dataset.size
         model.adapt(torch.zeros(1, channels, h, w))  # the model's one-line error for images it does not take
         input_shape = (model.preprocessing.channels or channels, h, w)
-        layers = list(layers) if layers else default_layers(model.net, input_shape)
+        layers = list(dict.fromkeys(layers)) if layers else default_layers(model.net, input_shape)  # a repeat taps once
         shapes = layer_shapes(model.net, layers, input_shape)
         order = torch.randperm(len(indices), generator=generator(s.seed, "detector-calibration")).numpy()
         calib_idx, fit_idx = np.sort(indices[order[:n_calib]]), np.sort(indices[order[n_calib:]])

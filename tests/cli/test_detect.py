@@ -217,3 +217,29 @@ def test_bare_digits_weights_fit_score_and_eval_with_arch_param(cli, digits_chec
     other = cli("detect", "score", "--detector", "d.safetensors", "--data", "digits", "--arch", "small-cnn",
                 "--arch-param", "input_size=16")  # same weight shapes, another net: its fingerprint differs or it cannot run
     assert other.code == 1 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+
+
+def test_fit_refuses_its_model_as_out_and_taps_a_repeated_layer_once(cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """Found by a sweep: --out MODEL --overwrite replaced the checkpoint by the detector; block1,block1 crashed on save;
+    a negative or NaN --adaptive-weight failed (or printed nonsense) after the attack."""
+    local = tmp_path / "m.safetensors"
+    shutil.copy(digits_checkpoint, local)
+    before = local.read_bytes()
+    model = ["--model", "m.safetensors", "--data", "digits"]
+    own = cli("detect", "fit", *model, "--out", "m.safetensors", "--overwrite")
+    assert own.code == 2 and "is the model's checkpoint" in own.stderr and local.read_bytes() == before
+    fit = cli("detect", "fit", *model, "--layers", "block1,block1", "--epochs", "1", "--filters", "4", "--n", "200",
+              "--out", "d.safetensors", "--json")
+    assert fit.code == 0 and fit.json()["layers"] == ["block1"], fit.stderr
+    for weight in ("-1", "nan"):
+        bad = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--adaptive", "--adaptive-weight", weight)
+        assert bad.code == 2 and "--adaptive-weight" in bad.stderr, bad.stderr
+
+
+def test_a_detect_eval_config_names_the_attack_it_measured() -> None:
+    from advkit.cli.common import replayable
+
+    recorded = {"detector": "d.safetensors", "adversarial": None, "source": "attack-pgd", "detector_fingerprint": "f"}
+    assert replayable(recorded) == {"detector": "d.safetensors", "adversarial": None, "attack": ["pgd"]}
+    from_report = {"detector": "d.safetensors", "adversarial": "a.h5", "source": "attack-pgd", "detector_fingerprint": "f"}
+    assert replayable(from_report) == {"detector": "d.safetensors", "adversarial": "a.h5", "runs": ["attack-pgd"]}

@@ -44,6 +44,10 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
             "gaussian_noise", "--corruption", "fog", "--severity", "1", "--severity", "5", "--n", "40", "--out", "r.h5", "--json"]
     rerun = cli(*args)  # the same command again: a no-op that shows the stored summary
     assert rerun.code == 0 and "already complete" in rerun.stderr and rerun.json()["mCE"] == summary["mCE"], rerun.stderr
+    shown = cli("report", "show", "r.h5", "robustness", "--config")
+    (tmp_path / "replay.toml").write_text(shown.stdout)
+    replay = cli("robustness", "--config", "replay.toml", "--out", "r.h5", "--json")  # was: unknown key(s) corruptions, severities
+    assert replay.code == 0 and "already complete" in replay.stderr and replay.json()["mCE"] == summary["mCE"], replay.stderr
     for extra, message in ((["--plot", "x.abc"], "needs one of the extensions"), (["--run", "bad name!"], "invalid run id")):
         early = cli(*args, "--out", "fresh.h5", *extra)  # refused before any corruption is computed
         lines = early.stderr.strip().splitlines()
