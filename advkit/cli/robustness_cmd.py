@@ -10,7 +10,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
-    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table,
+    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -98,6 +98,11 @@ def robustness(
                         "mCE": mce, "relative_accuracy": float(np.nanmean(ratio))})
         for ci, name in enumerate(names):
             summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
+        excluded = [name for ci, name in enumerate(names) if not np.isfinite(ce[ci])]
+        if excluded:  # CE divides by the baseline's errors: none on a corruption leaves it out of the mean
+            summary["mCE_excluded"] = ", ".join(excluded)
+            warn(f"mCE is over {len(names) - len(excluded)} of {len(names)} corruptions: the baseline makes no error on "
+                 f"{', '.join(excluded)}, so their CE is undefined")
     with writer:
         writer.append(columns)
         writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})
@@ -114,7 +119,8 @@ def robustness(
         if baseline:
             row += [summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"]]
         rows.append(row)
-    extra = f", mCE {summary['mCE']:.3f}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
+    over = f" (over {len(names) - len(summary['mCE_excluded'].split(', '))} of {len(names)} corruptions)" if "mCE_excluded" in summary else ""
+    extra = f", mCE {summary['mCE']:.3f}{over}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
     out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))
 
 

@@ -59,6 +59,20 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert bad.code == 2
 
 
+def test_mce_says_which_corruptions_it_leaves_out(cli: Cli, digits_checkpoint: Path) -> None:
+    """Found by a sweep: a corruption the baseline makes no error on has no CE and silently left the mean."""
+    args = ["--model", digits_checkpoint, "--baseline", digits_checkpoint, "--data", "digits", "--n", "3",
+            "--corruption", "brightness", "--corruption", "glass_blur", "--severity", "1", "--out", "m.h5"]
+    result = cli("robustness", *args, "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["brightness.CE"] is None and summary["mCE_excluded"] == "brightness"
+    assert summary["mCE"] == pytest.approx(summary["glass_blur.CE"])
+    assert "mCE is over 1 of 2 corruptions: the baseline makes no error on brightness" in result.stderr
+    table = cli("robustness", *args, "--out", "t.h5")
+    assert "(over 1 of 2 corruptions)" in table.stdout, table.stdout
+
+
 def test_robustness_without_test_images_fails_before_any_work(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     result = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--data-param", "test_fraction=0",
                  "--corruption", "fog", "--out", "r.h5")
