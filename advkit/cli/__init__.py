@@ -77,9 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
-        err.print("interrupted: re-run the same command to resume", highlight=False)
+        err.print(f"interrupted: {_after_interrupt(argv if argv is not None else sys.argv[1:])}", highlight=False)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+# what re-running an interrupted command does: only these journal their work as they go
+_RESUMES = {"attack": "re-run the same command to resume", "train": "re-run the same command to resume",
+            "finetune": "re-run the same command to resume",
+            "transfer": "re-run the same command to resume (finished directions are kept; the interrupted one starts over)"}
+
+
+def _after_interrupt(args: list[str]) -> str:
+    command = next((a for a in args if not a.startswith("-")), "")
+    return _RESUMES.get(command, "nothing half-done was kept; re-run the same command to start over")
 
 
 def _usage_error(exc: ClickException) -> int:

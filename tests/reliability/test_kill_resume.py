@@ -109,7 +109,11 @@ def _interrupted_then_resumed(args: list[str], cwd: Path, ready: str, window: fl
             break
         if sig == signal.SIGINT:
             assert code == 130, stderr
-            assert stderr.strip().splitlines()[-1] == "interrupted: re-run the same command to resume"
+            resumes = {"attack": "to resume", "finetune": "to resume", "transfer": "finished directions are kept",
+                       "detect": "nothing half-done was kept; re-run the same command to start over"}
+            last = stderr.strip().splitlines()[-1]
+            assert last.startswith("interrupted: re-run the same command") or last.startswith("interrupted: nothing"), stderr
+            assert resumes[args[0]] in last, last  # detect fit keeps no partial fit: it must not promise a resume
         else:
             assert code == -signal.SIGKILL, stderr
         for path in outputs:
