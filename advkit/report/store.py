@@ -1213,6 +1213,7 @@ class Report:
                     overwrite: bool = False) -> None:
         """Raise the ReportError :meth:`start_run` would raise for this run, without its lock or any write: for
         commands that compute a run whole before writing it, or write several runs, so a clash fails before the work."""
+        schema.check_name("run id", run_id)
         _, config_data = _config_json(config)
         _, old = self._existing(run_id)
         refusal = self._refusal(run_id, old, kind, config_data, int(seed), overwrite)

@@ -216,3 +216,9 @@ def test_report_directory_is_created_and_symlink_kept(tmp_path: Path) -> None:
     with Report(link).start_run("s", kind="attack", config={}) as run:
         run.finish()
     assert link.is_symlink() and [r.id for r in Report(target).runs()] == ["r", "s"]
+
+
+def test_check_start_refuses_an_invalid_run_id_before_any_work(report: Report) -> None:
+    """transfer checks its runs before attacking: a bad --run was found only after the first direction's attack."""
+    with pytest.raises(ReportError, match=r"invalid run id 'a b/c-rgb-ir'"):
+        report.check_start("a b/c-rgb-ir", kind="transfer", config={})
