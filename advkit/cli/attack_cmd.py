@@ -92,7 +92,7 @@ def attack(
     if max_queries is not None and max_queries < 1:
         raise typer.BadParameter("must be >= 1 (each sample needs at least one query)", param_hint="--max-queries")
     names = list(dict.fromkeys(names or [DEFAULT_ATTACK]))
-    settings = _settings_per_attack(names, parse_params(param or []), builtin=model is None)
+    settings = settings_per_attack(names, parse_params(param or []), builtin=model is None)
     attacks = {name: create_attack(name, **settings[name]) for name in names}
     if targeted is not None:  # before any work: otherwise the error comes after the earlier attacks have run
         for attack_obj in attacks.values():
@@ -139,7 +139,7 @@ def attack(
         _print_summaries(summaries, ds.name, out_path, json_output)
 
 
-def _settings_per_attack(names: list[str], params: dict[str, Any], builtin: bool) -> dict[str, dict[str, Any]]:
+def settings_per_attack(names: list[str], params: dict[str, Any], builtin: bool) -> dict[str, dict[str, Any]]:
     """Split ``--param`` into per-attack settings: ``NAME.key`` for one attack, ``key`` for all of them."""
     per: dict[str, dict[str, Any]] = {name: dict(BUILTIN_PARAMS.get(name, {})) if builtin else {} for name in names}
     for key, value in params.items():

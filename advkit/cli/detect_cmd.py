@@ -268,13 +268,13 @@ def _attack_sets(names: list[str], params: dict[str, Any], det: LayerwiseDetecto
 
     from advkit.attacks import create_attack
     from advkit.attacks.runner import attack_batches, batches, select_samples
+    from advkit.cli.attack_cmd import settings_per_attack
 
+    settings = settings_per_attack(names, params, builtin=False)  # NAME.key for an attack not named: one line
     plan = select_samples(det.model, ds, split="test", n=n, seed=seed)
     sets = []
     for name in names:
-        own = {k.partition(".")[2]: v for k, v in params.items() if k.startswith(f"{name}.")}
-        shared = {k: v for k, v in params.items() if "." not in k}
-        attack = create_attack(name, **{**shared, **own})
+        attack = create_attack(name, **settings[name])
         cols = list(attack_batches(attack, det.model, ds, plan, batches(plan.attack_index, 128), seed=seed, save_images=True))
         merged = {k: np.concatenate([c[k] for c in cols if c is not None]) for k in ("index", "success", "adv_images")}
         mask = merged["success"].astype(bool)

@@ -231,6 +231,9 @@ def test_fit_refuses_its_model_as_out_and_taps_a_repeated_layer_once(cli, digits
     fit = cli("detect", "fit", *model, "--layers", "block1,block1", "--epochs", "1", "--filters", "4", "--n", "200",
               "--out", "d.safetensors", "--json")
     assert fit.code == 0 and fit.json()["layers"] == ["block1"], fit.stderr
+    stray = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "pgd", "--param", "fgsm.eps=0.1", "--n", "5",
+                "--supervised", "none", "--out", "e.h5")  # was ignored, and recorded
+    assert stray.code == 1 and "fgsm is not one of the attacks in this command (pgd)" in stray.stderr, stray.stderr
     for weight in ("-1", "nan"):
         bad = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--adaptive", "--adaptive-weight", weight)
         assert bad.code == 2 and "--adaptive-weight" in bad.stderr, bad.stderr
