@@ -139,8 +139,11 @@ def finetune(
             best = outcome.best_epoch - 1
             log(f"kept epoch {outcome.best_epoch} of {epochs} (val score {outcome.history['val_score'][best]:.3f}, clean val "
                 f"accuracy {outcome.history['eval_acc'][best]:.3f}) by {criterion}")
+        # what train records, now about the fine-tuned weights (the input's accuracy and data would be stale)
         save_checkpoint(out_path, loaded.net, loaded.architecture, loaded.arch_kwargs, pre,
-                        {**loaded.extra, "finetune": method, "epochs": epochs, "best_epoch": outcome.best_epoch})
+                        {**loaded.extra, "dataset": ds.name, "domain": ds.domain, "seed": seed,
+                         "test_accuracy": outcome.test_accuracy, "finetune": method, "epochs": epochs,
+                         "best_epoch": outcome.best_epoch})
         after = ModelWrapper(loaded.net, pre).to(dev)
         columns, summary = _before_after(before, after, attacks, ds, eval_n=eval_n, corruptions=corruptions, seed=seed)
         summary.update({"seconds_per_epoch": round(seconds_per_epoch, 2), "best_epoch": outcome.best_epoch,

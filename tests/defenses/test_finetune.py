@@ -79,6 +79,11 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     assert len(run.tables["history"]["epoch"]) == 1 and run.summary["selection"] == summary["selection"]
     assert run.samples["before_fgsm_success"].mean() == pytest.approx(summary["before.fgsm.success_rate"])
     assert (tmp_path / "robust.safetensors").exists() and not (tmp_path / "robust.safetensors.state.pt").exists()
+    from advkit.models import load_checkpoint
+
+    extra = load_checkpoint(tmp_path / "robust.safetensors").extra  # it kept the input's accuracy (models info showed it)
+    assert extra["test_accuracy"] == pytest.approx(summary["after.clean_accuracy"]) and extra["dataset"] == "digits"
+    assert extra["test_accuracy"] != load_checkpoint(digits_checkpoint).extra["test_accuracy"]
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
     assert bad.code == 1 and "fraction" in bad.stderr and "Traceback" not in bad.stderr
     assert np.isfinite(summary["after.clean_accuracy"])
