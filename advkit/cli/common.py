@@ -184,6 +184,12 @@ def training_state_path(out_path: Path, overwrite: bool, report: Path | None = N
         raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
     if report is not None and report.resolve() == out_path.resolve():
         raise typer.BadParameter(f"the report and the checkpoint would both be {out_path}", param_hint="--report")
+    if out_path.is_dir():  # found before the training, not when the checkpoint is written after it
+        raise AdvkitError(f"--out {out_path} is a folder; name the checkpoint file to write")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdvkitError(f"cannot create the folder of --out {out_path}: {exc.strerror or exc}") from None
     state_path = out_path.with_name(out_path.name + ".state.pt")
     if out_path.exists() and not overwrite and not state_path.exists():
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")

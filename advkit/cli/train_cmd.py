@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, training_state_path, kv_table, log, out, parse_params,
-    progress_bar, recorded_config,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log,
+    out, parse_params, progress_bar, recorded_config,
 )
 from advkit.errors import AdvkitError
 
@@ -68,6 +68,13 @@ def train(
     except (TypeError, ValueError) as exc:
         raise AdvkitError(f"cannot build {arch} for {ds.size[0]}x{ds.size[1]}x{pre.channels} images: {exc}") from None
     report_path = report or out_path.with_suffix(".h5")
+    # a run killed after finishing its report but before deleting its state file: done, not a conflict
+    finished = finished_run(Report(report_path), run, recorded_config(ctx.params)) if not overwrite and state_path.exists() else None
+    if finished is not None:
+        state_path.unlink()
+        log(f"run {run} in {report_path} is already complete with this config (--overwrite redoes it)")
+        _print(finished, arch, ds.name, report_path, run, json_output)
+        return
     with Report(report_path).start_run(
         run, kind="train", config=recorded_config(ctx.params), seed=seed, command=command_line(), overwrite=overwrite
     ) as writer:
@@ -96,7 +103,11 @@ def train(
         }
         writer.finish(summary)
     state_path.unlink(missing_ok=True)
+    _print(summary, arch, ds.name, report_path, run, json_output)
+
+
+def _print(summary: dict[str, Any], arch: str, data: str, report_path: Path, run: str, json_output: bool) -> None:
     if json_output:
         emit_json({"report": str(report_path), "run": run, **summary})
     else:
-        out.print(kv_table(f"trained {arch} on {ds.name}", {**summary, "report": f"{report_path} (run {run})"}))
+        out.print(kv_table(f"trained {arch} on {data}", {**summary, "report": f"{report_path} (run {run})"}))

@@ -149,6 +149,17 @@ def test_existing_checkpoint_is_not_overwritten(cli: Cli, tmp_path: Path) -> Non
     assert (tmp_path / "m.safetensors").read_bytes() == b"precious"
 
 
+def test_an_out_that_cannot_be_written_fails_before_training(cli: Cli, tmp_path: Path) -> None:
+    """A folder named like the checkpoint trained every epoch, then failed, leaving a state file and a running run."""
+    (tmp_path / "dir.safetensors").mkdir()
+    folder = cli("train", "--data", "digits", "--epochs", "1", "--out", "dir.safetensors", "--overwrite")
+    assert folder.code == 1 and "is a folder; name the checkpoint file to write" in folder.stderr, folder.stderr
+    (tmp_path / "file").write_text("not a folder")
+    below_a_file = cli("train", "--data", "digits", "--epochs", "1", "--out", "file/m.safetensors")
+    assert below_a_file.code == 1 and "cannot create the folder of --out" in below_a_file.stderr, below_a_file.stderr
+    assert not (tmp_path / "dir.h5").exists() and "training" not in folder.stderr + below_a_file.stderr
+
+
 def test_config_replay_reproduces_the_run(cli: Cli, tmp_path: Path) -> None:
     assert cli("train", "--data", "digits", "--epochs", "1", "--lr", "0.002", "--out", "a.safetensors").code == 0
     toml = cli("report", "show", "a.h5", "train", "--config")

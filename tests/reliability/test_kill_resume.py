@@ -220,19 +220,23 @@ def test_finetune_survives_sigint_and_sigkill(digits_checkpoint: Path, tmp_path:
     assert not (run / "f.safetensors.state.pt").exists()
 
 
-def test_finetune_killed_after_its_report_before_its_state_cleanup_is_done(digits_checkpoint: Path, tmp_path: Path) -> None:
-    """The one moment a random kill rarely hits: the report is complete but the per-epoch state file is still there."""
-    args = ["finetune", "--model", str(digits_checkpoint), "--data", "digits", "--method", "plain", "--epochs", "1",
-            "--eval-attack", "fgsm", "--eval-n", "8", "--no-corruptions", "--last", "--out", "f.safetensors"]
+@pytest.mark.parametrize("command", ["finetune", "train"])
+def test_killed_after_its_report_before_its_state_cleanup_is_done(command: str, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """The one moment a random kill rarely hits: the report is complete but the per-epoch state file is still there.
+    (train refused the re-run as a clash with its own complete run, and kept the state file forever.)"""
+    args = {"finetune": ["finetune", "--model", str(digits_checkpoint), "--data", "digits", "--method", "plain", "--epochs", "1",
+                         "--eval-attack", "fgsm", "--eval-n", "8", "--no-corruptions", "--last"],
+            "train": ["train", "--data", "digits", "--epochs", "1"]}[command] + ["--out", "f.safetensors"]
+    run_id = {"finetune": "finetune-plain", "train": "train"}[command]
     _in_process(args, tmp_path)
     weights = (tmp_path / "f.safetensors").read_bytes()
     state = tmp_path / "f.safetensors.state.pt"
-    before = Report(tmp_path / "f.h5").read("finetune-plain")
+    before = Report(tmp_path / "f.h5").read(run_id)
     state.write_bytes(b"state file of the killed run")
     _in_process(args, tmp_path)
     assert not state.exists() and (tmp_path / "f.safetensors").read_bytes() == weights
-    after = Report(tmp_path / "f.h5").read("finetune-plain")
-    assert [r.id for r in Report(tmp_path / "f.h5").runs()] == ["finetune-plain"]
+    after = Report(tmp_path / "f.h5").read(run_id)
+    assert [r.id for r in Report(tmp_path / "f.h5").runs()] == [run_id]
     assert after.attrs["finished"] == before.attrs["finished"] and after.summary == pytest.approx(before.summary, nan_ok=True)
 
 
