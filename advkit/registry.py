@@ -118,7 +118,7 @@ def check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], wha
             if takes_any:
                 continue
             raise SettingsError(f"{what} has no setting {key}{suggest(key, names)}")
-        allowed = _simple_types(hints.get(key))
+        allowed = simple_types(hints.get(key))
         if value is not None and allowed and not _fits(value, allowed):
             kinds = " or ".join(f"a{'n' if t is int else ''} {t.__name__}" for t in allowed)
             raise SettingsError(f"{what}: {key} must be {kinds}, got {value!r}")
@@ -136,7 +136,7 @@ def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
     return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
 
 
-def _simple_types(hint: Any) -> tuple[type, ...]:
+def simple_types(hint: Any) -> tuple[type, ...]:
     """The simple types an annotation allows, or () when it allows anything else too."""
     members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
     kinds = tuple(m for m in members if m is not type(None))

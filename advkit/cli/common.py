@@ -11,7 +11,8 @@ import os
 import shlex
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+import typing
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -25,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advkit.errors import AdvkitError
+from advkit.registry import simple_types
 from advkit.runtime import ProgressEvent, ProgressFn
 
 if TYPE_CHECKING:
@@ -52,27 +54,59 @@ def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | N
     if value is None:
         return None
     data = read_config_file(value)
-    names = {p.name for p in ctx.command.params if p.name}
-    normalised = replayable({str(k).replace("-", "_"): v for k, v in data.items()})
-    unknown = sorted(set(normalised) - names)
+    params = {p.name: p for p in ctx.command.params if p.name}
+    normalised = replayable({str(k).replace("-", "_"): v for k, v in data.items()}, set(params))
+    unknown = sorted(set(normalised) - set(params))
     if unknown:
-        valid = ", ".join(sorted(names - NON_CONFIG))
+        valid = ", ".join(sorted(set(params) - NON_CONFIG))
         raise typer.BadParameter(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {valid}")
+    per_call = sorted(set(normalised) & NON_CONFIG)
+    if per_call:  # a nested config or json_output in a file was silently ignored or changed the output
+        raise typer.BadParameter(f"{', '.join(per_call)} in {value}: pass per-call options as flags, not in a config")
+    hints = _option_hints(ctx)
+    for key, given in normalised.items():
+        problem = _config_type_problem(hints.get(key), given)
+        if problem:
+            raise typer.BadParameter(f"{key} in {value} {problem}, got {json.dumps(given)}")
     ctx.default_map = {**(ctx.default_map or {}), **normalised}
     return value
 
 
-def replayable(config: dict[str, Any]) -> dict[str, Any]:
+def _option_hints(ctx: typer.Context) -> dict[str, Any]:
+    """The command function's parameter annotations (Annotated stripped), by option name; {} if they do not resolve."""
+    try:
+        return typing.get_type_hints(ctx.command.callback) if ctx.command.callback else {}
+    except Exception:  # an annotation that does not resolve: leave the values to click
+        return {}
+
+
+def _config_type_problem(hint: Any, value: Any) -> str | None:
+    """Why a config value does not fit its option's annotation where click would convert it silently (true -> 1
+    for a number, "no" -> false for a flag)."""
+    if typing.get_origin(hint) is list:
+        hint, items = (typing.get_args(hint) or (Any,))[0], value if isinstance(value, list) else [value]
+    else:
+        items = [value]
+    allowed = simple_types(hint)
+    for item in items:
+        if allowed == (bool,) and not isinstance(item, bool):
+            return "must be true or false"
+        if allowed and bool not in allowed and isinstance(item, bool):
+            return "must be a number, not true or false" if {int, float} & set(allowed) else "must not be true or false"
+    return None
+
+
+def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[str, Any]:
     """Turn what a report records about its attack back into the options that produced it.
 
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
     record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the
     models' weights; a detect eval run records the attack run it measured as ``source``; a robustness run the
-    resolved ``corruptions`` and ``severities`` beside its options.
+    resolved ``corruptions`` and ``severities`` beside its options. ``options`` are the command's own option names.
     """
     config = dict(config)
-    if "attack" in config:
+    if "attack" in config and "attack" not in options:  # detect eval has an --attack option of its own
         config.setdefault("names", [config.pop("attack")])
     if "attack_params" in config:
         settings = {k: v for k, v in config.pop("attack_params").items() if k != "torchattacks"}

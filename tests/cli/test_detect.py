@@ -246,3 +246,6 @@ def test_a_detect_eval_config_names_the_attack_it_measured() -> None:
     assert replayable(recorded) == {"detector": "d.safetensors", "adversarial": None, "attack": ["pgd"]}
     from_report = {"detector": "d.safetensors", "adversarial": "a.h5", "source": "attack-pgd", "detector_fingerprint": "f"}
     assert replayable(from_report) == {"detector": "d.safetensors", "adversarial": "a.h5", "runs": ["attack-pgd"]}
+    # a config file written by hand for detect eval keeps its own --attack (it became attack's NAME argument)
+    assert replayable({"attack": ["pgd"]}, {"attack", "detector"}) == {"attack": ["pgd"]}
+    assert replayable({"attack": "pgd"}) == {"names": ["pgd"]}  # an attack run's record

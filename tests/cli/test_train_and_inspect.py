@@ -160,6 +160,18 @@ def test_an_out_that_cannot_be_written_fails_before_training(cli: Cli, tmp_path:
     assert not (tmp_path / "dir.h5").exists() and "training" not in folder.stderr + below_a_file.stderr
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    ("epochs = true", "epochs in c.toml must be a number, not true or false, got true"),  # trained 1 epoch
+    ('normalise = "no"', 'normalise in c.toml must be true or false, got "no"'),
+    ("json_output = true", "json_output in c.toml: pass per-call options as flags, not in a config"),  # switched to JSON
+    ('config = "other.toml"', "config in c.toml: pass per-call options as flags"),  # silently ignored
+])
+def test_config_values_click_would_convert_are_refused(cli: Cli, tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "c.toml").write_text(f'data = "digits"\n{line}\n')
+    result = cli("train", "--config", "c.toml", "--out", "m.safetensors")
+    assert result.code == 2 and message in result.stderr and not (tmp_path / "m.h5").exists(), result.stderr
+
+
 def test_config_replay_reproduces_the_run(cli: Cli, tmp_path: Path) -> None:
     assert cli("train", "--data", "digits", "--epochs", "1", "--lr", "0.002", "--out", "a.safetensors").code == 0
     toml = cli("report", "show", "a.h5", "train", "--config")
