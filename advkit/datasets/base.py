@@ -68,8 +68,9 @@ def _class_indices(labels: np.ndarray) -> np.ndarray:
     return np.zeros(labels.shape, bool)
 
 
-def check_labels(labels: np.ndarray | Sequence[int], name: str, num_classes: int) -> np.ndarray:
-    """(N,) int64 labels, after a one-line DatasetError unless every label is a class index 0..num_classes-1.
+def check_labels(labels: np.ndarray | Sequence[int], name: str, num_classes: int | None) -> np.ndarray:
+    """(N,) int64 labels, after a one-line DatasetError unless every label is a class index 0..num_classes-1
+    (``num_classes`` None: any index >= 0, for readers that learn the classes from the labels).
 
         >>> check_labels(np.array([0, 2, -1]), "toy.npz", 3)
         Traceback (most recent call last):
@@ -86,7 +87,7 @@ def check_labels(labels: np.ndarray | Sequence[int], name: str, num_classes: int
             raise DatasetError(f"{name}: labels must be integers, got {arr[bad][0]}")
     if len(arr) and arr.min() < 0:
         raise DatasetError(f"{name}: labels must be >= 0, got {arr.min()}")
-    if len(arr) and arr.max() >= num_classes:
+    if num_classes is not None and len(arr) and arr.max() >= num_classes:
         raise DatasetError(f"{name}: labels must lie in [0, {num_classes - 1}], got [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)
 

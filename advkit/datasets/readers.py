@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from advkit.datasets import FORMATS
-from advkit.datasets.base import SPLITS, ImageDataset, PairedDataset, make_split
+from advkit.datasets.base import SPLITS, ImageDataset, PairedDataset, check_labels, make_split
 from advkit.errors import DatasetError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
@@ -468,7 +468,7 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or label_key not in batch:
         raise DatasetError(f"{path}: a CIFAR batch needs 'data' and {label_key!r}, found {_few(sorted(batch), 6)}")
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    labels = check_labels(batch[label_key], str(path), None)  # text, 2-D or fractional labels: one line, not a cast
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DatasetError(
             f"{path}: 'data' must be uint8 (N, 3072) with N labels; got {data.dtype} {data.shape}, {len(labels)} labels"
@@ -509,6 +509,9 @@ def _fixed_split_dataset(
     meta: dict[str, str],
 ) -> ImageDataset:
     """Concatenate (split code, images, labels) parts into one dataset."""
+    shapes = [p[1].shape[1:] for p in parts]
+    if len(set(shapes)) > 1:
+        raise DatasetError(f"{name}: the splits' images differ in size ({' vs '.join('x'.join(map(str, s)) for s in shapes)})")
     images = np.concatenate([p[1] for p in parts])
     labels = np.concatenate([p[2] for p in parts])
     split = np.concatenate([np.full(len(p[2]), p[0], np.uint8) for p in parts])

@@ -110,6 +110,27 @@ def test_cifar_truncated_and_wrong_shape(cifar10_dir: Path, tmp_path: Path) -> N
         open_dataset(f"cifar10:{copy}")
 
 
+@pytest.mark.parametrize(("labels", "message"), [
+    ([b"cat", b"dog"], "labels must be integers, got |S3 values"),  # was int()'s ValueError
+    ([[0], [1]], r"labels must be a 1-D array, got shape \(2, 1\)"),
+    ([4.5, 1.0], "labels must be integers, got 4.5"),  # was truncated to 4
+])
+def test_cifar_labels_that_are_not_class_indices_are_one_line(cifar10_dir: Path, tmp_path: Path, labels: list,
+                                                               message: str) -> None:
+    copy = shutil.copytree(cifar10_dir, tmp_path / "bad")
+    with open(copy / "test_batch", "wb") as handle:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}, handle, protocol=2)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"cifar10:{copy}")
+
+
+def test_mnist_splits_of_different_sizes_are_one_line(mnist_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(mnist_dir, tmp_path / "mixed")
+    (copy / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 14, 14), np.uint8)))  # was a concatenate error
+    with pytest.raises(DatasetError, match="the splits' images differ in size"):
+        open_dataset(f"mnist-idx:{copy}")
+
+
 def test_cifar_pickles_written_by_python3_protocols_load(tmp_path: Path) -> None:
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251
     for protocol in (2, 4, 5):
