@@ -344,13 +344,23 @@ def evaluate_cmd(
     step = default_step(adaptive_eps, adaptive_steps) if adaptive_step is None else adaptive_step
     chosen = (arch, arch_settings(arch, arch_param))
     det, meta, source = _load_detector(detector, model, chosen, unsafe_pickle, device)
-    if adversarial is not None:
-        sets = _report_sets(adversarial, list(runs or []), det, source, chosen, unsafe_pickle)
-    else:
-        ds = _open_data(resolve_recorded(meta.get("data"), "data", detector), meta.get("domain"), meta.get("data_param") or {})
-        sets = _attack_sets(list(dict.fromkeys(attack or [])), parse_params(param or []), det, ds, n, seed)
-    sup = None if supervised is Supervised.none else supervised.value
     report = Report(out_path)
+
+    def planned(run_id: str) -> tuple[str, dict[str, Any]]:
+        """The report run that measures attack run ``run_id``, and its config."""
+        return (f"{run_prefix}-{run_id.removeprefix('attack-')}",
+                {**recorded_config(ctx.params, {"out_path", "runs", "attack", "run_prefix"}), "source": run_id,
+                 "detector_fingerprint": meta["fingerprint"]})
+
+    names = list(dict.fromkeys(attack or []))
+    if adversarial is None:  # every run this call writes is checked before the first attack (or the first evaluation)
+        _check_runs(report, [planned(f"attack-{a}") for a in names], seed, overwrite)
+        ds = _open_data(resolve_recorded(meta.get("data"), "data", detector), meta.get("domain"), meta.get("data_param") or {})
+        sets = _attack_sets(names, parse_params(param or []), det, ds, n, seed)
+    else:
+        sets = _report_sets(adversarial, list(runs or []), det, source, chosen, unsafe_pickle)
+        _check_runs(report, [planned(run_id) for run_id, *_ in sets], seed, overwrite)
+    sup = None if supervised is Supervised.none else supervised.value
     results: dict[str, Any] = {}
     for run_id, ds, idx, x_adv in sets:
         if len(idx) < 4:
@@ -370,9 +380,7 @@ def evaluate_cmd(
                       train_adv=train_adv, train_noisy=train_noisy, seed=seed, fpr=0.05, quick=quick_grid)
         adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, step, adaptive_weight,
                                   adaptive_n, seed) if adaptive else []
-        name = f"{run_prefix}-{run_id.removeprefix('attack-')}"
-        cfg = {**recorded_config(ctx.params, {"out_path", "runs", "attack", "run_prefix"}), "source": run_id,
-               "detector_fingerprint": meta["fingerprint"]}
+        name, cfg = planned(run_id)
         png = _write_run(report, name, cfg, seed, overwrite, ev, idx, y.numpy(), clean_f, adv_f, adaptive_rows, out_path)
         results[run_id] = {"run": name, "roc_png": str(png), "n": int(len(idx)), "notes": ev.notes,
                            "rows": [vars(r) for r in ev.rows], "adaptive": adaptive_rows}
@@ -408,6 +416,17 @@ def _adaptive(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, eps: flo
                      "success_undetected": float((success & ~flagged).mean()),
                      "auroc": auroc(clean, score[success]), "eps": eps, "steps": steps, "step": step})
     return rows
+
+
+def _check_runs(report: Any, runs: list[tuple[str, dict[str, Any]]], seed: int, overwrite: bool) -> None:
+    """The clash :meth:`Report.start_run` would find for any of ``runs`` (id, config), before the work."""
+    from advkit.errors import ReportError
+
+    for run_id, cfg in runs:
+        try:
+            report.check_start(run_id, kind="detect", config=cfg, seed=seed, overwrite=overwrite)
+        except ReportError as exc:  # the store's advice names attack's --run; detect eval names its runs by prefix
+            raise ReportError(str(exc).replace("--run NAME", "--run-prefix PREFIX")) from None
 
 
 def _write_run(report: Any, name: str, cfg: dict[str, Any], seed: int, overwrite: bool, ev: Evaluation, idx: np.ndarray,

@@ -234,6 +234,12 @@ def test_fit_refuses_its_model_as_out_and_taps_a_repeated_layer_once(cli, digits
     stray = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "pgd", "--param", "fgsm.eps=0.1", "--n", "5",
                 "--supervised", "none", "--out", "e.h5")  # was ignored, and recorded
     assert stray.code == 1 and "fgsm is not one of the attacks in this command (pgd)" in stray.stderr, stray.stderr
+    args = ["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--n", "30", "--supervised", "none", "--out", "e.h5"]
+    first = cli(*args)
+    assert first.code == 0, first.stderr
+    again = cli(*args, "--seed", "1")  # refused before it attacks, naming the option that names detect eval's runs
+    assert again.code == 1 and "--run-prefix PREFIX" in again.stderr and "--run NAME" not in again.stderr, again.stderr
+    assert "fgsm" not in again.stderr.split("error:")[0], again.stderr  # no attack progress before the refusal
     for weight in ("-1", "nan"):
         bad = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--adaptive", "--adaptive-weight", weight)
         assert bad.code == 2 and "--adaptive-weight" in bad.stderr, bad.stderr
