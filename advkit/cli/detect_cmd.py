@@ -525,6 +525,8 @@ def score(
     adversarial: Annotated[Path | None, typer.Option("--adversarial", help="Score the successful adversarial images of a report.")] = None,
     runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial (default: all).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="At most this many images from --data or --adversarial.")] = 20,
+    domain: Annotated[str | None, typer.Option("--domain", help="Side of a paired --data: rgb or ir (default: the fitted one's, for its data).")] = None,
+    data_param: DataParamOpt = None,
     model: ModelOpt = None,
     arch: ArchOpt = None,
     arch_param: ArchParamOpt = None,
@@ -543,7 +545,12 @@ def score(
     if inputs:
         names, x = _read_inputs(list(inputs), tuple(meta["input_shape"]))
     elif data is not None:
-        ds = _open_data(data, meta.get("domain"), meta.get("data_param") or {})
+        from advkit.report.paths import absolute_spec
+
+        # the fit's domain and dataset options apply to the fit's own dataset only, not to any --data
+        fitted = meta.get("data") is not None and meta.get("data") == absolute_spec(data, "data")
+        params = parse_params(data_param, "--data-param") if data_param else (meta.get("data_param") or {}) if fitted else {}
+        ds = _open_data(data, domain or (meta.get("domain") if fitted else None), params)
         idx = ds.indices(split, required=True)[:n]
         names, x = [f"{ds.name}[{i}]" for i in idx], ds.batch(idx)[0]
     else:

@@ -208,6 +208,10 @@ def test_bare_digits_weights_fit_score_and_eval_with_arch_param(cli, digits_chec
     assert fit.code == 0, fit.stderr
     score = cli("detect", "score", "--detector", "d.safetensors", "--data", "digits", "--n", "3", "--json")  # from its metadata
     assert score.code == 0 and len(score.json()["inputs"]) == 3, score.stderr
+    # other data than the fit's takes its own --domain and --data-param (score had neither, and applied the fit's)
+    ir = cli("detect", "score", "--detector", "d.safetensors", "--data", "synthetic-rgbir", "--domain", "ir",
+             "--data-param", "size=8", "--data-param", "n_per_class=10", "--n", "3", "--json")
+    assert ir.code == 0 and len(ir.json()["inputs"]) == 3, ir.stderr
     attack = cli("attack", "fgsm", *model, "--arch-param", "input_size=8", "--param", "eps=0.3", "--n", "30", "--save-images",
                  "--out", "adv.h5")
     assert attack.code == 0, attack.stderr
