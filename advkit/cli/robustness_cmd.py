@@ -10,7 +10,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
-    finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
+    finished_run, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -48,7 +48,7 @@ def robustness(
     from advkit.perturbations import PERTURBATIONS, perturbation_names
     from advkit.perturbations.robustness import mean_corruption_error, relative_accuracy
     from advkit.report import Report
-    from advkit.report.plots import check_figure_path, plot_corruptions
+    from advkit.report.plots import check_figure_path
     from advkit.runtime import resolve_device
 
     names = list(dict.fromkeys(corruption or perturbation_names()))  # a repeated --corruption runs once
@@ -74,12 +74,10 @@ def robustness(
     png = check_figure_path(plot or out_path.with_suffix(".png"))
     report = Report(out_path)
     finished = None if overwrite else finished_run(report, run, cfg)
-    if finished is not None:  # re-running a finished command is a no-op, as for attack
+    if finished is not None:  # re-running a finished command measures nothing again, but draws and shows it as the first
         log(f"run {run} in {out_path} is already complete with this config (--overwrite redoes it)")
-        if json_output:
-            emit_json({"report": str(out_path), **finished})
-        else:
-            out.print(kv_table(f"{run} ({out_path})", finished))
+        _show(report.read(run).samples, finished, names, severities, png, f"{Path(model).name} on {ds.name}", out_path,
+              json_output)
         return
     # the run is opened before the work, so a bad --out or --run fails at once
     writer = report.start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite)
@@ -107,11 +105,21 @@ def robustness(
         writer.append(columns)
         writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})
         writer.finish(summary)
-    plot_corruptions(accuracy["model"], names, severities, png, clean=clean["model"], baseline=accuracy.get("baseline"),
-                     title=f"{Path(model).name} on {ds.name}")
+    _show(columns, summary, names, severities, png, f"{Path(model).name} on {ds.name}", out_path, json_output)
+
+
+def _show(columns: dict[str, np.ndarray], summary: dict[str, Any], names: list[str], severities: list[int], png: Path,
+          title: str, out_path: Path, json_output: bool) -> None:
+    """Draw the plot and print the table (or JSON) of a run from its per-sample columns and summary."""
+    from advkit.report.plots import plot_corruptions
+
+    accuracy = {role: columns[f"{role}_correct"].mean(0) for role in ("model", "baseline") if f"{role}_correct" in columns}
+    clean = float(columns["model_clean_correct"].mean())
+    plot_corruptions(accuracy["model"], names, severities, png, clean=clean, baseline=accuracy.get("baseline"), title=title)
     if json_output:
         emit_json({"report": str(out_path), "plot": str(png), **summary})
         return
+    baseline = "baseline" in accuracy
     header = ["corruption", *[f"s{s}" for s in severities], "mean"] + (["CE", "acc. ratio"] if baseline else [])
     rows = []
     for ci, name in enumerate(names):
@@ -121,7 +129,7 @@ def robustness(
         rows.append(row)
     over = f" (over {len(names) - len(summary['mCE_excluded'].split(', '))} of {len(names)} corruptions)" if "mCE_excluded" in summary else ""
     extra = f", mCE {summary['mCE']:.3f}{over}, accuracy ratio {summary['relative_accuracy']:.3f}" if baseline else ""
-    out.print(table(f"accuracy under corruption (clean {clean['model']:.4f}{extra}; report {out_path}, plot {png})", header, rows))
+    out.print(table(f"accuracy under corruption (clean {clean:.4f}{extra}; report {out_path}, plot {png})", header, rows))
 
 
 def _measure(wrapped: dict[str, ModelWrapper], ds: ImageDataset, names: list[str], severities: list[int], n: int, cifar10c: Path | None,

@@ -42,8 +42,12 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     args = ["robustness", "--model", digits_checkpoint, "--baseline", digits_checkpoint, "--data", "digits", "--corruption",
             "gaussian_noise", "--corruption", "fog", "--severity", "1", "--severity", "5", "--n", "40", "--out", "r.h5", "--json"]
-    rerun = cli(*args)  # the same command again: a no-op that shows the stored summary
+    png.unlink()
+    rerun = cli(*args)  # the same command again: nothing measured again; the stored run is drawn and shown
     assert rerun.code == 0 and "already complete" in rerun.stderr and rerun.json()["mCE"] == summary["mCE"], rerun.stderr
+    assert rerun.json()["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # was never redrawn
+    shown = cli(*args[:-1], "--plot", "again.png")
+    assert shown.code == 0 and "corruption" in shown.stdout and "fog" in shown.stdout and (tmp_path / "again.png").exists()
     shown = cli("report", "show", "r.h5", "robustness", "--config")
     (tmp_path / "replay.toml").write_text(shown.stdout)
     replay = cli("robustness", "--config", "replay.toml", "--out", "r.h5", "--json")  # was: unknown key(s) corruptions, severities
