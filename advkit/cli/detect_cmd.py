@@ -269,13 +269,19 @@ def _attack_sets(names: list[str], params: dict[str, Any], det: LayerwiseDetecto
     from advkit.attacks import create_attack
     from advkit.attacks.runner import attack_batches, batches, select_samples
     from advkit.cli.attack_cmd import settings_per_attack
+    from advkit.runtime import ProgressEvent
 
     settings = settings_per_attack(names, params, builtin=False)  # NAME.key for an attack not named: one line
     plan = select_samples(det.model, ds, split="test", n=n, seed=seed)
     sets = []
     for name in names:
         attack = create_attack(name, **settings[name])
-        cols = list(attack_batches(attack, det.model, ds, plan, batches(plan.attack_index, 128), seed=seed, save_images=True))
+        cols: list[dict[str, np.ndarray] | None] = []
+        with progress_bar() as show:  # square or autoattack on a few hundred images take minutes
+            for part in attack_batches(attack, det.model, ds, plan, batches(plan.attack_index, 128), seed=seed, save_images=True):
+                cols.append(part)
+                done = sum(len(c["index"]) for c in cols if c is not None)
+                show(ProgressEvent(f"attack {name}", done, len(plan.attack_index), {}))
         merged = {k: np.concatenate([c[k] for c in cols if c is not None]) for k in ("index", "success", "adv_images")}
         mask = merged["success"].astype(bool)
         sets.append((f"attack-{name}", ds, merged["index"][mask], torch.from_numpy(merged["adv_images"][mask])))

@@ -37,6 +37,7 @@ def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path, monkeypatch: py
              "--supervised", "logreg", "--quick-grid", "--train-fraction", "0.4", "--protocol", "unknown", "--fgsm-eps", "0.2",
              "--adaptive", "--adaptive-n", "8", "--adaptive-steps", "3", "--out", "eval.h5", "--json")
     assert ev.code == 0, ev.stderr
+    assert "attack fgsm" in ev.stderr and "40/40" in ev.stderr  # progress while --attack runs (it was silent for minutes)
     result = ev.json()["results"]["attack-fgsm"]
     rows = {(r["section"], r["detector"], r["setting"]): r for r in result["rows"]}
     for key in [("unsupervised", "ae", "clean"), ("unsupervised", "ae[block1]", "clean+noisy"), ("unsupervised", "magnet", "clean"),
