@@ -87,6 +87,7 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
     assert bad.code == 1 and "fraction" in bad.stderr and "Traceback" not in bad.stderr
     assert np.isfinite(summary["after.clean_accuracy"])
+    assert summary["corruption_images"] == 20  # the corruption row's images: the first --eval-n test images, said so
 
 
 def test_torchrun_two_ranks_fine_tune_with_ddp(digits_checkpoint: Path, tmp_path: Path) -> None:
