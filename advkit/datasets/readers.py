@@ -730,13 +730,29 @@ def read_svhn(path: Path, extra: bool = False, val_fraction: float = 0.0, seed: 
 # ----------------------------------------------------------------------------------------------- image folder
 
 
+_OTHER_IMAGE_EXTS = (".gif", ".webp", ".ppm", ".pgm", ".pbm", ".jp2", ".heic", ".avif", ".ico")
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, skipping hidden files and folders."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not any(_hidden(q) for q in p.relative_to(folder).parts)
-    )
+    """Image files under ``folder`` (recursively), sorted, skipping hidden files and folders. Images of another
+    format, and image names whose file is missing (broken symlinks), are an error: they would be dropped silently."""
+    found, other, broken = [], [], []
+    for p in folder.rglob("*"):
+        if any(_hidden(q) for q in p.relative_to(folder).parts):
+            continue
+        suffix = p.suffix.lower()
+        if suffix in IMAGE_EXTS and p.is_file():
+            found.append(p)
+        elif suffix in IMAGE_EXTS and not p.exists():
+            broken.append(p)
+        elif suffix in _OTHER_IMAGE_EXTS:
+            other.append(p)
+    if other:
+        raise DatasetError(f"images in a format advkit does not read ({', '.join(IMAGE_EXTS)}): {_few([str(p) for p in other])}; "
+                           "convert them to PNG")
+    if broken:
+        raise DatasetError(f"image names whose file is missing (broken symlinks?): {_few([str(p) for p in broken])}")
+    return sorted(found)
 
 
 def _subdirs(folder: Path) -> list[Path]:

@@ -359,6 +359,20 @@ def test_imagefolder_empty_classes_and_unknown_split_folders_are_refused(tmp_pat
         open_dataset(f"imagefolder:{tmp_path / 'splits'}")
 
 
+def test_imagefolder_unread_formats_and_broken_links_are_not_dropped_silently(tmp_path: Path) -> None:
+    image = np.zeros((4, 4), np.uint8)
+    for i in range(3):
+        write_png(tmp_path / "gif" / "cat" / f"{i}.png", image)
+    (tmp_path / "gif" / "cat" / "3.gif").write_bytes(b"GIF89a")
+    with pytest.raises(DatasetError, match=r"images in a format advkit does not read .*3\.gif; convert them to PNG"):
+        open_dataset(f"imagefolder:{tmp_path / 'gif'}")
+    for i in range(3):
+        write_png(tmp_path / "link" / "cat" / f"{i}.png", image)
+    (tmp_path / "link" / "cat" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DatasetError, match=r"image names whose file is missing \(broken symlinks\?\): .*gone\.png"):
+        open_dataset(f"imagefolder:{tmp_path / 'link'}")
+
+
 def test_imagefolder_bad_channels_option(imagefolder_dir: Path) -> None:
     with pytest.raises(DatasetError, match="channels must be 1 or 3"):
         open_dataset(f"imagefolder:{imagefolder_dir}", channels=2)
