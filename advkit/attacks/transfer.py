@@ -24,6 +24,7 @@ Two controls run on the same pairs:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,11 +104,33 @@ def run_direction(
     progress: ProgressFn = no_progress,
 ) -> DirectionResult:
     """Attack ``index`` pairs on the source domain, replay on the target, and run the controls."""
-    if len(index) == 0:
+    parts = list(direction_batches(attack, source, target, src, tgt, index, seed=seed, batch_size=batch_size,
+                                   controls=controls, progress=progress))
+    columns = {k: np.concatenate([c[k] for c, _ in parts]) for k in parts[0][0]}
+    moves = {k: np.concatenate([m[k] for _, m in parts]) for k in parts[0][1]}
+    return DirectionResult(columns, moves, direction_summary(columns, list(controls or {})))
+
+
+def direction_batches(
+    attack: Attack,
+    source: ModelWrapper,
+    target: ModelWrapper,
+    src: ImageDataset,
+    tgt: ImageDataset,
+    index: np.ndarray,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    controls: dict[str, Attack] | None = None,
+    progress: ProgressFn = no_progress,
+    done: int = 0,
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """:func:`run_direction` a batch at a time: (per-pair columns, rows of the moves table) of each batch, so a
+    caller can journal them. Every pair's result depends on its seed only, not on its batch. ``done`` pairs
+    counted before (a resumed run) start the progress."""
+    if len(index) == 0 and not done:
         raise AdvkitError("no pairs to transfer (empty index)")
-    programs: list[MoveProgram] = []
-    parts: list[dict[str, np.ndarray]] = []
-    task = f"{src.domain} -> {tgt.domain}"
+    task, total, hits = f"{src.domain} -> {tgt.domain}", done + len(index), []
     for start in range(0, len(index), batch_size):
         idx = index[start : start + batch_size]
         xs, y = src.batch(idx)
@@ -118,8 +141,9 @@ def run_direction(
         replayed = torch.stack([p.apply(xt[i]) for i, p in enumerate(result.moves)])
         shuffled = torch.stack([random_program_like(p, derive_seed(seed, "random-control", int(i))).apply(xt[j])
                                 for j, (i, p) in enumerate(zip(idx, result.moves))])
+        labels = y.numpy()
         columns = {
-            "index": idx, "label": y.numpy(), "src_success": result.success.cpu().numpy(),
+            "index": idx, "label": labels, "src_success": result.success.cpu().numpy(),
             "src_adv_pred": result.adv_pred.cpu().numpy(), "queries": result.queries.cpu().numpy(),
             "iterations": result.iterations.cpu().numpy(), "l0": result.l0.cpu().numpy(),
             "n_moves": np.array([p.n_moves for p in result.moves], np.int64),
@@ -131,15 +155,11 @@ def run_direction(
             delta = transfer_delta(additive.x_adv.cpu() - xs, xt.shape[1])
             columns[f"{name}_src_success"] = additive.success.cpu().numpy()
             columns[f"{name}_tgt_pred"] = predictions(target, (xt + delta).clamp(0, 1)).numpy()
-        parts.append(columns)
-        programs.extend(result.moves)
-        progress(ProgressEvent(task, start + len(idx), len(index), {"source success": float(np.mean(np.concatenate([p["src_success"] for p in parts])))}))
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    columns["tgt_success"] = columns["tgt_adv_pred"] != columns["label"]
-    columns["random_tgt_success"] = columns["random_tgt_pred"] != columns["label"]
-    for name in controls or {}:
-        columns[f"{name}_tgt_success"] = columns[f"{name}_tgt_pred"] != columns["label"]
-    return DirectionResult(columns, moves_table(index, programs), direction_summary(columns, list(controls or {})))
+        for name, pred in (("tgt", "tgt_adv"), ("random_tgt", "random_tgt"), *((f"{c}_tgt", f"{c}_tgt") for c in controls or {})):
+            columns[f"{name}_success"] = columns[f"{pred}_pred"] != labels
+        hits.append(columns["src_success"])
+        progress(ProgressEvent(task, done + start + len(idx), total, {"source success": float(np.mean(np.concatenate(hits)))}))
+        yield columns, moves_table(idx, result.moves)
 
 
 def direction_summary(columns: dict[str, np.ndarray], controls: list[str]) -> dict[str, float | int | str]:

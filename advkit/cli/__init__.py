@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 # what re-running an interrupted command does: only these journal their work as they go
 _RESUMES = {"attack": "re-run the same command to resume", "train": "re-run the same command to resume",
             "finetune": "re-run the same command to resume",
-            "transfer": "re-run the same command to resume (finished directions are kept; the interrupted one starts over)"}
+            "transfer": "re-run the same command to resume"}
 
 
 def _after_interrupt(args: list[str]) -> str:

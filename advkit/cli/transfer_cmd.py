@@ -122,18 +122,31 @@ def _check_domain(model: ModelWrapper, view: ImageDataset, role: str) -> None:
 def _run(report: Any, run_id: str, cfg: dict[str, Any], attack: Any, additive: dict[str, Any], src_model: ModelWrapper,
          tgt_model: ModelWrapper, src: ImageDataset, tgt: ImageDataset, *, split: str, n: int | None, seed: int,
          batch_size: int, overwrite: bool) -> dict[str, Any]:
-    from advkit.attacks.transfer import run_direction, select_pairs
+    """One direction, journaled a batch at a time: an interrupted one resumes from its last journaled batch."""
+    import numpy as np
+
+    from advkit.attacks.transfer import direction_batches, direction_summary, select_pairs
 
     index = select_pairs(src_model, tgt_model, src, tgt, split=split, n=n, seed=seed)
     log(f"{attack.name} {src.domain} -> {tgt.domain}: {len(index)} pairs both models classify correctly")
-    with progress_bar() as show:
-        result = run_direction(attack, src_model, tgt_model, src, tgt, index, seed=seed, batch_size=batch_size,
-                               controls=additive, progress=show)
-    with report.start_run(run_id, kind="transfer", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
-        writer.append(result.columns)
-        writer.add_table("moves", result.moves)
-        writer.finish(result.summary)
-    return dict(result.summary)
+    writer = report.start_run(run_id, kind="transfer", config=cfg, seed=seed, command=command_line(), overwrite=overwrite)
+    with writer:
+        done = np.isin(index, writer.done_indices)
+        if done.any():
+            log(f"resuming {run_id}: {int(done.sum())} pairs already in {report.path}")
+        try:
+            with progress_bar() as show:
+                for columns, moves in direction_batches(attack, src_model, tgt_model, src, tgt, index[~done], seed=seed,
+                                                        batch_size=batch_size, controls=additive, progress=show,
+                                                        done=int(done.sum())):
+                    writer.append(columns, tables={"moves": moves})
+        except AdvkitError:  # e.g. an attack that records no moves: no half-made run for the fixed command to trip on
+            if not len(writer.done_indices):
+                writer.abandon()
+            raise
+        summary = direction_summary(writer.samples(), list(additive))
+        writer.finish(summary)
+    return dict(summary)
 
 
 def _print(summaries: dict[str, dict[str, Any]], attack_name: str, path: Path, json_output: bool) -> None:

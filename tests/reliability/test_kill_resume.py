@@ -109,7 +109,7 @@ def _interrupted_then_resumed(args: list[str], cwd: Path, ready: str, window: fl
             break
         if sig == signal.SIGINT:
             assert code == 130, stderr
-            resumes = {"attack": "to resume", "finetune": "to resume", "transfer": "finished directions are kept",
+            resumes = {"attack": "to resume", "finetune": "to resume", "transfer": "to resume",
                        "detect": "nothing half-done was kept; re-run the same command to start over"}
             last = stderr.strip().splitlines()[-1]
             assert last.startswith("interrupted: re-run the same command") or last.startswith("interrupted: nothing"), stderr
