@@ -368,7 +368,7 @@ class ImageFiles:
             (h0, w0), (h1, w1) = sizes[0], sizes[other]
             raise DatasetError(
                 f"images have different sizes ({h0}x{w0} in {_show(self.paths[0], self.root)}, {h1}x{w1} in "
-                f"{_show(self.paths[other], self.root)}); pass size=..."
+                f"{_show(self.paths[other], self.root)}); pass size=N to resize them (--data-param size=N on the command line)"
             )
         return sizes[0]
 
@@ -672,7 +672,8 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
         images, labels = read_idx(files[part, "images"]), read_idx(files[part, "labels"])
         if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1 or len(labels) != len(images):
             raise DatasetError(
-                f"{root}: {part} needs uint8 (N, H, W) images and N labels, got {images.shape} and {labels.shape}"
+                f"{root}: {part} needs uint8 (N, H, W) images and N labels, got {images.dtype} {images.shape} and "
+                f"{labels.shape}"
             )
         if len(labels):  # a split of 0 images (valid headers) adds nothing
             parts.append((code, images[..., None], labels.astype(np.int64)))
@@ -1066,7 +1067,8 @@ def _check_pair_sizes(
     if mismatched and align == "strict":
         examples = [f"RGB {r[0]}x{r[1]} vs IR {i[0]}x{i[1]} for id {p.sample_id}" for p, r, i in mismatched]
         raise DatasetError(
-            f"pair size mismatch: {_few(examples, 2)}; pass align='resize' to resize IR to its RGB partner"
+            f"pair size mismatch: {_few(examples, 2)}; pass align='resize' to resize IR to its RGB partner "
+            "(--data-param align=resize on the command line)"
         )
     skewed = [p.sample_id for p, r, i in mismatched if abs(r[1] * i[0] - i[1] * r[0]) > 0.01 * r[1] * i[0]]
     if skewed:
@@ -1341,7 +1343,8 @@ def _array_images(
     resized = ir.shape[1:3] != rgb.shape[1:3]
     if resized and options.align == "strict":
         (h0, w0), (h1, w1) = rgb.shape[1:3], ir.shape[1:3]
-        raise DatasetError(f"{path}: pair size mismatch: RGB {h0}x{w0} vs IR {h1}x{w1}; pass align='resize'")
+        raise DatasetError(f"{path}: pair size mismatch: RGB {h0}x{w0} vs IR {h1}x{w1}; pass align='resize' "
+                           "(--data-param align=resize on the command line)")
     ir = _resize_all(ir, rgb.shape[1:3])
     if options.target is not None:
         rgb, ir = _resize_all(rgb, options.target), _resize_all(ir, options.target)

@@ -124,6 +124,14 @@ def test_cifar_labels_that_are_not_class_indices_are_one_line(cifar10_dir: Path,
         open_dataset(f"cifar10:{copy}")
 
 
+def test_mnist_float_images_name_their_dtype(mnist_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(mnist_dir, tmp_path / "float")
+    values = np.zeros((5, 28, 28), ">f4")  # idx type 0x0D: big-endian float32
+    (copy / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">BBBB", 0, 0, 0x0D, 3) + struct.pack(">3I", 5, 28, 28) + values.tobytes())
+    with pytest.raises(DatasetError, match=r"needs uint8 \(N, H, W\) images and N labels, got >?f(loat32|4) \(5, 28, 28\)"):
+        open_dataset(f"mnist-idx:{copy}")
+
+
 def test_mnist_splits_of_different_sizes_are_one_line(mnist_dir: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(mnist_dir, tmp_path / "mixed")
     (copy / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 14, 14), np.uint8)))  # was a concatenate error
@@ -297,7 +305,7 @@ def test_imagefolder_sixteen_bit_tiff(tmp_path: Path) -> None:
 def test_imagefolder_different_sizes_raise_with_hint(tmp_path: Path) -> None:
     write_png(tmp_path / "c" / "a.png", np.zeros((32, 32, 3), np.uint8))
     write_png(tmp_path / "c" / "b.png", np.zeros((28, 28, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"different sizes \(32x32 in c/a.png, 28x28 in c/b.png\); pass size="):
+    with pytest.raises(DatasetError, match=r"different sizes \(32x32 in c/a.png, 28x28 in c/b.png\); pass size=N .*--data-param size=N"):
         open_dataset(f"imagefolder:{tmp_path}")
     assert open_dataset(f"imagefolder:{tmp_path}", size=16).images.shape == (2, 16, 16, 3)
 
