@@ -998,6 +998,10 @@ def _scan_c(csv_path: Path) -> list[_Pair]:
         raise DatasetError(f"{csv_path}: missing columns {', '.join(missing)}; need id,label,[split,]rgb,ir")
     if not rows:
         raise DatasetError(f"{csv_path}: the manifest lists no samples")
+    short = [line for row, line in rows if any(not row.get(c, "").strip() for c in _MANIFEST_COLUMNS)]
+    if short:  # a row with too few fields: its paths would be the manifest's folder
+        raise DatasetError(f"{csv_path}: line(s) {_few([str(n) for n in short])} leave {', '.join(_MANIFEST_COLUMNS)} "
+                           "partly empty")
     pairs = [
         _Pair(
             _manifest_split(row.get("split", ""), line, csv_path),

@@ -228,6 +228,8 @@ def test_manifest_name_labels_without_classes_txt(small_pair: PairedDataset, tmp
         (["a,x,img/r.png"], "id,label,rgb", "missing columns ir"),
         (["a,x,train,img/r.png,img/i.png", "a,x,test,img/r.png,img/i.png"], "id,label,split,rgb,ir", "duplicate ids a"),
         (["a,x,holdout,img/r.png,img/i.png"], "id,label,split,rgb,ir", "split must be train, val or test"),
+        (["a,x,train,img/r.png,img/i.png", "b,x,train"], "id,label,split,rgb,ir",  # was "missing files ., ."
+         r"line\(s\) 3 leave id, label, rgb, ir partly empty"),
     ],
 )
 def test_manifest_errors(tmp_path: Path, rows: list[str], header: str, message: str) -> None:
