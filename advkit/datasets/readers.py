@@ -1433,6 +1433,8 @@ def detect_paired_layout(path: Path) -> str | None:
     bases = [base for _, base in _split_dirs(path)]
     if any((b / "rgb").is_dir() and any((b / tag).is_dir() for tag in IR_TAGS) for b in bases):
         return "paired-b"
+    if any([d.name.lower() for d in _subdirs(b)] == ["rgb"] for b in bases):  # else: an image folder of one class, rgb
+        raise DatasetError(f"{path} holds an rgb/ tree without its IR partner ({'/, '.join(IR_TAGS)}/); layout B needs both")
     if any(_has_rgb_tag(class_dir) for b in bases for class_dir in _subdirs(b)):
         return "paired-a"
     return None

@@ -117,6 +117,16 @@ def test_unpaired_in_layout_b_raises(small_pair: PairedDataset, tmp_path: Path) 
         open_dataset(f"paired-b:{root}")
 
 
+def test_layout_b_without_its_ir_tree_is_not_an_image_folder(small_pair: PairedDataset, tmp_path: Path) -> None:
+    """A bare path with only rgb/ was read as an image folder of one class, "rgb"."""
+    import shutil
+
+    root = write_paired(small_pair, tmp_path / "b", "B", with_split=False, ir_tag="ir")
+    shutil.rmtree(root / "ir")
+    with pytest.raises(DatasetError, match="holds an rgb/ tree without its IR partner"):
+        open_dataset(str(root))
+
+
 def _mismatched_pair(root: Path) -> Path:
     for i in range(2):
         _png(root / "cls" / f"p_{i}_rgb.png", np.zeros((32, 32, 3), np.uint8))
