@@ -214,7 +214,8 @@ def train_classifier(
         if not math.isfinite(loss):  # before anything is saved: the last good epoch's state stays resumable
             raise AdvkitError(f"training diverged: the loss is {loss} in epoch {epoch + 1}; lower the learning rate")
         eval_idx = dataset.indices(eval_split)
-        eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean())
+        # no val or test images (test_fraction=0): NaN, without NumPy's "mean of empty slice" warning
+        eval_acc = float((predict(model, dataset, eval_idx) == dataset.labels[eval_idx]).mean()) if len(eval_idx) else float("nan")
         score = validate(model) if validate else float("nan")
         if validate and _at_least_as_good(score, eval_acc, best):
             best.update(score=score, clean=eval_acc, epoch=epoch + 1, net={k: v.detach().clone() for k, v in net.state_dict().items()})

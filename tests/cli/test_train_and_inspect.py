@@ -172,6 +172,12 @@ def test_config_values_click_would_convert_are_refused(cli: Cli, tmp_path: Path,
     assert result.code == 2 and message in result.stderr and not (tmp_path / "m.h5").exists(), result.stderr
 
 
+def test_training_without_a_test_split_prints_no_numpy_warnings(cli: Cli) -> None:
+    result = cli("train", "--data", "digits", "--data-param", "test_fraction=0", "--epochs", "1", "--out", "m.safetensors", "--json")
+    assert result.code == 0 and "warning" not in result.stderr.lower(), result.stderr  # was "Mean of empty slice" twice
+    assert result.json()["test_accuracy"] is None  # NaN: there is no test split to measure
+
+
 def test_config_replay_reproduces_the_run(cli: Cli, tmp_path: Path) -> None:
     assert cli("train", "--data", "digits", "--epochs", "1", "--lr", "0.002", "--out", "a.safetensors").code == 0
     toml = cli("report", "show", "a.h5", "train", "--config")
