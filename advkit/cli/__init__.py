@@ -82,15 +82,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
-# what re-running an interrupted command does: only these journal their work as they go
-_RESUMES = {"attack": "re-run the same command to resume", "train": "re-run the same command to resume",
-            "finetune": "re-run the same command to resume",
-            "transfer": "re-run the same command to resume"}
+_RESUMABLE = {"attack", "transfer", "train", "finetune"}  # the commands that journal their work as they go
 
 
 def _after_interrupt(args: list[str]) -> str:
+    """What re-running an interrupted command does."""
     command = next((a for a in args if not a.startswith("-")), "")
-    return _RESUMES.get(command, "nothing half-done was kept; re-run the same command to start over")
+    if command in _RESUMABLE:
+        return "re-run the same command to resume"
+    return "nothing half-done was kept; re-run the same command to start over"
 
 
 def _usage_error(exc: ClickException) -> int:

@@ -276,13 +276,12 @@ def _attack_sets(names: list[str], params: dict[str, Any], det: LayerwiseDetecto
     sets = []
     for name in names:
         attack = create_attack(name, **settings[name])
-        cols: list[dict[str, np.ndarray] | None] = []
+        cols: list[dict[str, np.ndarray]] = []
         with progress_bar() as show:  # square or autoattack on a few hundred images take minutes
             for part in attack_batches(attack, det.model, ds, plan, batches(plan.attack_index, 128), seed=seed, save_images=True):
-                cols.append(part)
-                done = sum(len(c["index"]) for c in cols if c is not None)
-                show(ProgressEvent(f"attack {name}", done, len(plan.attack_index), {}))
-        merged = {k: np.concatenate([c[k] for c in cols if c is not None]) for k in ("index", "success", "adv_images")}
+                cols += [part] if part is not None else []
+                show(ProgressEvent(f"attack {name}", sum(len(c["index"]) for c in cols), len(plan.attack_index), {}))
+        merged = {k: np.concatenate([c[k] for c in cols]) for k in ("index", "success", "adv_images")}
         mask = merged["success"].astype(bool)
         sets.append((f"attack-{name}", ds, merged["index"][mask], torch.from_numpy(merged["adv_images"][mask])))
     return sets
