@@ -73,6 +73,8 @@ _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corne
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
 _CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built, and fed to the net, at once
 _ONE_HASH_ELEMENTS = 2**14  # random slots of a draw below which all are hashed in one call (fewer tensor ops)
+_PLAN_ELEMENTS = 2**16  # random mapping: move slots drawn ahead for several restarts (beyond, the work wasted on
+# samples that succeed before their restarts come costs more than the tensor operations saved)
 _AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
 
@@ -295,6 +297,8 @@ class _Search:
         steps = attack.max_iterations if attack.update_each_iteration else attack.restarts
         self.moves = _Moves.empty(self.n, steps, bounds[0][1] * bounds[1][1] * (2 if attack.swap else 1), x.device)
         self.iterations = torch.zeros(self.n, dtype=torch.long, device=x.device)
+        self._plan: tuple[torch.Tensor, ...] = ()  # random mapping: candidates drawn ahead for restarts [start, stop)
+        self._plan_rows, self._plan_start, self._plan_stop = torch.empty(0, dtype=torch.long), 0, 0
         probs = model.probabilities(x, torch.arange(self.n, device=x.device))  # the clean image: one query each
         if not bool(torch.isfinite(probs).all()):
             raise AdvkitError("the model returned NaN or infinite outputs on clean images")
@@ -325,6 +329,26 @@ class _Search:
             ]
         return tuple((torch.cat(ms) if len(ms) > 1 else ms[0]).view(len(idx), count, -1) for ms in zip(*parts))
 
+    def _restart_plan(self, idx: torch.Tensor, restart: int) -> tuple[torch.Tensor, ...]:
+        """Moves of the candidates of restart ``restart`` of the samples in idx: 4 x (A, max_iterations, M).
+
+        The random mapping ignores the images, so its candidates are drawn for as many restarts at once as
+        ``_PLAN_ELEMENTS`` allows: the same numbers (counter-based), a tenth of the tensor operations for 10
+        restarts, which on an 8x8 net cost more than its forward passes."""
+        n_it = self.attack.max_iterations
+        if self.attack.pixel_mapping != "random":
+            return self._draw(idx, restart * n_it, n_it)
+        if restart >= self._plan_stop:
+            group = max(1, _PLAN_ELEMENTS // (len(idx) * n_it * self.moves.dst.shape[2]))
+            self._plan_rows, self._plan_start = idx, restart
+            self._plan_stop = min(restart + group, self.attack.restarts)
+            self._plan = self._draw(idx, restart * n_it, (self._plan_stop - restart) * n_it)
+        lo = (restart - self._plan_start) * n_it
+        if len(idx) == len(self._plan_rows):  # nobody left since the draw (idx only shrinks)
+            return tuple(m[:, lo : lo + n_it] for m in self._plan)
+        at = torch.searchsorted(self._plan_rows, idx)  # both sorted: idx comes from nonzero()
+        return tuple(m[at, lo : lo + n_it] for m in self._plan)
+
     def _probabilities(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Query candidates (R, C, L) of the samples in rows (R,): probabilities (R, K)."""
         images = candidates.view(len(rows), self.c, self.h, self.w)
@@ -346,6 +370,15 @@ class _Search:
         rows = idx[local]
         return apply_moves(self.base[rows], self.clean[rows], *(m[local, draw] for m in plan))
 
+    def _live(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], built: torch.Tensor | None) -> torch.Tensor:
+        """(A, I) True for the candidates (moves plan, 4 x (A, I, M)) that differ from their base: one identical to
+        it can neither lower the loss nor succeed, so it is not queried. Candidates already ``built`` (A, I, C, L)
+        are compared whole, in fewer tensor operations than checking every move."""
+        if built is not None:
+            return (built != self.base[idx].unsqueeze(1)).flatten(2).any(2)
+        a, i = plan[0].shape[:2]
+        return ~idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, i, -1).all(2)
+
     def _adopt(self, rows: torch.Tensor, images: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
         """The candidates (R, C, L) built on the base of rows with moves step (R, M) become their new base."""
         self.base[rows] = images
@@ -361,9 +394,7 @@ class _Search:
             if len(idx) == 0:
                 break
             a, goal, k_max = len(idx), self.goal[idx], attack.per_pass(restart)
-            plan = self._draw(idx, restart * n_it, n_it)  # the base is fixed for the whole restart: draw all its candidates
-            # a candidate identical to the base can neither lower the loss nor succeed: it is not queried
-            live = ~idle_moves(self.base[idx], self.clean[idx], *(m.flatten(1) for m in plan)).view(a, n_it, -1).all(2)
+            plan = self._restart_plan(idx, restart)  # the base is fixed for the whole restart: all its candidates
             # a pass only queries, stores the probabilities and marks successes: as few tensor operations as
             # possible, since on a small net they cost as much as the forward; _end_restart does the bookkeeping
             probs = torch.full((a, n_it, self.classes), float("nan"), dtype=self.best_loss.dtype, device=idx.device)
@@ -373,6 +404,9 @@ class _Search:
             # otherwise); 0: too large for one pass, so each pass builds only the candidates it asks for
             block = _CANDIDATE_ELEMENTS // (a * k_max * self.c * self.h * self.w) * k_max
             rows_cap = max(self.n, _CANDIDATE_ELEMENTS // (self.c * self.h * self.w))  # rows per forward pass
+            whole = block >= n_it
+            built = self._build(idx, plan, 0, n_it) if whole else None
+            live = self._live(idx, plan, built)
             for it in range(0, n_it, k_max):
                 k = min(k_max, n_it - it)
                 going, window = hits == 0, live[:, it : it + k]
@@ -387,20 +421,22 @@ class _Search:
                 ask, pick = want.nonzero().unbind(1)  # the one host sync of a pass
                 if len(ask) == 0 and not bool(going.any()):
                     break
-                if block and it % block == 0:
+                if block and not whole and it % block == 0:
                     built = self._build(idx, plan, it, min(it + block, n_it))
                 for part, at in _row_parts(ask, pick, rows_cap):
                     candidates = built[:, it % block : it % block + k][part, at] if block else self._build_at(idx, plan, part, it + at)
                     p = self._probabilities(idx[part], candidates)
                     probs[:, it : it + k][part, at] = p
                     hits.index_add_(0, part, self._success(p, goal[part]).int())
-            self._end_restart(idx, plan, probs, tried)
+            self._end_restart(idx, plan, probs, tried, built if whole else None)
 
     def _end_restart(
-        self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], probs: torch.Tensor, tried: torch.Tensor | None
+        self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], probs: torch.Tensor, tried: torch.Tensor | None,
+        built: torch.Tensor | None,
     ) -> None:
         """Book a restart of samples idx from its (A, I, K) candidate probabilities (NaN where not queried) and
-        (A, I) tried flags (None: every candidate up to a sample's first success), then move the base: to the
+        (A, I) tried flags (None: every candidate up to a sample's first success), with its (A, I, C, L)
+        candidates where they were all built at once (else None), then move the base: to the
         first successful candidate, else to the best improving one, else (before any improvement) to the last
         candidate tried. As in the reference, candidates after the first success do not count."""
         queried = ~probs[..., 0].isnan()
@@ -426,7 +462,8 @@ class _Search:
             return
         rows, pick = idx[local], keep[local]
         step = tuple(m[local, pick] for m in plan)
-        self._adopt(rows, apply_moves(self.base[rows], self.clean[rows], *step), step)
+        images = apply_moves(self.base[rows], self.clean[rows], *step) if built is None else built[local, pick]
+        self._adopt(rows, images, step)
 
     def greedy(self) -> None:
         n_it = self.attack.max_iterations
@@ -437,7 +474,7 @@ class _Search:
             if len(local) == 0:
                 break
             step = tuple(m[local, it] for m in plan) if plan else tuple(m[:, 0] for m in self._draw(local, it, 1))
-            ask = ~idle_moves(self.base[local], self.clean[local], *step).all(1)  # idle candidates are not queried
+            ask = self._live(local, tuple(m.unsqueeze(1) for m in step), None)[:, 0]
             rows, step = local[ask], tuple(m[ask] for m in step)
             self.iterations[local] += 1
             if len(rows) == 0:

@@ -77,10 +77,10 @@ def test_queries_are_one_per_candidate_plus_the_clean_image(digits_model: ModelW
     assert float(result.success.float().mean()) > 0.7
     assert bool((result.iterations[~result.success] == 100).all())  # failures used the whole budget
     # candidates identical to their base (black moved onto black) are not queried, and nothing else changes
-    never_idle = lambda current, clean, dst, *rest: torch.zeros_like(dst, dtype=torch.bool)  # noqa: E731
+    all_live = lambda self, idx, plan, built: torch.ones(plan[0].shape[:2], dtype=torch.bool)  # noqa: E731
     for variant in ({"candidates_per_pass": 1}, {"update_each_iteration": True}):
         attack = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=10, max_iterations=10, **variant)  # type: ignore[arg-type]
-        monkeypatch.setattr(pixle_module, "idle_moves", never_idle)
+        monkeypatch.setattr(pixle_module._Search, "_live", all_live)
         everything = attack(digits_model, x, y, seeds=seeds)
         monkeypatch.undo()
         skipping = attack(digits_model, x, y, seeds=seeds)
@@ -131,6 +131,25 @@ def test_memory_caps_split_passes_and_change_nothing(monkeypatch: pytest.MonkeyP
     for field in ("x_adv", "queries", "iterations"):
         assert torch.equal(getattr(results[0], field), getattr(results[1], field)), field
     assert not torch.equal(results[0].x_adv, x)  # improving moves were adopted, so both builds were exercised
+
+
+def test_drawing_ahead_and_building_whole_restarts_change_nothing(digits_model: ModelWrapper, digits: ImageDataset,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # digits have black borders, so many candidates move black onto black: both ways of spotting them must agree
+    x, y = digits.batch(select_samples(digits_model, digits, n=30, seed=0).attack_index)
+    attack = Pixle(x_dimensions=(1, 2), y_dimensions=(1, 2), restarts=6, max_iterations=5)
+    results = []
+    # every restart's moves drawn at the start and candidates built a restart at a time / one restart's moves at
+    # a time and candidates built per pass, their idle moves checked one by one
+    for plan, candidates in ((2**40, 2**24), (0, 0)):
+        monkeypatch.setattr(pixle_module, "_PLAN_ELEMENTS", plan)
+        monkeypatch.setattr(pixle_module, "_CANDIDATE_ELEMENTS", candidates)
+        results.append(attack(digits_model, x, y, seeds=torch.arange(30) + 7))
+    for field in ("x_adv", "queries", "iterations"):
+        assert torch.equal(getattr(results[0], field), getattr(results[1], field)), field
+    for a, b in zip(results[0].moves, results[1].moves):
+        assert all(np.array_equal(a.to_arrays()[key], b.to_arrays()[key]) for key in b.to_arrays())
+    assert bool((results[0].queries < 1 + results[0].iterations).any())  # idle candidates were skipped
 
 
 @pytest.mark.parametrize("mapping", ["random", "distance_random"])
