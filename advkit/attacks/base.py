@@ -44,7 +44,8 @@ class AttackResult:
     """Per-sample outcome of an attack on a batch of B images.
 
     Attributes:
-        x_adv: (B, C, H, W) adversarial images in [0, 1] (the clean image where the attack gave up).
+        x_adv: (B, C, H, W) the images the attack ended on, in [0, 1]; where it failed, the clean image or a
+            perturbed one that does not fool the model (the norms below measure it either way).
         success: (B,) bool, re-verified: prediction != label (untargeted) or == target (targeted).
         adv_pred: (B,) int64 prediction on ``x_adv``.
         queries: (B,) int64 model evaluations spent on each sample by the attack.

@@ -90,6 +90,8 @@ def _dimension_pair(name: str, value: Dimension | tuple[Dimension, Dimension] | 
             raise ValueError(f"{name} pixel counts must be >= 1, got {d}")
         if isinstance(d, float) and not 0 < d <= 1:
             raise ValueError(f"{name} fractions must lie in (0, 1], got {d}")
+    if type(pair[0]) is type(pair[1]) and pair[0] > pair[1]:  # pixels against a fraction: known on the image only
+        raise ValueError(f"{name} is a (low, high) range, got low > high: {value!r}")
     return pair[0], pair[1]
 
 
@@ -103,26 +105,41 @@ def _resolve(pair: tuple[Dimension, Dimension], side: int, name: str) -> tuple[i
 
 @dataclass
 class _Moves:
-    """Per-sample move records on the device: (N, S, M) positions/flags and (N,) step counts."""
+    """Per-sample move records on the device: (N, S, M) positions/flags and (N,) step counts.
+
+    The records start with room for a few steps and double when a sample needs more: an attack allowed
+    thousands of steps (WhitePixle's restarts x max_iterations) usually succeeds within a handful, and
+    reserving them all would take gigabytes on large batches."""
 
     dst: torch.Tensor
     src: torch.Tensor
     from_clean: torch.Tensor
     valid: torch.Tensor
     count: torch.Tensor
+    bound: int = 0  # >= count.max(), known without a host sync
+
+    _FIRST_STEPS: ClassVar[int] = 16
 
     @classmethod
     def empty(cls, n: int, steps: int, width: int, device: torch.device) -> _Moves:
-        zeros = torch.zeros(n, steps, width, dtype=torch.long, device=device)
-        flags = torch.zeros(n, steps, width, dtype=torch.bool, device=device)
+        """Records for n samples of up to ``steps`` steps of ``width`` moves each."""
+        room = min(steps, cls._FIRST_STEPS)
+        zeros = torch.zeros(n, room, width, dtype=torch.long, device=device)
+        flags = torch.zeros(n, room, width, dtype=torch.bool, device=device)
         return cls(zeros, zeros.clone(), flags, flags.clone(), torch.zeros(n, dtype=torch.long, device=device))
 
     def append(self, rows: torch.Tensor, step: tuple[torch.Tensor, ...]) -> None:
         """Add one step (dst, src, from_clean, valid), each (R, M), to the records of ``rows``."""
+        if self.bound >= self.dst.shape[1]:  # maybe full: one host sync tells
+            self.bound = int(self.count.max())
+            if self.bound >= self.dst.shape[1]:
+                self.dst, self.src, self.from_clean, self.valid = (
+                    torch.cat([t, torch.zeros_like(t)], 1) for t in (self.dst, self.src, self.from_clean, self.valid))
         n = self.count[rows]
         for record, new in zip((self.dst, self.src, self.from_clean, self.valid), step):
             record[rows, n] = new
         self.count[rows] = n + 1
+        self.bound += 1
 
     def programs(self, height: int, width: int, keep: torch.Tensor) -> list[MoveProgram]:
         """One MoveProgram per sample (empty where ``keep`` is False)."""

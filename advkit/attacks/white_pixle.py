@@ -26,12 +26,13 @@ Deliberate differences from the reference code (also in docs/methods.md):
     replacement uses per-sample counter-based random streams (Gumbel top-k), so results do not depend on
     the batch.
 
-Queries: one for the clean image, one per restart for the gradient pass, one per candidate.
+Queries: one per restart for its gradient pass (restart 0's, on the clean image, is the clean query) and one
+per candidate.
 
 ``white-pixle-sorted`` walks the pixels by gradient rank instead of sampling. The gradient is taken once, on
 the clean image. Step i copies the ``pixels_per_iteration`` next-least-important pixels onto the next
 most-important ones (``htl``), reading from the current image, and queries the model. It stops at the first
-misclassification or after ``attack_limit`` steps.
+misclassification or once it has moved ``attack_limit`` pixels.
 
     >>> import torch
     >>> from advkit.models import ModelWrapper, Preprocessing
@@ -73,6 +74,8 @@ def _pixel_range(value: PixelCount | tuple[PixelCount, PixelCount] | list[PixelC
             raise ValueError(f"{name} values must be ints or floats in (0, 1], got {v!r}")
         if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
             raise ValueError(f"{name} must be an int >= 1 or a fraction in (0, 1], got {v!r}")
+    if type(pair[0]) is type(pair[1]) and pair[0] > pair[1]:  # pixels against a fraction: known on the image only
+        raise ValueError(f"{name} is a (low, high) range, got low > high: {value!r}")
     return pair[0], pair[1]
 
 
@@ -263,7 +266,10 @@ class SortedWhitePixle(Attack):
         n, c, h, w = x.shape
         length = h * w
         k = _pixels(self.pixels_per_iteration, length)
-        limit = min(_pixels(self.attack_limit, length), length // 2)
+        limit = _pixels(self.attack_limit, length)
+        if limit > length // 2:  # sources and destinations would overlap
+            raise AdvkitError(f"attack_limit {self.attack_limit} moves more than half of the {h}x{w} image's {length} "
+                              f"pixels; use at most {length // 2} (or a fraction <= 0.5)")
         counter = model.counter or QueryCounter(n, device=x.device)
         everyone = torch.arange(n, device=x.device)
         magnitude, probs = input_gradient(model, x, y, everyone)  # the clean image's query

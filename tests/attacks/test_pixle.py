@@ -205,10 +205,11 @@ def test_nan_models_and_bad_settings_are_clear_errors() -> None:
         Pixle()(ModelWrapper(NaNNet(), Preprocessing()), images(2, 1, 4, 4), torch.tensor([0, 1]))
     for kwargs, message in [({"restarts": 0}, "restarts"), ({"max_iterations": 1.5}, "max_iterations"),
                             ({"pixel_mapping": "nearest"}, "pixel_mapping"), ({"x_dimensions": 0}, ">= 1"),
-                            ({"y_dimensions": 1.5}, r"\(0, 1\]"), ({"x_dimensions": (1, 2, 3)}, "pair"), ({"swap": "yes"}, "swap")]:
+                            ({"y_dimensions": 1.5}, r"\(0, 1\]"), ({"x_dimensions": (1, 2, 3)}, "pair"), ({"swap": "yes"}, "swap"),
+                            ({"x_dimensions": (5, 2)}, "low > high"), ({"y_dimensions": (0.5, 0.25)}, "low > high")]:
         with pytest.raises(ValueError, match=message):
             Pixle(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(AdvkitError, match="has no setting restart; did you mean restarts"):
         create_attack("pixle", restart=3)
-    with pytest.raises(AdvkitError, match="patch side range"):
-        Pixle(x_dimensions=(5, 2))(linear_model(1, 8, 8), images(1, 1, 8, 8), torch.tensor([0]))
+    with pytest.raises(AdvkitError, match=r"patch side range \[5, 2\] on a 8-pixel side"):  # pixels against a fraction
+        Pixle(x_dimensions=(5, 0.25))(linear_model(1, 8, 8), images(1, 1, 8, 8), torch.tensor([0]))

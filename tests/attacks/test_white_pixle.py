@@ -98,8 +98,23 @@ def test_settings_and_targets_are_checked() -> None:
     with pytest.raises(AdvkitError, match="no targeted mode"):
         WhitePixle()(model, x, y, target=(y + 1) % 3)
     for kwargs, message in [({"pixels_per_iteration": 0}, "pixels_per_iteration"), ({"mode": "up"}, "mode"),
-                            ({"restarts": 0}, "restarts"), ({"pixels_per_iteration": (1, 2, 3)}, "pair")]:
+                            ({"restarts": 0}, "restarts"), ({"pixels_per_iteration": (1, 2, 3)}, "pair"),
+                            ({"pixels_per_iteration": (5, 2)}, "low > high"), ({"pixels_per_iteration": (0.5, 0.1)}, "low > high")]:
         with pytest.raises(ValueError, match=message):
             WhitePixle(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="half"):
         SortedWhitePixle(attack_limit=0.8)
+    with pytest.raises(AdvkitError, match="attack_limit 32 moves more than half of the 9x7 image's 63 pixels; use at most 31"):
+        SortedWhitePixle(attack_limit=32)(model, x, y)  # a pixel count is checked against the image it meets
+
+
+def test_long_searches_record_every_step() -> None:
+    # class 0 can never lose: every improving candidate is accepted, far beyond the records' first 16 steps
+    model, x, _ = model_and_batch(n=3)
+    with torch.no_grad():
+        model.net[-1].bias.copy_(torch.tensor([6.0, 0.0, 0.0]))
+    y = torch.zeros(3, dtype=torch.long)
+    result = WhitePixle(pixels_per_iteration=1, restarts=4, max_iterations=30)(model, x, y)
+    assert result.moves is not None and max(len(p.steps) for p in result.moves) > 16
+    for i, program in enumerate(result.moves):
+        assert torch.equal(program.apply(x[i]), result.x_adv[i])
