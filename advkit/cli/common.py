@@ -5,6 +5,7 @@ Results go to stdout (a Rich table, or JSON with ``--json``); progress and logs 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -238,17 +239,35 @@ def command_line() -> str:
 
 
 def parse_params(pairs: Sequence[str], what: str = "--param") -> dict[str, Any]:
-    """``key=value`` strings -> dict; values parsed as JSON when they can be (numbers, booleans, lists)."""
+    """``key=value`` strings -> dict; values parsed as JSON when they can be (numbers, booleans, lists), else as
+    Python's spelling of them (``True``, ``None``, ``(1, 2)``), else kept as text (``8/255``, ``linf``).
+
+        >>> parse_params(["eps=8/255", "steps=10", "random_start=False", "x_dimensions=(1, 2)", "norm=Linf"])
+        {'eps': '8/255', 'steps': 10, 'random_start': False, 'x_dimensions': [1, 2], 'norm': 'Linf'}
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{what} takes key=value, got {pair!r}")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
+        params[key.strip()] = _param_value(raw)
     return params
+
+
+def _param_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+    if isinstance(value, tuple):
+        value = list(value)
+    scalar = (bool, int, float, str, type(None))
+    plain = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+    return value if plain else raw
 
 
 def arch_settings(arch: str | None, pairs: Sequence[str] | None) -> dict[str, Any] | None:

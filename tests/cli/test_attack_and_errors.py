@@ -265,3 +265,16 @@ def test_a_log_file_gets_whole_progress_lines(monkeypatch: pytest.MonkeyPatch) -
     assert "100/100 img/s 627.6  success 1  median queries (successes) 21 0:00:00" in line and "…" not in line, line
     monkeypatch.setenv("COLUMNS", "90")  # the user's choice wins
     assert common._stderr_console().width == 90
+
+
+def test_params_take_python_spellings_too(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    # False, None and (1, 2) as a Python user types them; 8/255 and Linf stay text for the attack to read
+    args = ["attack", "pixle", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "3", "--out", "r.h5",
+            "--param", "pixle.x_dimensions=(1, 2)", "--param", "pixle.restarts=2", "--param", "pgd.random_start=False",
+            "--param", "pgd.eps=8/255", "--param", "pgd.steps=None"]
+    result = cli(*args)
+    assert result.code == 0, result.stderr
+    report = Report(tmp_path / "r.h5")
+    pixle, pgd = (report.read(f"attack-{name}").config["attack_params"] for name in ("pixle", "pgd"))
+    assert pixle["x_dimensions"] == [1, 2] and pixle["restarts"] == 2
+    assert pgd["random_start"] is False and abs(pgd["eps"] - 8 / 255) < 1e-9 and pgd["steps"] == 10  # None: the default
