@@ -10,6 +10,12 @@ which makes every count exact. torchattacks draws from the global torch/NumPy ge
 from the per-sample seed inside a forked RNG state and restores them afterwards. Randomised attacks run
 batched (PGD's random start) therefore depend on the batch composition; advkit's own attacks do not.
 
+Differences from torchattacks: untargeted JSMA aims at class (y + 1) % K of the model's K classes (torchattacks
+hard-codes % 10); ``n_classes`` (FAB, APGDT, AutoAttack) comes from the model. Refused with one line: targeted FAB
+(torchattacks' targeted FAB stops at any wrong class), ta-pixle on non-square images (torchattacks' Pixle swaps x and
+y), DIFGSM/TIFGSM on non-square images or, on a fixed-size model, with resize_rate > 1 (their input diversity
+resizes to W x W), and EADL1/EADEN with max_iterations < 10 and abort_early (a modulo by zero).
+
     >>> attack = create_torchattack("fgsm", eps="8/255")
     >>> round(attack.settings["eps"], 4)
     0.0314
@@ -27,7 +33,7 @@ from typing import Any
 
 import torch
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult
+from advkit.attacks.base import ATTACKS, Attack, RawResult, _output_classes
 from advkit.errors import AdvkitError, QueryBudgetExceeded, SettingsError
 from advkit.models import ModelWrapper, QueryCounter, UnattributedQuery
 from advkit.registry import suggest
@@ -44,7 +50,9 @@ TORCHATTACKS_NAMES = {
     "autoattack": "AutoAttack", "square": "Square",
 }
 _NUM_CLASSES_PARAM = "n_classes"
+_FILLED_IN = frozenset({_NUM_CLASSES_PARAM, "seed"})  # _build passes these from the model and the sample
 RGB_ONLY = {"tifgsm", "pifgsm", "pifgsmpp"}  # torchattacks builds 3-channel kernels for these
+INPUT_DIVERSITY = {"difgsm", "tifgsm"}  # torchattacks resizes their inputs to x.shape[-1] squared
 # what torchattacks raises on settings it cannot run with (bad shapes, math domain errors, failed asserts)
 THIRD_PARTY_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError, IndexError, AssertionError, NotImplementedError)
 
@@ -71,7 +79,8 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple) and isinstance(value, list):
         value = tuple(value)
     if isinstance(default, bool) and not isinstance(value, bool):
-        raise SettingsError(f"{name}: {key} must be true or false, got {value!r}")
+        hint = " (write true or false)" if isinstance(value, str) and value.lower() in ("true", "false") else ""
+        raise SettingsError(f"{name}: {key} must be true or false, got {value!r}{hint}")
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
         value = int(value)
     return value
@@ -144,16 +153,24 @@ class TorchattacksAttack(Attack):
         self.settings = settings
 
     def params(self) -> dict[str, Any]:
-        """Every setting the torchattacks class runs with, defaults included (recorded in reports)."""
-        defaults = {k: v for k, v in _defaults(_torchattacks_class(self.class_name)).items() if isinstance(v, (int, float, str, bool, tuple))}
+        """Every setting the torchattacks class runs with, defaults included (recorded in reports).
+
+        ``seed`` and ``n_classes`` appear only when set: otherwise ``_build`` fills in each sample's seed and the
+        model's class count, and recording torchattacks' defaults (0, 10) would make a replay run something else.
+        """
+        defaults = {k: v for k, v in _defaults(_torchattacks_class(self.class_name)).items()
+                    if isinstance(v, (int, float, str, bool, tuple)) and k not in _FILLED_IN}
         return {"torchattacks": self.class_name, **defaults, **self.settings}
 
-    def _build(self, model: ModelWrapper, target: torch.Tensor | None, seed: int) -> Any:
+    def _setting(self, key: str) -> Any:
+        return self.settings.get(key, _defaults(_torchattacks_class(self.class_name)).get(key))
+
+    def _build(self, model: ModelWrapper, target: torch.Tensor | None, seed: int, classes: int | None) -> Any:
         cls = _torchattacks_class(self.class_name)
         settings = dict(self.settings)
         defaults = _defaults(cls)
-        if _NUM_CLASSES_PARAM in defaults and _NUM_CLASSES_PARAM not in settings:
-            settings[_NUM_CLASSES_PARAM] = _num_classes(model)
+        if _NUM_CLASSES_PARAM in defaults and classes is not None:
+            settings[_NUM_CLASSES_PARAM] = classes
         if "seed" in defaults and "seed" not in settings:  # AutoAttack's default seed=None means "the clock"
             settings["seed"] = seed % 2**31
         with self._settings_blamed():
@@ -165,23 +182,59 @@ class TorchattacksAttack(Attack):
                 raise AdvkitError(f"torchattacks {self.class_name} has no targeted mode") from None
         return atk
 
+    def _refuse_unsupported(self, model: ModelWrapper, x: torch.Tensor, target: torch.Tensor | None) -> None:
+        """One line for what torchattacks fails on deep inside or gets silently wrong, before any of it runs."""
+        h, w = x.shape[2], x.shape[3]
+        if self.name == "fab" and target is not None:
+            # its targeted mode reads the target as the label, finds the image "misclassified" and returns it clean;
+            # given the true label instead, it still stops at any wrong class
+            raise AdvkitError("torchattacks FAB has no targeted mode (its targeted variant stops at any wrong class, "
+                              "not at the target)")
+        if self.name in RGB_ONLY and x.shape[1] != 3:
+            raise AdvkitError(f"torchattacks {self.class_name} works on 3-channel images only, got {x.shape[1]} channel(s)")
+        if self.name == "ta-pixle" and h != w:  # it swaps x and y (docs/methods.md)
+            raise AdvkitError(f"ta-pixle: torchattacks Pixle works on square images only, got {h}x{w}; "
+                              "use advkit's pixle (any H x W)")
+        if self.name in INPUT_DIVERSITY and self._setting("diversity_prob") > 0:
+            if h != w:
+                raise AdvkitError(f"{self.name}: torchattacks {self.class_name} works on square images only, got {h}x{w}: "
+                                  "its input diversity resizes to W x W (diversity_prob=0 turns it off)")
+            size, rate = model.preprocessing.input_size, self._setting("resize_rate")
+            if size is not None and rate > 1:
+                raise SettingsError(f"{self.name}: resize_rate must be <= 1 for a model with a fixed input size "
+                                    f"({size[0]}x{size[1]}), got {rate:g}")
+
+    def _classes(self, model: ModelWrapper, x: torch.Tensor, target: torch.Tensor | None) -> int | None:
+        """The model's class count where torchattacks needs it (n_classes, untargeted JSMA), else None."""
+        jsma_untargeted = self.name == "jsma" and target is None
+        if _NUM_CLASSES_PARAM not in _defaults(_torchattacks_class(self.class_name)) and not jsma_untargeted:
+            return None
+        classes = model.preprocessing.num_classes or _output_classes(model, x)
+        given = self.settings.get(_NUM_CLASSES_PARAM)
+        if given is not None and given != classes:
+            raise AdvkitError(f"{self.name}: n_classes={given}, but the model has {classes} classes")
+        return classes
+
     def run(
         self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor
     ) -> RawResult:
-        if self.name in RGB_ONLY and x.shape[1] != 3:
-            raise AdvkitError(f"torchattacks {self.class_name} works on 3-channel images only, got {x.shape[1]} channel(s)")
+        self._refuse_unsupported(model, x, target)
+        classes = self._classes(model, x, target)
+        if self.name == "jsma" and target is None and classes:  # torchattacks aims at (y + 1) % 10; success stays untargeted
+            target = (y + 1) % classes
         counter = model.counter
         if counter is None:  # Attack.__call__ always counts; direct run() calls get a private counter
             counter = QueryCounter(len(x))
         try:
             with seeded_globals(int(seeds[0])):
-                return RawResult(self._call(model, x, y, target, int(seeds[0])))
+                return RawResult(self._call(model, x, y, target, int(seeds[0]), classes))
         except (UnattributedQuery, QueryBudgetExceeded):
             counter.counts.zero_()  # the aborted batched attempt is not the attack's cost
-        return RawResult(self._per_sample(model, x, y, target, seeds, counter))
+        return RawResult(self._per_sample(model, x, y, target, seeds, counter, classes))
 
-    def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seed: int) -> torch.Tensor:
-        atk = self._build(model, target, seed)
+    def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seed: int,
+              classes: int | None) -> torch.Tensor:
+        atk = self._build(model, target, seed, classes)
         with self._settings_blamed():
             return atk(x, target if target is not None else y).detach()
 
@@ -190,7 +243,8 @@ class TorchattacksAttack(Attack):
         """An exception torchattacks raises on the user's settings becomes one SettingsError line naming them.
 
         With no user settings the defaults ran (the conformance suite runs them all), so it stays a traceback: a bug.
-        advkit's own errors and the accounting signals (UnattributedQuery) pass through.
+        advkit's own errors and the accounting signals (UnattributedQuery) pass through. Inputs and models torchattacks
+        is known to fail on (shapes, class counts) are refused before it runs, so they are never blamed on settings.
         """
         try:
             yield
@@ -211,24 +265,19 @@ class TorchattacksAttack(Attack):
         target: torch.Tensor | None,
         seeds: torch.Tensor,
         counter: QueryCounter,
+        classes: int | None,
     ) -> torch.Tensor:
         x_adv = x.clone()
         for i in range(len(x)):
             one = QueryCounter(1, counter.budget, counter.device)
             try:
                 with model.counting(one), seeded_globals(int(seeds[i])):
-                    x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], None if target is None else target[i : i + 1], int(seeds[i]))
+                    one_target = None if target is None else target[i : i + 1]
+                    x_adv[i : i + 1] = self._call(model, x[i : i + 1], y[i : i + 1], one_target, int(seeds[i]), classes)
             except QueryBudgetExceeded:
                 x_adv[i] = x[i]  # out of budget: the attack failed on this sample
             counter.counts[i] = one.counts[0]
         return x_adv
-
-
-def _num_classes(model: ModelWrapper) -> int:
-    known = model.preprocessing.num_classes
-    if known:
-        return known
-    raise AdvkitError("this attack needs the number of classes: pass --param n_classes=K")
 
 
 def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
@@ -241,6 +290,10 @@ def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
     clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
     for key, value in clean.items():
         check_setting(name, key, value)
+    if name in ("eadl1", "eaden"):  # torchattacks checks for progress every max_iterations // 10 steps
+        steps = clean.get("max_iterations", defaults["max_iterations"])
+        if clean.get("abort_early", defaults["abort_early"]) and steps < 10:
+            raise SettingsError(f"{name}: max_iterations must be >= 10 when abort_early is true, got {steps}")
     return TorchattacksAttack(name=name, class_name=class_name, settings=clean)
 
 
