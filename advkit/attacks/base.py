@@ -104,6 +104,13 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
             raise AdvkitError(f"{what} must be class indices >= 0, got {int(labels.min())}")
 
 
+def check_finite(outputs: torch.Tensor, on: str) -> None:
+    """One line when a model's outputs (logits or probabilities) hold NaN or infinities: an attack that read them
+    as scores would report a wrong result, not fail (one host sync)."""
+    if not bool(torch.isfinite(outputs).all()):
+        raise AdvkitError(f"the model returned NaN or infinite outputs on {on}")
+
+
 def check_seeds(seeds: Any, n: int) -> torch.Tensor:
     """Per-sample seeds as a (n,) int64 CPU tensor; one-line errors for anything else."""
     if not isinstance(seeds, torch.Tensor) or seeds.is_floating_point() or seeds.is_complex() or seeds.dtype == torch.bool:
@@ -207,8 +214,7 @@ class Attack:
         x_adv = torch.empty_like(x).copy_(raw.x_adv.detach()).clamp_(0, 1)
         with torch.no_grad():
             logits = model.logits(x_adv)  # independent check, not charged to the attack
-        if not bool(torch.isfinite(logits).all()):
-            raise AdvkitError(f"the model returned NaN or infinite outputs on {self.name}'s adversarial images")
+        check_finite(logits, f"{self.name}'s adversarial images")
         adv_pred = logits.argmax(1)
         success = adv_pred.eq(target) if target is not None else adv_pred.ne(y)
         l0, l2, linf = perturbation_norms(x, x_adv)

@@ -61,7 +61,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult
+from advkit.attacks.base import ATTACKS, Attack, RawResult, check_finite
 from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper, QueryCounter
@@ -317,8 +317,7 @@ class _Search:
         self._plan: tuple[torch.Tensor, ...] = ()  # random mapping: candidates drawn ahead for restarts [start, stop)
         self._plan_rows, self._plan_start, self._plan_stop = torch.empty(0, dtype=torch.long), 0, 0
         probs = model.probabilities(x, torch.arange(self.n, device=x.device))  # the clean image: one query each
-        if not bool(torch.isfinite(probs).all()):
-            raise AdvkitError("the model returned NaN or infinite outputs on clean images")
+        check_finite(probs, "clean images")
         self.best_loss = self._loss(probs, goal)
         self.done = self._success(probs, goal)  # already adversarial: nothing to do
         self.classes = probs.shape[1]
@@ -374,6 +373,7 @@ class _Search:
     def _query(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query candidates (R, C, L) of the samples in rows (R,): loss and success (R,)."""
         probs, goal = self._probabilities(rows, candidates), self.goal[rows]
+        check_finite(probs, "Pixle's candidates")
         return self._loss(probs, goal), self._success(probs, goal)
 
     def _build(self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], start: int, stop: int) -> torch.Tensor:
@@ -414,7 +414,7 @@ class _Search:
             plan = self._restart_plan(idx, restart)  # the base is fixed for the whole restart: all its candidates
             # a pass only queries, stores the probabilities and marks successes: as few tensor operations as
             # possible, since on a small net they cost as much as the forward; _end_restart does the bookkeeping
-            probs = torch.full((a, n_it, self.classes), float("nan"), dtype=self.best_loss.dtype, device=idx.device)
+            probs = torch.full((a, n_it, self.classes), -1.0, dtype=self.best_loss.dtype, device=idx.device)  # -1: not queried
             hits = torch.zeros(a, dtype=torch.int32, device=idx.device)  # successes so far in this restart
             tried = torch.zeros((a, n_it), dtype=torch.bool, device=idx.device) if budgeted else None
             # candidates are built a block of whole passes at a time (the whole restart unless memory says
@@ -451,12 +451,13 @@ class _Search:
         self, idx: torch.Tensor, plan: tuple[torch.Tensor, ...], probs: torch.Tensor, tried: torch.Tensor | None,
         built: torch.Tensor | None,
     ) -> None:
-        """Book a restart of samples idx from its (A, I, K) candidate probabilities (NaN where not queried) and
+        """Book a restart of samples idx from its (A, I, K) candidate probabilities (-1 where not queried) and
         (A, I) tried flags (None: every candidate up to a sample's first success), with its (A, I, C, L)
         candidates where they were all built at once (else None), then move the base: to the
         first successful candidate, else to the best improving one, else (before any improvement) to the last
         candidate tried. As in the reference, candidates after the first success do not count."""
-        queried = ~probs[..., 0].isnan()
+        check_finite(probs, "Pixle's candidates")  # once per restart: NaN must not pass for a score
+        queried = probs[..., 0] >= 0
         goal = self.goal[idx].unsqueeze(1).expand(queried.shape)
         loss = self._loss(probs, goal).masked_fill(~queried, float("inf"))
         success = self._success(probs, goal) & queried

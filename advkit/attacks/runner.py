@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from advkit.attacks.base import Attack
+from advkit.attacks.base import Attack, check_finite
 from advkit.attacks.moves import moves_table
 from advkit.datasets import ImageDataset
 from advkit.errors import AdvkitError
@@ -101,8 +101,7 @@ def select_samples(
         idx = order[start : start + batch_size]
         x, y = dataset.batch(idx)
         logits = model.logits(x.to(model.device))
-        if not bool(torch.isfinite(logits).all()):
-            raise AdvkitError("the model returned NaN or infinite outputs on clean images")
+        check_finite(logits, "clean images")
         # the least likely class other than the label: a misclassified sample's label may be the least likely
         others = logits.scatter(1, y.to(logits.device).unsqueeze(1), float("inf"))
         for i, p, low, label in zip(idx, logits.argmax(1).tolist(), others.argmin(1).tolist(), y.tolist()):

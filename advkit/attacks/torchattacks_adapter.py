@@ -23,6 +23,7 @@ resizes to W x W), and EADL1/EADEN with max_iterations < 10 and abort_early (a m
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterator
@@ -182,14 +183,17 @@ class TorchattacksAttack(Attack):
                 raise AdvkitError(f"torchattacks {self.class_name} has no targeted mode") from None
         return atk
 
+    @property
+    def supports_targeted(self) -> bool:  # type: ignore[override]
+        """Whether torchattacks offers a targeted mode for this attack, so callers can refuse one before any work.
+
+        FAB's does not count: it reads the target as the label, finds the image "misclassified" and returns it
+        clean, and given the true label instead it stops at any wrong class, not at the target."""
+        return self.name != "fab" and _has_targeted_mode(self.class_name)
+
     def _refuse_unsupported(self, model: ModelWrapper, x: torch.Tensor, target: torch.Tensor | None) -> None:
         """One line for what torchattacks fails on deep inside or gets silently wrong, before any of it runs."""
         h, w = x.shape[2], x.shape[3]
-        if self.name == "fab" and target is not None:
-            # its targeted mode reads the target as the label, finds the image "misclassified" and returns it clean;
-            # given the true label instead, it still stops at any wrong class
-            raise AdvkitError("torchattacks FAB has no targeted mode (its targeted variant stops at any wrong class, "
-                              "not at the target)")
         if self.name in RGB_ONLY and x.shape[1] != 3:
             raise AdvkitError(f"torchattacks {self.class_name} works on 3-channel images only, got {x.shape[1]} channel(s)")
         if self.name == "ta-pixle" and h != w:  # it swaps x and y (docs/methods.md)
@@ -278,6 +282,12 @@ class TorchattacksAttack(Attack):
                 x_adv[i] = x[i]  # out of budget: the attack failed on this sample
             counter.counts[i] = one.counts[0]
         return x_adv
+
+
+@functools.cache
+def _has_targeted_mode(class_name: str) -> bool:
+    """torchattacks lists an attack's modes on its instances only: read them off one built on a stand-in net."""
+    return "targeted" in _torchattacks_class(class_name)(torch.nn.Linear(1, 2)).supported_mode
 
 
 def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:

@@ -52,7 +52,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult
+from advkit.attacks.base import ATTACKS, Attack, RawResult, check_finite
 from advkit.attacks.moves import apply_moves, last_writer_mask
 from advkit.attacks.pixle import _Moves
 from advkit.errors import AdvkitError
@@ -102,8 +102,7 @@ def input_gradient(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, rows: 
         image = x.detach().requires_grad_(True)
         logits = model(image, rows)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), image)
-    if not bool(torch.isfinite(logits).all()):
-        raise AdvkitError("the model returned NaN or infinite outputs")
+    check_finite(logits, "the images whose gradient WhitePixle takes")
     return grad.abs().mean(1).flatten(1), torch.softmax(logits.detach(), 1)
 
 
@@ -197,6 +196,7 @@ class WhitePixle(Attack):
                 step = (dst[local, it], src[local, it], torch.zeros_like(valid[local, it]), valid[local, it])
                 cand = apply_moves(base[rows], clean[rows], *step)
                 p = model.probabilities(cand.view(-1, c, h, w), rows)
+                check_finite(p, "WhitePixle's candidates")
                 cand_loss, success = p.gather(1, y[rows, None]).squeeze(1), p.argmax(1) != y[rows]
                 better = cand_loss < loss[local]
                 loss[local] = torch.minimum(cand_loss, loss[local])
@@ -297,7 +297,9 @@ class SortedWhitePixle(Attack):
             base[rows] = apply_moves(base[rows], clean[rows], *step)
             moves.append(rows, step)
             iterations[rows] += 1
-            done[rows] = model.probabilities(base[rows].view(-1, c, h, w), rows).argmax(1) != y[rows]
+            p = model.probabilities(base[rows].view(-1, c, h, w), rows)
+            check_finite(p, "WhitePixle's candidates")
+            done[rows] = p.argmax(1) != y[rows]
         return RawResult(base.view(n, c, h, w), iterations, moves.programs(h, w, torch.ones_like(done)))
 
 

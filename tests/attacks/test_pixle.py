@@ -196,6 +196,33 @@ def test_already_adversarial_images_are_returned_after_one_query() -> None:
     assert bool(result.success.all()) and torch.equal(result.x_adv, x) and result.queries.tolist() == [1, 1, 1]
 
 
+class NaNOffClean(nn.Module):
+    """A linear net that returns NaN on every image but the clean ones it was given."""
+
+    def __init__(self, clean: torch.Tensor, classes: int = 3) -> None:
+        super().__init__()
+        self.clean = clean.flatten(1)
+        self.linear = nn.Linear(self.clean.shape[1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        known = (x.flatten(1)[:, None] == self.clean[None]).all(2).any(1, keepdim=True)
+        return torch.where(known, self.linear(x.flatten(1)), float("nan"))
+
+
+@pytest.mark.parametrize(("name", "settings"), [
+    ("pixle", {"restarts": 3, "max_iterations": 4}), ("pixle", {"update_each_iteration": True, "max_iterations": 4}),
+    ("white-pixle", {"restarts": 2, "max_iterations": 3}), ("white-pixle-sorted", {"attack_limit": 4}),
+])
+def test_nan_outputs_on_candidates_are_an_error_not_a_robust_model(name: str, settings: dict[str, object]) -> None:
+    # once scored as "not queried", NaN candidates made a complete report that called this model robust
+    x = images(4, 1, 6, 6)
+    torch.manual_seed(0)
+    model = ModelWrapper(NaNOffClean(x), Preprocessing(1, (6, 6)))
+    y = model(x).argmax(1)
+    with pytest.raises(AdvkitError, match=r"^the model returned NaN or infinite outputs on"):
+        create_attack(name, **settings)(model, x, y)
+
+
 def test_nan_models_and_bad_settings_are_clear_errors() -> None:
     class NaNNet(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from advkit.attacks import create_attack
+from advkit.attacks.torchattacks_adapter import TORCHATTACKS_NAMES
 from advkit.errors import AdvkitError, SettingsError
 from advkit.models import ModelWrapper, Preprocessing
 
@@ -37,9 +38,15 @@ def test_fab_refuses_targeted_mode_instead_of_returning_clean_images() -> None:
     model = tiny_model(5)
     x = images(3)
     y = predicted(model, x)
-    with pytest.raises(AdvkitError, match=r"^torchattacks FAB has no targeted mode \(its targeted variant stops at any "
-                                          r"wrong class, not at the target\)$"):
+    with pytest.raises(AdvkitError, match=r"^attack fab has no targeted mode$"):
         create_attack("fab", steps=2)(model, x, y, target=(y + 1) % 5)
+
+
+def test_attacks_without_a_targeted_mode_say_so_before_running() -> None:
+    # the CLI refuses --targeted for them before any attack of the call runs, so this must match torchattacks
+    refused = sorted(name for name in TORCHATTACKS_NAMES if not create_attack(name).supports_targeted)
+    assert refused == ["apgd", "apgdt", "autoattack", "deepfool", "fab", "gn", "pifgsm", "sparsefool", "tpgd"]
+    assert create_attack("pgd").supports_targeted and create_attack("ta-pixle").supports_targeted
 
 
 @pytest.mark.parametrize("classes", [5, 12])

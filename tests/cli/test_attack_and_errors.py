@@ -115,6 +115,10 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("attack", "pgd", *model, "--data", "mnist-subset"), 1, "takes 8x8 images")
     _one_line_error(cli("attack", "pgd", *model, "--data", "no/such/folder"), 1, "no file or folder")
     _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--param", "epz=1"), 1, "has no setting epz")
+    # refused before pixle runs, not after (torchattacks' DeepFool has no targeted mode)
+    _one_line_error(cli("attack", "pixle", "deepfool", *model, "--data", "digits", "--targeted", "random", "--out", "t.h5"),
+                    1, "attack deepfool has no targeted mode")
+    assert not (tmp_path / "t.h5").exists()
     _one_line_error(cli("attack", "pgd", *model), 2, "--data")
     _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--bogus"), 2, "No such option")
     _one_line_error(cli("train", "--data", "digits", "--out", "x.safetensors", "--arch", "resnet9"), 1, "unknown architecture")
