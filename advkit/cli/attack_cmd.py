@@ -54,7 +54,7 @@ def attack(
     split: Annotated[str, typer.Option("--split", help="Split to attack: test, val, train or all.")] = "test",
     n: Annotated[int | None, typer.Option("--n", "--num-samples", help="Samples to attack (0 = all); use --num-samples under torchrun.")] = 100,
     per_class: Annotated[int | None, typer.Option("--per-class", help="At most this many samples of each class.")] = None,
-    include_misclassified: Annotated[bool, typer.Option("--include-misclassified", help="Also attack samples the model already gets wrong.")] = False,
+    include_misclassified: Annotated[bool, typer.Option("--include-misclassified", help="Also attack samples the model already gets wrong (recorded per sample; the success rate and costs count correctly classified samples only).")] = False,
     targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Per-sample budget of model evaluations.")] = None,

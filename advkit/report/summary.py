@@ -50,13 +50,15 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
             when present (their keys are left out of the result when the column is absent).
 
     Definitions (``clean`` = ``clean_correct`` if present, else ``pred == label``; ``attacked`` = the
-    ``attacked`` column if present, else ``clean``; ``hit`` = ``success & attacked``):
+    ``attacked`` column if present, else ``clean``; ``hit`` = ``success & attacked & clean``):
 
     - ``clean_accuracy`` = mean(clean) over all samples;
     - ``robust_accuracy`` = mean(clean & ~hit) over all samples. For a targeted attack a sample pushed to a
       wrong class other than the target counts as robust here; compare ``adv_pred`` with ``label`` for
       accuracy under attack;
-    - ``attack_success_rate`` = mean(success) over attacked samples;
+    - ``attack_success_rate`` = mean(success) over attacked samples the model classified correctly: a sample
+      it already got wrong (attacked with ``--include-misclassified``) is no achievement of the attack, so it
+      counts neither for nor against it here, only in its own row;
     - ``queries_mean``/``queries_median`` and ``l0_mean``/``l2_mean``/``linf_mean`` over ``hit`` samples,
       i.e. the cost of a successful attack;
     - ``time_per_image`` = mean(time) over attacked samples (skipped ones cost no attack time).
@@ -76,7 +78,7 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
         raise ReportError("attack summary needs a 'clean_correct' or 'pred' column")
     success = _bool_column(samples, "success", n)
     attacked = _bool_column(samples, "attacked", n) if "attacked" in samples else clean
-    hit = success & attacked
+    hit = success & attacked & clean
 
     out: dict[str, int | float] = {
         "n": n,
@@ -84,7 +86,7 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
         "n_success": int(hit.sum()),
         "clean_accuracy": _mean(clean),
         "robust_accuracy": _mean(clean & ~hit),
-        "attack_success_rate": _mean(success[attacked]),
+        "attack_success_rate": _mean(success[attacked & clean]),
     }
     if "queries" in samples:
         queries = _column(samples, "queries", n)[hit]

@@ -38,6 +38,25 @@ def test_hand_computed_numbers() -> None:
     assert s["l2_mean"] == pytest.approx(1.0)
     assert s["linf_mean"] == pytest.approx(0.2)
     assert s["time_per_image"] == pytest.approx(1.25)  # attacked samples 0, 1, 3, 4: 1, 2, 1, 1
+
+
+def test_misclassified_samples_attacked_anyway_are_no_successes_of_the_attack() -> None:
+    # --include-misclassified: samples 2 and 5 were already wrong, so the attack "succeeded" at no cost on them
+    samples = {
+        "label": np.array([0, 1, 2, 3, 4, 5]),
+        "pred": np.array([0, 1, 9, 3, 4, 9]),
+        "attacked": np.ones(6, bool),
+        "success": np.array([True, False, True, True, False, True]),
+        "queries": np.array([10, 500, 1, 30, 500, 1]),
+        "l0": np.array([1, 0, 0, 3, 0, 0]),
+        "time": np.array([1.0, 2.0, 0.5, 1.0, 2.0, 0.5]),
+    }
+    s = attack_summary(samples)
+    assert (s["n_attacked"], s["n_success"]) == (6, 2)
+    assert s["attack_success_rate"] == pytest.approx(2 / 4)  # of the 4 correctly classified samples, 0 and 3
+    assert s["queries_mean"] == pytest.approx(20.0) and s["l0_mean"] == pytest.approx(2.0)
+    assert s["robust_accuracy"] == pytest.approx(2 / 6) and s["clean_accuracy"] == pytest.approx(4 / 6)
+    assert s["time_per_image"] == pytest.approx(7 / 6)  # the time was spent on every attacked sample
     assert all(type(v) in (int, float) for v in s.values())
 
 
