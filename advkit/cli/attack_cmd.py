@@ -20,7 +20,8 @@ from advkit.cli.common import (
     progress_bar, recorded_config, table, warn,
 )
 from advkit.cli.train_cmd import Domain
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, ReportError
+from advkit.registry import suggest
 from advkit.runtime import ProgressEvent
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from advkit.datasets import ImageDataset
     from advkit.distributed import World
     from advkit.models import ModelWrapper
-    from advkit.report import Report
+    from advkit.report import Report, RunWriter
 
 DEFAULT_ATTACK = "pixle"
 BUILTIN_MODEL = "mnist-subset-small-cnn.safetensors"
@@ -146,8 +147,10 @@ def settings_per_attack(names: list[str], params: dict[str, Any], builtin: bool)
         prefix, dot, rest = key.partition(".")
         if dot and prefix in per:
             per[prefix][rest] = value
+        elif dot and not prefix:
+            raise AdvkitError(f"--param {key}: no attack name before the dot (NAME.{rest}, NAME one of {', '.join(names)})")
         elif dot:
-            raise AdvkitError(f"--param {key}: {prefix} is not one of the attacks in this command ({', '.join(names)})")
+            raise AdvkitError(f"--param {key}: {prefix} is not one of the attacks in this command{suggest(prefix, names)}")
         else:
             for settings in per.values():
                 settings[key] = value
@@ -160,6 +163,22 @@ def _run_id(run: str | None, name: str, count: int) -> str:
     return run if count == 1 else f"{run}-{name}"
 
 
+def _start_or_finished(report: Report, run_id: str, cfg: dict[str, Any], seed: int, overwrite: bool
+                       ) -> tuple[RunWriter | None, dict[str, Any] | None]:
+    """A writer for the run, or the summary of the same run already complete (then no writer)."""
+    finished = None if overwrite else finished_run(report, run_id, cfg)
+    if finished is not None:
+        return None, finished
+    try:
+        return report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite), None
+    except ReportError:
+        # the same command may have finished it while this one waited for the report's lock
+        finished = None if overwrite else finished_run(report, run_id, cfg)
+        if finished is None:
+            raise
+        return None, finished
+
+
 def _attack_run(
     report: Report, run_id: str, cfg: dict[str, Any], attack_obj: Attack, model: ModelWrapper, ds: ImageDataset,
     plan: SamplePlan, world: World, *, seed: int, batch_size: int, max_queries: int | None, save_images: bool, overwrite: bool,
@@ -170,12 +189,12 @@ def _attack_run(
     from advkit.distributed import World, merge_columns, shard
     from advkit.report import attack_summary
 
-    finished = world.broadcast(finished_run(report, run_id, cfg) if world.is_root and not overwrite else None)
+    writer, finished = _start_or_finished(report, run_id, cfg, seed, overwrite) if world.is_root else (None, None)
+    finished = world.broadcast(finished)
     if finished is not None:
         if world.is_root:
             log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
         return finished
-    writer = report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) if world.is_root else None
     attacked = False
     try:
         done = world.broadcast(set(int(i) for i in writer.done_indices) if writer else None)
@@ -247,8 +266,6 @@ def _worst_case_config(base_config: dict[str, Any], configs: dict[str, dict[str,
 def _check_report(report: Report, runs: list[tuple[str, str, dict[str, Any]]], seed: int, overwrite: bool, world: World) -> None:
     """Every (run id, kind, config) this command writes is checked against the report before the first attack, so a
     clash with the third run does not come after two attacks' work (rank 0 reads the report; every rank stops)."""
-    from advkit.errors import ReportError
-
     problem = None
     if world.is_root:
         try:

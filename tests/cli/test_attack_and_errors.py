@@ -115,6 +115,10 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("attack", "pgd", *model, "--data", "mnist-subset"), 1, "takes 8x8 images")
     _one_line_error(cli("attack", "pgd", *model, "--data", "no/such/folder"), 1, "no file or folder")
     _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--param", "epz=1"), 1, "has no setting epz")
+    _one_line_error(cli("attack", "pixle", "pgd", *model, "--data", "digits", "--param", "pgdd.eps=0.1"), 1,
+                    "--param pgdd.eps: pgdd is not one of the attacks in this command; did you mean pgd?")
+    _one_line_error(cli("attack", "pixle", "pgd", *model, "--data", "digits", "--param", ".eps=0.1"), 1,
+                    "--param .eps: no attack name before the dot (NAME.eps, NAME one of pixle, pgd)")
     # refused before pixle runs, not after (torchattacks' DeepFool has no targeted mode)
     _one_line_error(cli("attack", "pixle", "deepfool", *model, "--data", "digits", "--targeted", "random", "--out", "t.h5"),
                     1, "attack deepfool has no targeted mode")
@@ -282,3 +286,25 @@ def test_params_take_python_spellings_too(cli: Cli, digits_checkpoint: Path, tmp
     pixle, pgd = (report.read(f"attack-{name}").config["attack_params"] for name in ("pixle", "pgd"))
     assert pixle["x_dimensions"] == [1, 2] and pixle["restarts"] == 2
     assert pgd["random_start"] is False and abs(pgd["eps"] - 8 / 255) < 1e-9 and pgd["steps"] == 10  # None: the default
+
+
+def test_the_same_command_finishing_first_elsewhere_is_taken_as_done(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # two identical commands on one report: the one that waited for the lock finds the run complete
+    from advkit.cli import attack_cmd
+
+    assert cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "4", "--out", "r.h5").code == 0
+    report = Report(tmp_path / "r.h5")
+    cfg = report.read("attack-fgsm").config
+    real, calls = attack_cmd.finished_run, []
+
+    def late(*args: Any) -> Any:  # not finished when first asked, before the lock; finished once the lock is held
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(attack_cmd, "finished_run", late)
+    writer, finished = attack_cmd._start_or_finished(report, "attack-fgsm", cfg, 0, False)
+    assert writer is None and finished == report.read("attack-fgsm").summary and len(calls) == 2
+    changed = dict(cfg, n=5)
+    with pytest.raises(attack_cmd.ReportError, match="different config"):  # another config still clashes
+        attack_cmd._start_or_finished(report, "attack-fgsm", changed, 0, False)

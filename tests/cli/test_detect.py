@@ -238,7 +238,7 @@ def test_fit_refuses_its_model_as_out_and_taps_a_repeated_layer_once(cli, digits
     assert fit.code == 0 and fit.json()["layers"] == ["block1"], fit.stderr
     stray = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "pgd", "--param", "fgsm.eps=0.1", "--n", "5",
                 "--supervised", "none", "--out", "e.h5")  # was ignored, and recorded
-    assert stray.code == 1 and "fgsm is not one of the attacks in this command (pgd)" in stray.stderr, stray.stderr
+    assert stray.code == 1 and "fgsm is not one of the attacks in this command; choose from pgd" in stray.stderr, stray.stderr
     args = ["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--n", "30", "--supervised", "none", "--out", "e.h5"]
     first = cli(*args)
     assert first.code == 0, first.stderr
