@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import tomllib
+import types
 import typing
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,7 +57,17 @@ def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | N
         return None
     data = read_config_file(value)
     params = {p.name: p for p in ctx.command.params if p.name}
-    normalised = replayable({str(k).replace("-", "_"): v for k, v in data.items()}, set(params))
+    # a key may also be spelt as its flag (out for out_path, num-samples for n)
+    flags = {opt.lstrip("-").replace("-", "_"): p.name for p in ctx.command.params if p.name
+             for opt in getattr(p, "opts", []) if opt.startswith("--")}
+    normalised: dict[str, Any] = {}
+    for key, given in data.items():
+        name = str(key).replace("-", "_")
+        name = name if name in params else flags.get(name, name)
+        if name in normalised:
+            raise typer.BadParameter(f"{name} is given twice in {value} (as {name} and as its flag)")
+        normalised[name] = given
+    normalised = replayable(normalised, set(params))
     unknown = sorted(set(normalised) - set(params))
     if unknown:
         valid = ", ".join(sorted(set(params) - NON_CONFIG))
@@ -66,6 +77,13 @@ def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | N
         raise typer.BadParameter(f"{', '.join(per_call)} in {value}: pass per-call options as flags, not in a config")
     hints = _option_hints(ctx)
     for key, given in normalised.items():
+        if isinstance(given, dict):
+            raise typer.BadParameter(f"{key} in {value} must be a value, not a table")
+        listed = key in hints and _list_hint(hints[key]) is not None
+        if listed and not isinstance(given, list):  # one value where the flag may repeat
+            normalised[key] = given = [given]
+        elif key in hints and not listed and isinstance(given, list):
+            raise typer.BadParameter(f"{key} in {value} takes one value, not a list, got {json.dumps(given)}")
         problem = _config_type_problem(hints.get(key), given)
         if problem:
             raise typer.BadParameter(f"{key} in {value} {problem}, got {json.dumps(given)}")
@@ -84,8 +102,9 @@ def _option_hints(ctx: typer.Context) -> dict[str, Any]:
 def _config_type_problem(hint: Any, value: Any) -> str | None:
     """Why a config value does not fit its option's annotation where click would convert it silently (true -> 1
     for a number, "no" -> false for a flag)."""
-    if typing.get_origin(hint) is list:
-        hint, items = (typing.get_args(hint) or (Any,))[0], value if isinstance(value, list) else [value]
+    listed = _list_hint(hint)
+    if listed is not None:
+        hint, items = (typing.get_args(listed) or (Any,))[0], value if isinstance(value, list) else [value]
     else:
         items = [value]
     allowed = simple_types(hint)
@@ -95,6 +114,12 @@ def _config_type_problem(hint: Any, value: Any) -> str | None:
         if allowed and bool not in allowed and isinstance(item, bool):
             return "must be a number, not true or false" if {int, float} & set(allowed) else "must not be true or false"
     return None
+
+
+def _list_hint(hint: Any) -> Any | None:
+    """The ``list[...]`` of an option's annotation (``list[str]`` or ``list[str] | None``), else None."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    return next((m for m in members if typing.get_origin(m) is list), None)
 
 
 def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[str, Any]:

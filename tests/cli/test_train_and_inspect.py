@@ -165,11 +165,23 @@ def test_an_out_that_cannot_be_written_fails_before_training(cli: Cli, tmp_path:
     ('normalise = "no"', 'normalise in c.toml must be true or false, got "no"'),
     ("json_output = true", "json_output in c.toml: pass per-call options as flags, not in a config"),  # switched to JSON
     ('config = "other.toml"', "config in c.toml: pass per-call options as flags"),  # silently ignored
+    ("[arch]\nname = 1", "arch in c.toml must be a value, not a table"),  # was: unknown architecture "{'name'"
+    ('lr = [0.1, 0.2]', "lr in c.toml takes one value, not a list, got [0.1, 0.2]"),
+    ('out = "a.safetensors"\nout_path = "b.safetensors"', "out_path is given twice in c.toml"),
 ])
 def test_config_values_click_would_convert_are_refused(cli: Cli, tmp_path: Path, line: str, message: str) -> None:
     (tmp_path / "c.toml").write_text(f'data = "digits"\n{line}\n')
-    result = cli("train", "--config", "c.toml", "--out", "m.safetensors")
+    result = cli("train", "--config", "c.toml", *([] if "out" in line else ["--out", "m.safetensors"]))
     assert result.code == 2 and message in result.stderr and not (tmp_path / "m.h5").exists(), result.stderr
+
+
+def test_config_keys_may_be_spelt_as_flags_and_lists_take_one_value(cli: Cli, tmp_path: Path) -> None:
+    # out (the flag) for out_path, data-param as one string where the flag repeats: both were refused
+    (tmp_path / "c.toml").write_text('data = "digits"\nout = "m.safetensors"\nepochs = 1\ndata-param = "test_fraction=0.3"\n')
+    result = cli("train", "--config", "c.toml", "--json")
+    assert result.code == 0, result.stderr
+    config = cli("report", "show", "m.h5", "train", "--json").json()["config"]
+    assert config["out_path"] == "m.safetensors" and config["data_param"] == ["test_fraction=0.3"]
 
 
 def test_training_without_a_test_split_prints_no_numpy_warnings(cli: Cli) -> None:
