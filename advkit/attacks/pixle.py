@@ -73,8 +73,6 @@ _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corne
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
 _CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built, and fed to the net, at once
 _ONE_HASH_ELEMENTS = 2**14  # random slots of a draw below which all are hashed in one call (fewer tensor ops)
-_PLAN_ELEMENTS = 2**16  # random mapping: move slots drawn ahead for several restarts (beyond, the work wasted on
-# samples that succeed before their restarts come costs more than the tensor operations saved)
 _AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
 
@@ -314,8 +312,6 @@ class _Search:
         steps = attack.max_iterations if attack.update_each_iteration else attack.restarts
         self.moves = _Moves.empty(self.n, steps, bounds[0][1] * bounds[1][1] * (2 if attack.swap else 1), x.device)
         self.iterations = torch.zeros(self.n, dtype=torch.long, device=x.device)
-        self._plan: tuple[torch.Tensor, ...] = ()  # random mapping: candidates drawn ahead for restarts [start, stop)
-        self._plan_rows, self._plan_start, self._plan_stop = torch.empty(0, dtype=torch.long), 0, 0
         probs = model.probabilities(x, torch.arange(self.n, device=x.device))  # the clean image: one query each
         check_finite(probs, "clean images")
         self.best_loss = self._loss(probs, goal)
@@ -344,26 +340,6 @@ class _Search:
                 for r, d in zip(rows.split(chunk), draw.split(chunk))
             ]
         return tuple((torch.cat(ms) if len(ms) > 1 else ms[0]).view(len(idx), count, -1) for ms in zip(*parts))
-
-    def _restart_plan(self, idx: torch.Tensor, restart: int) -> tuple[torch.Tensor, ...]:
-        """Moves of the candidates of restart ``restart`` of the samples in idx: 4 x (A, max_iterations, M).
-
-        The random mapping ignores the images, so its candidates are drawn for as many restarts at once as
-        ``_PLAN_ELEMENTS`` allows: the same numbers (counter-based), a tenth of the tensor operations for 10
-        restarts, which on an 8x8 net cost more than its forward passes."""
-        n_it = self.attack.max_iterations
-        if self.attack.pixel_mapping != "random":
-            return self._draw(idx, restart * n_it, n_it)
-        if restart >= self._plan_stop:
-            group = max(1, _PLAN_ELEMENTS // (len(idx) * n_it * self.moves.dst.shape[2]))
-            self._plan_rows, self._plan_start = idx, restart
-            self._plan_stop = min(restart + group, self.attack.restarts)
-            self._plan = self._draw(idx, restart * n_it, (self._plan_stop - restart) * n_it)
-        lo = (restart - self._plan_start) * n_it
-        if len(idx) == len(self._plan_rows):  # nobody left since the draw (idx only shrinks)
-            return tuple(m[:, lo : lo + n_it] for m in self._plan)
-        at = torch.searchsorted(self._plan_rows, idx)  # both sorted: idx comes from nonzero()
-        return tuple(m[at, lo : lo + n_it] for m in self._plan)
 
     def _probabilities(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Query candidates (R, C, L) of the samples in rows (R,): probabilities (R, K)."""
@@ -411,7 +387,7 @@ class _Search:
             if len(idx) == 0:
                 break
             a, goal, k_max = len(idx), self.goal[idx], attack.per_pass(restart)
-            plan = self._restart_plan(idx, restart)  # the base is fixed for the whole restart: all its candidates
+            plan = self._draw(idx, restart * n_it, n_it)  # the base is fixed for the whole restart: draw all its candidates
             # a pass only queries, stores the probabilities and marks successes: as few tensor operations as
             # possible, since on a small net they cost as much as the forward; _end_restart does the bookkeeping
             probs = torch.full((a, n_it, self.classes), -1.0, dtype=self.best_loss.dtype, device=idx.device)  # -1: not queried
