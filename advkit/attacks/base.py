@@ -154,6 +154,12 @@ class Attack:
     ) -> RawResult:
         raise NotImplementedError
 
+    def check_applicable(self, model: ModelWrapper, x: torch.Tensor, targeted: bool) -> None:
+        """One line for inputs this attack cannot run on, before any work: images like ``x`` (B, C, H, W) on
+        ``model``, targeted or not. Callers that run several attacks check them all before the first runs."""
+        if targeted and not self.supports_targeted:
+            raise AdvkitError(f"attack {self.name} has no targeted mode")
+
     def __call__(
         self,
         model: ModelWrapper,
@@ -171,8 +177,7 @@ class Attack:
         """
         check_inputs(x, y, target)
         seeds = torch.arange(len(x)) if seeds is None else check_seeds(seeds, len(x))
-        if target is not None and not self.supports_targeted:
-            raise AdvkitError(f"attack {self.name} has no targeted mode")
+        self.check_applicable(model, x, target is not None)
         device = model.device
         x, y = x.to(device), y.to(device, torch.long)  # any integer labels; the attacks index with int64
         target = None if target is None else target.to(device, torch.long)

@@ -191,8 +191,9 @@ class TorchattacksAttack(Attack):
         clean, and given the true label instead it stops at any wrong class, not at the target."""
         return self.name != "fab" and _has_targeted_mode(self.class_name)
 
-    def _refuse_unsupported(self, model: ModelWrapper, x: torch.Tensor, target: torch.Tensor | None) -> None:
-        """One line for what torchattacks fails on deep inside or gets silently wrong, before any of it runs."""
+    def check_applicable(self, model: ModelWrapper, x: torch.Tensor, targeted: bool) -> None:
+        """Also refuses what torchattacks fails on deep inside (image shapes), before any of it runs."""
+        super().check_applicable(model, x, targeted)
         h, w = x.shape[2], x.shape[3]
         if self.name in RGB_ONLY and x.shape[1] != 3:
             raise AdvkitError(f"torchattacks {self.class_name} works on 3-channel images only, got {x.shape[1]} channel(s)")
@@ -222,7 +223,6 @@ class TorchattacksAttack(Attack):
     def run(
         self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor
     ) -> RawResult:
-        self._refuse_unsupported(model, x, target)
         classes = self._classes(model, x, target)
         if self.name == "jsma" and target is None and classes:  # torchattacks aims at (y + 1) % 10; success stays untargeted
             target = (y + 1) % classes

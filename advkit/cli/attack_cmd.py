@@ -95,10 +95,6 @@ def attack(
     names = list(dict.fromkeys(names or [DEFAULT_ATTACK]))
     settings = settings_per_attack(names, parse_params(param or []), builtin=model is None)
     attacks = {name: create_attack(name, **settings[name]) for name in names}
-    if targeted is not None:  # before any work: otherwise the error comes after the earlier attacks have run
-        for attack_obj in attacks.values():
-            if not attack_obj.supports_targeted:
-                raise AdvkitError(f"attack {attack_obj.name} has no targeted mode")
     dev = resolve_device(device)
     world = init_world(dev)
     dev = rank_device(dev)
@@ -111,6 +107,10 @@ def attack(
         plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
                               only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
         _require_gradients(wrapped, ds, plan, names)
+        if len(plan.attack_index):  # a targeted mode or image shape an attack lacks: before the first attack runs
+            first = ds.batch(plan.attack_index[:1])[0].to(dev)
+            for attack_obj in attacks.values():
+                attack_obj.check_applicable(wrapped, first, targeted is not None)
         if world.is_root:
             if not has_preprocessing(loaded):
                 warn(no_preprocessing(loaded.source, "it is attacked on [0, 1] pixels without normalisation and its "

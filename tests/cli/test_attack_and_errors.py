@@ -123,6 +123,10 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("attack", "pixle", "deepfool", *model, "--data", "digits", "--targeted", "random", "--out", "t.h5"),
                     1, "attack deepfool has no targeted mode")
     assert not (tmp_path / "t.h5").exists()
+    # so are image shapes an attack cannot take: TI-FGSM's kernels are 3-channel, digits have 1
+    _one_line_error(cli("attack", "pixle", "tifgsm", *model, "--data", "digits", "--out", "g.h5"), 1,
+                    "torchattacks TIFGSM works on 3-channel images only, got 1 channel(s)")
+    assert not (tmp_path / "g.h5").exists()
     _one_line_error(cli("attack", "pgd", *model), 2, "--data")
     _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--bogus"), 2, "No such option")
     _one_line_error(cli("train", "--data", "digits", "--out", "x.safetensors", "--arch", "resnet9"), 1, "unknown architecture")
