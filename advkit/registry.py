@@ -136,10 +136,14 @@ def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
     return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
 
 
+def union_members(hint: Any) -> tuple[Any, ...]:
+    """The members of a union annotation (``int | None`` -> (int, NoneType)); any other annotation alone."""
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+
+
 def simple_types(hint: Any) -> tuple[type, ...]:
     """The simple types an annotation allows, or () when it allows anything else too."""
-    members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    kinds = tuple(m for m in members if m is not type(None))
+    kinds = tuple(m for m in union_members(hint) if m is not type(None))
     return kinds if kinds and all(k in _SIMPLE for k in kinds) else ()
 
 

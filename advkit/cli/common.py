@@ -12,7 +12,6 @@ import os
 import shlex
 import sys
 import tomllib
-import types
 import typing
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advkit.errors import AdvkitError
-from advkit.registry import simple_types
+from advkit.registry import simple_types, union_members
 from advkit.runtime import ProgressEvent, ProgressFn
 
 if TYPE_CHECKING:
@@ -118,8 +117,7 @@ def _config_type_problem(hint: Any, value: Any) -> str | None:
 
 def _list_hint(hint: Any) -> Any | None:
     """The ``list[...]`` of an option's annotation (``list[str]`` or ``list[str] | None``), else None."""
-    members = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    return next((m for m in members if typing.get_origin(m) is list), None)
+    return next((m for m in union_members(hint) if typing.get_origin(m) is list), None)
 
 
 def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[str, Any]:
