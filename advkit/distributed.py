@@ -1,8 +1,9 @@
 """torchrun support: who am I, which samples are mine, and bringing results back to rank 0.
 
 ``torchrun --nproc_per_node=N -m advkit attack ...`` starts N processes with RANK/WORLD_SIZE set; each
-attacks every N-th planned sample and rank 0 merges the per-sample rows into one report. Without torchrun
-everything below is a no-op for a world of one.
+attacks every N-th planned sample and rank 0 merges the per-sample rows into one report. A mistake met by one
+rank stops every rank with one message (:meth:`World.together`), instead of leaving the others to fail in the
+next collective. Without torchrun everything below is a no-op for a world of one.
 
     >>> world = World()
     >>> world.size, world.is_root, shard(np.arange(5), World(rank=1, size=2)).tolist()
@@ -12,13 +13,24 @@ everything below is a no-op for a world of one.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, one_line
+
+T = TypeVar("T")
+_END = object()
+_joined = False  # this process has joined a torchrun process group
+
+
+class RankFailed(AdvkitError):
+    """A mistake met by some torchrun rank, raised on every rank so that all of them stop together; the CLI
+    prints it on rank 0 only (the other ranks exit 1 quietly)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,38 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """A block every rank runs with no collective inside: a mistake (AdvkitError, OSError) raised in it on any
+        rank is raised on every rank after the block, as :class:`RankFailed` with the first failing rank's message,
+        so the others stop too instead of waiting for it in the next collective; every rank has then left the
+        process group. A no-op for a world of one."""
+        if self.size == 1:
+            yield
+            return
+        import torch.distributed as dist
+
+        mine: str | None = None
+        try:
+            yield
+        except (AdvkitError, OSError) as exc:
+            mine = one_line(exc)
+        messages: list[str | None] = [None] * self.size
+        dist.all_gather_object(messages, mine)
+        failed = next((rank for rank, message in enumerate(messages) if message is not None), None)
+        if failed is not None:  # no collective can follow: leave the group now (a process exiting in it aborts)
+            self.close()
+            raise RankFailed(messages[failed] if failed == 0 else f"rank {failed}: {messages[failed]}")
+
+    def lockstep(self, items: Iterator[T]) -> Iterator[T]:
+        """``items`` (the same number on every rank) advanced together: an item that fails on one rank stops all."""
+        while True:
+            with self.together():
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
     def close(self) -> None:
         if self.size > 1:
             import torch.distributed as dist
@@ -73,7 +117,21 @@ def init_world(device: torch.device) -> World:
             dist.init_process_group(backend=backend)
     except (RuntimeError, ValueError) as exc:
         raise AdvkitError(f"cannot join the torchrun process group ({backend}): {exc}") from None
+    global _joined
+    _joined = True
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def world_rank() -> int:
+    """This process's torchrun rank, read from the environment (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def prints_errors(exc: BaseException) -> bool:
+    """Whether this process should print ``exc``: rank 0 always; another torchrun rank only for a mistake of its own
+    that rank 0 cannot have printed. A mistake before joining the group comes from the command line, which every
+    rank shares, and a :class:`RankFailed` is printed by rank 0."""
+    return world_rank() == 0 or (_joined and not isinstance(exc, RankFailed))
 
 
 def rank_device(device: torch.device) -> torch.device:

@@ -33,3 +33,10 @@ class SettingsError(AdvkitError, ValueError):
 
 class DetectorError(AdvkitError):
     """A detector file is unreadable, was fitted for another model, or its inputs (layers, reports) are unusable."""
+
+
+def one_line(exc: AdvkitError | OSError) -> str:
+    """The one line the CLI prints for a mistake: an AdvkitError's message, or an OSError's reason and file."""
+    if isinstance(exc, AdvkitError):
+        return str(exc)
+    return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")

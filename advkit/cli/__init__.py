@@ -25,7 +25,8 @@ from advkit.cli import (
 from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
 from advkit.cli.common import err, warn
-from advkit.errors import AdvkitError
+from advkit.distributed import prints_errors, world_rank
+from advkit.errors import AdvkitError, one_line
 
 app = typer.Typer(
     name="advkit",
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     except (AdvkitError, OSError) as exc:
         if debug:
             raise
-        text = str(exc) if isinstance(exc, AdvkitError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-        _print_error(text)
+        if prints_errors(exc):
+            _print_error(one_line(exc) if world_rank() == 0 else f"rank {world_rank()}: {one_line(exc)}")
         sys.exit(1)
     except ClickException as exc:
         if debug:

@@ -99,30 +99,31 @@ def attack(
     world = init_world(dev)
     dev = rank_device(dev)
     try:
-        loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, arch_kwargs=arch_settings(arch, arch_param),
-                                 unsafe_pickle=unsafe_pickle, map_location=dev)
-        ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
-        wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
-        check_compatible(wrapped, ds, quiet=not world.is_root)
-        plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
-                              only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
-        _require_gradients(wrapped, ds, plan, names)
-        if len(plan.attack_index):  # a targeted mode or image shape an attack lacks: before the first attack runs
-            first = ds.batch(plan.attack_index[:1])[0].to(dev)
-            for attack_obj in attacks.values():
-                attack_obj.check_applicable(wrapped, first, targeted is not None)
-        if world.is_root:
-            if not has_preprocessing(loaded):
-                warn(no_preprocessing(loaded.source, "it is attacked on [0, 1] pixels without normalisation and its "
-                                      "accuracies are wrong if it expects normalised inputs"))
-            where = "the built-in small CNN" if model is None else loaded.source
-            log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
-                f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
-        base_config = recorded_config(ctx.params, {"batch_size", "names", "param", "run", "out_path"}, {"model": wrapped})
-        flags = _sanity_flags(wrapped, ds, plan, names)
-        report = Report(out_path)
-        configs = {name: {**base_config, "attack": name, "attack_params": attack_obj.params()} for name, attack_obj in attacks.items()}
-        worst = _worst_case_config(base_config, configs, run)
+        with world.together():  # a mistake on one rank (a file another node lacks) stops them all, printed once
+            loaded = load_checkpoint(model or builtin_checkpoint(), architecture=arch, arch_kwargs=arch_settings(arch, arch_param),
+                                     unsafe_pickle=unsafe_pickle, map_location=dev)
+            ds = open_images(data or BUILTIN_DATA, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+            wrapped = ModelWrapper(loaded.net, loaded.preprocessing).to(dev)
+            check_compatible(wrapped, ds, quiet=not world.is_root)
+            plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
+                                  only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
+            _require_gradients(wrapped, ds, plan, names)
+            if len(plan.attack_index):  # a targeted mode or image shape an attack lacks: before the first attack runs
+                first = ds.batch(plan.attack_index[:1])[0].to(dev)
+                for attack_obj in attacks.values():
+                    attack_obj.check_applicable(wrapped, first, targeted is not None)
+            if world.is_root:
+                if not has_preprocessing(loaded):
+                    warn(no_preprocessing(loaded.source, "it is attacked on [0, 1] pixels without normalisation and its "
+                                          "accuracies are wrong if it expects normalised inputs"))
+                where = "the built-in small CNN" if model is None else loaded.source
+                log(f"{', '.join(names)} against {where}: {len(plan.attack_index)} of {len(plan.scanned_index)} scanned "
+                    f"{split} samples of {ds.name} on {dev}" + (f" x {world.size} ranks" if world.size > 1 else ""))
+            base_config = recorded_config(ctx.params, {"batch_size", "names", "param", "run", "out_path"}, {"model": wrapped})
+            flags = _sanity_flags(wrapped, ds, plan, names)
+            report = Report(out_path)
+            configs = {name: {**base_config, "attack": name, "attack_params": attack_obj.params()} for name, attack_obj in attacks.items()}
+            worst = _worst_case_config(base_config, configs, run)
         _check_report(report, [(_run_id(run, name, len(names)), "attack", cfg) for name, cfg in configs.items()]
                       + ([(f"{run or 'attack'}-worst-case", "worst-case", worst)] if len(names) > 1 else []),
                       seed, overwrite, world)
@@ -189,7 +190,8 @@ def _attack_run(
     from advkit.distributed import World, merge_columns, shard
     from advkit.report import attack_summary
 
-    writer, finished = _start_or_finished(report, run_id, cfg, seed, overwrite) if world.is_root else (None, None)
+    with world.together():
+        writer, finished = _start_or_finished(report, run_id, cfg, seed, overwrite) if world.is_root else (None, None)
     finished = world.broadcast(finished)
     if finished is not None:
         if world.is_root:
@@ -200,25 +202,28 @@ def _attack_run(
         done = world.broadcast(set(int(i) for i in writer.done_indices) if writer else None)
         if writer and done:
             log(f"resuming {run_id}: {len(done)} samples already in {report.path}")
-        if writer:
-            skipped = skipped_columns(plan, done, ds, save_images)
-            if len(skipped["index"]):
-                writer.append(skipped)
+        with world.together():
+            if writer:
+                skipped = skipped_columns(plan, done, ds, save_images)
+                if len(skipped["index"]):
+                    writer.append(skipped)
         todo = np.array([i for i in plan.attack_index.tolist() if i not in done], np.int64)
         rounds = -(-len(shard(todo, World(0, world.size))) // batch_size)  # rank 0 has the largest share
         progress = _AttackProgress(attack_obj.name, len(plan.attack_index), writer.samples() if writer and done else None)
         with progress_bar(enabled=world.is_root) as show:
-            for columns in attack_batches(attack_obj, model, ds, plan, batches(shard(todo, world), batch_size, rounds),
-                                          seed=seed, max_queries=max_queries, save_images=save_images):
+            todo_batches = batches(shard(todo, world), batch_size, rounds)
+            for columns in world.lockstep(attack_batches(attack_obj, model, ds, plan, todo_batches, seed=seed,
+                                                         max_queries=max_queries, save_images=save_images)):
                 merged = merge_columns(world.gather(columns) or [])
-                if writer and merged is not None:
-                    writer.append(merged)
-                    attacked = True
-                    show(progress.update(merged))
-        if writer is None:
-            return {}
-        summary = {**attack_summary(writer.samples()), **(sanity or {})}
-        writer.finish(summary)
+                with world.together():  # a report rank 0 cannot write stops the other ranks too
+                    if writer and merged is not None:
+                        writer.append(merged)
+                        attacked = True
+                        show(progress.update(merged))
+        with world.together():
+            summary = {**attack_summary(writer.samples()), **(sanity or {})} if writer else {}
+            if writer:
+                writer.finish(summary)
         return summary
     except AdvkitError:
         if writer and not attacked:  # e.g. settings torchattacks refuses: no half-made run for the fixed command to trip on
@@ -266,17 +271,10 @@ def _worst_case_config(base_config: dict[str, Any], configs: dict[str, dict[str,
 def _check_report(report: Report, runs: list[tuple[str, str, dict[str, Any]]], seed: int, overwrite: bool, world: World) -> None:
     """Every (run id, kind, config) this command writes is checked against the report before the first attack, so a
     clash with the third run does not come after two attacks' work (rank 0 reads the report; every rank stops)."""
-    problem = None
-    if world.is_root:
-        try:
-            for run_id, kind, cfg in runs:
-                if overwrite or finished_run(report, run_id, cfg) is None:
-                    report.check_start(run_id, kind=kind, config=cfg, seed=seed, overwrite=overwrite)
-        except ReportError as exc:
-            problem = str(exc)
-    problem = world.broadcast(problem)
-    if problem:
-        raise ReportError(problem)
+    with world.together():
+        for run_id, kind, cfg in runs if world.is_root else []:
+            if overwrite or finished_run(report, run_id, cfg) is None:
+                report.check_start(run_id, kind=kind, config=cfg, seed=seed, overwrite=overwrite)
 
 
 def _worst_case_run(report: Report, run: str | None, names: list[str], cfg: dict[str, Any], seed: int, overwrite: bool) -> dict[str, Any]:

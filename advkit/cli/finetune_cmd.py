@@ -79,32 +79,34 @@ def finetune(
     dev = resolve_device(device)
     world = init_world(dev)
     dev = rank_device(dev)
-    spec = FinetuneMethod(method, fraction, eps, alpha, steps, beta, seed)
-    default_lr, default_schedule = default_optimisation(method)
-    settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
-                             schedule or default_schedule, 0, False, seed)
-    names = list(dict.fromkeys(eval_attack or EVAL_DEFAULTS))  # a repeated --eval-attack runs once
-    attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
-    state_path = training_state_path(out_path, overwrite, report)
-    loaded = _checked_model(model, unsafe_pickle, dev)
-    pre = loaded.preprocessing
-    opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
-    ds = with_validation_split(opened, seed=seed)
-    before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
-    check_compatible(before, ds, quiet=not world.is_root)
-    _require_gradients(before, ds, spec, attacks)
-    _dry_run(attacks, before, ds)
-    selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None
-    criterion = selection.criterion if selection else "the last epoch (--last)"
-    validation = (f"the val split of {ds.name}" if ds is opened else
-                  f"{VAL_FRACTION:.0%} of the train split of {ds.name} (stratified, seed {seed})")
+    with world.together():  # a mistake on one rank stops every rank, printed once
+        spec = FinetuneMethod(method, fraction, eps, alpha, steps, beta, seed)
+        default_lr, default_schedule = default_optimisation(method)
+        settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
+                                 schedule or default_schedule, 0, False, seed)
+        names = list(dict.fromkeys(eval_attack or EVAL_DEFAULTS))  # a repeated --eval-attack runs once
+        attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
+        state_path = training_state_path(out_path, overwrite, report)
+        loaded = _checked_model(model, unsafe_pickle, dev)
+        pre = loaded.preprocessing
+        opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
+        ds = with_validation_split(opened, seed=seed)
+        before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
+        check_compatible(before, ds, quiet=not world.is_root)
+        _require_gradients(before, ds, spec, attacks)
+        _dry_run(attacks, before, ds)
+        selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None
+        criterion = selection.criterion if selection else "the last epoch (--last)"
+        validation = (f"the val split of {ds.name}" if ds is opened else
+                      f"{VAL_FRACTION:.0%} of the train split of {ds.name} (stratified, seed {seed})")
 
-    report_path = report or out_path.with_suffix(".h5")
-    run_id = run or f"finetune-{method}"
-    cfg = recorded_config(ctx.params, {"run"}, {"model": before})
-    # a run killed after finishing its report but before deleting its state file: done, not a conflict
-    finished = world.broadcast(finished_run(Report(report_path), run_id, cfg)
-                               if world.is_root and not overwrite and state_path.exists() else None)
+        report_path = report or out_path.with_suffix(".h5")
+        run_id = run or f"finetune-{method}"
+        cfg = recorded_config(ctx.params, {"run"}, {"model": before})
+        # a run killed after finishing its report but before deleting its state file: done, not a conflict
+        finished = (finished_run(Report(report_path), run_id, cfg)
+                    if world.is_root and not overwrite and state_path.exists() else None)
+    finished = world.broadcast(finished)
     if finished is not None:
         world.close()
         if world.is_root:
@@ -114,14 +116,16 @@ def finetune(
         return
     train_args: dict[str, Any] = dict(preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
                                       validate=selection.score if selection else None, fingerprint=spec.fingerprint(), world=world)
-    if not world.is_root:  # other torchrun ranks train their share; rank 0 evaluates and writes
+    with world.together():  # a report rank 0 cannot start stops the other ranks before they train
+        opened_run = Report(report_path).start_run(run_id, kind="finetune", config=cfg, seed=seed, command=command_line(),
+                                                   overwrite=overwrite) if world.is_root else None
+    if opened_run is None:  # other torchrun ranks train their share; rank 0 evaluates and writes
         try:
             train_classifier(loaded.net, ds, settings, **train_args)
         finally:
             world.close()
         return
-    with Report(report_path).start_run(run_id, kind="finetune", config=cfg, seed=seed, command=command_line(),
-                                       overwrite=overwrite) as writer:
+    with opened_run as writer:
         log(f"fine-tuning {loaded.architecture} with {method} ({settings.optimizer} lr {settings.lr:g}, {settings.schedule}) on {ds.name} "
             f"({len(ds.indices('train'))} train images, {dev}" + (f" x {world.size} ranks)" if world.size > 1 else ")"))
         log(f"keeping the epoch with the best {criterion}; val images: {validation}" if selection else f"keeping {criterion}")

@@ -112,6 +112,49 @@ def test_torchrun_two_ranks_match_one_process(digits_checkpoint: Path, tmp_path:
         assert np.array_equal(two.tables["moves"][key], values), key
 
 
+_FAIL_ON_RANK_1 = """
+import os, sys
+import advkit.attacks.runner as runner
+from advkit.cli import main
+from advkit.errors import AdvkitError
+
+original = runner.attack_batches
+
+def failing(*args, **kwargs):  # rank 1 meets a mistake in its second batch; rank 0 goes on
+    for number, columns in enumerate(original(*args, **kwargs)):
+        if number == 1 and os.environ["RANK"] == "1":
+            raise AdvkitError("injected failure in the second batch")
+        yield columns
+
+runner.attack_batches = failing
+main(sys.argv[1:])
+"""
+
+
+def _torchrun(args: list[str], tmp_path: Path, script: str | None = None) -> subprocess.CompletedProcess[str]:
+    entry = ["-m", "advkit"]
+    if script is not None:
+        (tmp_path / "entry.py").write_text(script)
+        entry = [str(tmp_path / "entry.py")]
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *entry, *args],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+
+
+def test_a_mistake_on_one_torchrun_rank_stops_both_with_one_message(digits_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.h5"
+    failed = _torchrun(["attack", "pixle", "--model", str(digits_checkpoint), "--data", "digits", "--num-samples", "12",
+                        *PIXLE, "--batch-size", "2", "--out", str(out)], tmp_path, _FAIL_ON_RANK_1)
+    assert failed.returncode != 0
+    assert failed.stderr.count("error: rank 1: injected failure in the second batch") == 1, failed.stderr[-3000:]
+    # rank 0 stopped on the message instead of failing in its next collective (torchrun's own report aside)
+    assert "gloo" not in failed.stderr and "Connection" not in failed.stderr, failed.stderr[-3000:]
+    assert "terminate called" not in failed.stderr  # both ranks left the process group before exiting
+    run = Report(out).read("attack-pixle")
+    assert run.status == "running" and len(run.samples["index"]) == 4  # the first round of both ranks, journaled
+    missing = _torchrun(["attack", "pixle", "--model", str(tmp_path / "nope.safetensors"), "--data", "digits"], tmp_path)
+    assert missing.returncode != 0 and missing.stderr.count("error: no such checkpoint") == 1, missing.stderr[-3000:]
+
+
 def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     first = cli("attack", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "10", *PIXLE, "--out", "a.h5")
     assert first.code == 0, first.stderr

@@ -65,6 +65,8 @@ def test_bad_settings() -> None:
                    {"eps": float("inf")}, {"fraction": nan}):
         with pytest.raises(SettingsError):
             FinetuneMethod(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=r"^fine-tuning: eps must be <= 1 for an L-inf budget .* written 8/255$"):
+        FinetuneMethod("pgd", eps=8.0)
 
 
 def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
@@ -104,6 +106,12 @@ def test_torchrun_two_ranks_fine_tune_with_ddp(digits_checkpoint: Path, tmp_path
     assert out.exists() and (tmp_path / "ddp.h5").exists()
     run = Report(tmp_path / "ddp.h5").read("finetune-paper-white")
     assert run.status == "complete" and len(run.tables["history"]["epoch"]) == 1
+    # a report rank 0 cannot start: one message, and the other rank does not train into a dead process group
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    junk = subprocess.run([*cmd[:-3], "--out", str(tmp_path / "junk.safetensors"), "--report", str(tmp_path / "junk.h5")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert junk.returncode != 0 and junk.stderr.count("is not a readable HDF5 file") == 1, junk.stderr[-3000:]
+    assert "terminate called" not in junk.stderr and not (tmp_path / "junk.safetensors").exists()
 
 
 QUICK = ["--data", "digits", "--epochs", "1", "--eval-n", "10", "--eval-attack", "fgsm", "--no-corruptions"]
