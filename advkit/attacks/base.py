@@ -76,6 +76,14 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
     return l0, flat.norm(dim=1), flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(len(x))
 
 
+def check_linf_budget(owner: str, key: str, value: float) -> None:
+    """SettingsError for an L-inf budget above 1: on [0, 1] pixels a budget of 1 already allows any image, so a larger
+    one is almost always a budget meant in 0-255 levels (8 for 8/255), which would report every model as broken."""
+    if value > 1:
+        raise SettingsError(f"{owner}: {key} must be <= 1 for an L-inf budget on [0, 1] pixels (1 already allows any "
+                            f"image), got {value:g}; a budget in 0-255 levels is written {value:g}/255")
+
+
 def madry_step(eps: float, steps: int) -> float:
     """Madry et al.'s PGD step, ``2.5 * eps / steps`` (https://arxiv.org/abs/1706.06083): the steps can cover 2.5
     times the eps-ball's radius."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult, _output_classes
+from advkit.attacks.base import ATTACKS, Attack, RawResult, _output_classes, check_linf_budget
 from advkit.errors import AdvkitError, QueryBudgetExceeded, SettingsError
 from advkit.models import ModelWrapper, QueryCounter, UnattributedQuery
 from advkit.registry import suggest
@@ -129,6 +129,9 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "noise_type": {"pgdrs": ("guassian", "uniform"), "pgdrsl2": ("guassian", "uniform")},  # torchattacks' spelling
     "kernel_name": {"tifgsm": ("gaussian", "linear", "uniform")},
 }
+
+
+L2_BUDGETS = frozenset({"pgdl2", "pgdrsl2"})  # their eps is an L2 radius, often above 1; every other eps is L-inf
 
 
 def check_setting(name: str, key: str, value: Any) -> None:
@@ -300,6 +303,10 @@ def create_torchattack(name: str, **settings: Any) -> TorchattacksAttack:
     clean = {k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()}
     for key, value in clean.items():
         check_setting(name, key, value)
+    if name not in L2_BUDGETS and clean.get("norm", defaults.get("norm", "Linf")) == "Linf":
+        for key in ("eps", "max_epsilon"):
+            if key in clean:
+                check_linf_budget(name, key, clean[key])
     if name in ("eadl1", "eaden"):  # torchattacks checks for progress every max_iterations // 10 steps
         steps = clean.get("max_iterations", defaults["max_iterations"])
         if clean.get("abort_early", defaults["abort_early"]) and steps < 10:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import madry_step
+from advkit.attacks.base import check_linf_budget, madry_step
 from advkit.attacks.pixle import Pixle
 from advkit.attacks.runner import sample_seeds
 from advkit.attacks.white_pixle import WhitePixle
@@ -87,6 +87,7 @@ class FinetuneMethod:
         if not finite or self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.beta < 0:
             raise SettingsError(f"eps and alpha must be > 0, steps >= 1 and beta >= 0; got eps={self.eps}, "
                                 f"alpha={self.alpha}, steps={self.steps}, beta={self.beta}")
+        check_linf_budget("fine-tuning", "eps", self.eps)
 
     @property
     def uses_gradients(self) -> bool:

@@ -154,3 +154,18 @@ def test_python_style_booleans_get_a_hint() -> None:
     with pytest.raises(SettingsError, match=r"^pgd: random_start must be true or false, got 'False' "
                                             r"\(write true or false\)$"):
         create_attack("pgd", random_start="False")
+
+
+@pytest.mark.parametrize(("name", "settings"), [("pgd", {"eps": 2.0}), ("fgsm", {"eps": "8"}), ("spsa", {"eps": 1.5}),
+                                                ("square", {"eps": 8.0}), ("pifgsm", {"max_epsilon": 16.0})])
+def test_an_linf_budget_above_one_is_refused_as_meant_in_0_255_levels(name: str, settings: dict[str, object]) -> None:
+    """On [0, 1] pixels an L-inf budget of 1 allows any image: eps=8 is 8/255 mistyped, and would break every model."""
+    key, value = next(iter(settings.items()))
+    with pytest.raises(SettingsError, match=rf"^{name}: {key} must be <= 1 for an L-inf budget .* written {float(value):g}/255$"):
+        create_attack(name, **settings)
+
+
+def test_l2_budgets_above_one_stay_allowed() -> None:
+    for name, settings in [("pgdl2", {"eps": 3.0}), ("apgd", {"eps": 3.0, "norm": "L2"}), ("square", {"eps": 3.0, "norm": "L2"})]:
+        assert create_attack(name, **settings).settings["eps"] == 3.0
+    assert create_attack("pgd", eps=1).settings["eps"] == 1  # the largest meaningful L-inf budget
