@@ -656,6 +656,20 @@ def _mnist_root(path: Path) -> Path:
     raise DatasetError(f"no MNIST idx files (train-images-idx3-ubyte[.gz], ...) in {path}")
 
 
+def _idx_classes(root: Path, labels: np.ndarray) -> int:
+    """The class count of idx labels: 10 (MNIST, Fashion-MNIST, a subset of them), or up to the largest label for
+    EMNIST's 26, 47 or 62 classes. Labels above 9 must leave no class between 10 and the largest one empty: a
+    damaged byte (255) would otherwise make a 256-class dataset."""
+    present = np.unique(labels)
+    above = present[present >= 10]
+    if len(above) and len(above) != above[-1] - 9:
+        missing = sorted(set(range(10, int(above[-1]))) - set(above.tolist()))
+        raise DatasetError(f"{root}: the idx labels reach {above[-1]} but no image has label {missing[0]}"
+                           f"{f' (nor {len(missing) - 1} other labels below it)' if len(missing) > 1 else ''}; "
+                           "is a labels file damaged?")
+    return max(10, int(present[-1]) + 1)
+
+
 @FORMATS.register("mnist-idx", tags=("gray",))
 def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> ImageDataset:
     """MNIST / Fashion-MNIST idx files (train-/t10k-images-idx3-ubyte[.gz] + labels), 28x28 gray."""
@@ -679,8 +693,7 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
             parts.append((code, images[..., None], labels.astype(np.int64)))
     if not parts:
         raise DatasetError(f"{root}: the idx files hold no images")
-    max_label = max(int(p[2].max()) for p in parts)
-    names = [str(i) for i in range(max(10, max_label + 1))]
+    names = [str(i) for i in range(_idx_classes(root, np.concatenate([p[2] for p in parts])))]
     meta = {"format": "mnist-idx", "url": "https://yann.lecun.com/exdb/mnist/"}
     return _fixed_split_dataset(f"mnist-idx:{path}", parts, names, "gray", val_fraction, seed, meta)
 

@@ -217,6 +217,26 @@ def test_mnist_idx_images_without_labels_raise(mnist_dir: Path, tmp_path: Path) 
         open_dataset(f"mnist-idx:{copy}")
 
 
+@pytest.mark.parametrize(("labels", "expected"), [([0, 1, 255], r"reach 255 but no image has label 10 \(nor 244 other"),
+                                                ([3, 12], r"reach 12 but no image has label 10 \(nor 1 other"),
+                                                ([0, 11], r"reach 11 but no image has label 10; is")])
+def test_mnist_idx_labels_with_a_gap_above_nine_are_refused(tmp_path: Path, labels: list[int], expected: str) -> None:
+    """A damaged labels byte (255) made a 256-class dataset whose models had 246 classes no image ever had."""
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((len(labels), 28, 28), np.uint8)))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array(labels, np.uint8)))
+    with pytest.raises(DatasetError, match=expected):
+        open_dataset(f"mnist-idx:{tmp_path}")
+
+
+def test_mnist_idx_class_counts_of_subsets_and_emnist(tmp_path: Path) -> None:
+    for labels, classes in [([0, 5], 10), ([1, *range(10, 27)], 27), (list(range(47)), 47)]:  # a subset, letters, balanced
+        folder = tmp_path / str(classes)
+        folder.mkdir()
+        (folder / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((len(labels), 28, 28), np.uint8)))
+        (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array(labels, np.uint8)))
+        assert open_dataset(f"mnist-idx:{folder}").num_classes == classes
+
+
 # ------------------------------------------------------------------------------------------------------- SVHN
 
 
