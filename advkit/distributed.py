@@ -75,17 +75,17 @@ class World:
             return
         import torch.distributed as dist
 
-        mine: str | None = None
+        mine: AdvkitError | OSError | None = None
         try:
             yield
         except (AdvkitError, OSError) as exc:
-            mine = one_line(exc)
+            mine = exc
         messages: list[str | None] = [None] * self.size
-        dist.all_gather_object(messages, mine)
+        dist.all_gather_object(messages, None if mine is None else one_line(mine))
         failed = next((rank for rank, message in enumerate(messages) if message is not None), None)
         if failed is not None:  # no collective can follow: leave the group now (a process exiting in it aborts)
             self.close()
-            raise RankFailed(messages[failed] if failed == 0 else f"rank {failed}: {messages[failed]}")
+            raise RankFailed(messages[failed] if failed == 0 else f"rank {failed}: {messages[failed]}") from mine
 
     def lockstep(self, items: Iterator[T]) -> Iterator[T]:
         """``items`` (the same number on every rank) advanced together: an item that fails on one rank stops all."""
