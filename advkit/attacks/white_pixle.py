@@ -47,12 +47,13 @@ misclassification or once it has moved ``attack_limit`` pixels.
 
 from __future__ import annotations
 
+import numbers
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult, check_finite
+from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range
 from advkit.attacks.moves import apply_moves, last_writer_mask
 from advkit.attacks.pixle import _Moves
 from advkit.errors import AdvkitError
@@ -60,33 +61,16 @@ from advkit.models import ModelWrapper, QueryCounter
 from advkit.rng import counter_uniform
 
 MODES = ("htl", "lth")
-PixelCount = int | float
 
 
-def _pixel_range(value: PixelCount | tuple[PixelCount, PixelCount] | list[PixelCount], name: str = "pixels_per_iteration"
-                 ) -> tuple[PixelCount, PixelCount]:
-    """A pixel count as (low, high): ints are pixels (>= 1), floats in (0, 1] fractions of H*W."""
-    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be one value or a (low, high) pair, got {value!r}")
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{name} values must be ints or floats in (0, 1], got {v!r}")
-        if (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v <= 1):
-            raise ValueError(f"{name} must be an int >= 1 or a fraction in (0, 1], got {v!r}")
-    if type(pair[0]) is type(pair[1]) and pair[0] > pair[1]:  # pixels against a fraction: known on the image only
-        raise ValueError(f"{name} is a (low, high) range, got low > high: {value!r}")
-    return pair[0], pair[1]
-
-
-def _pixel_count(value: PixelCount, name: str) -> PixelCount:
+def _pixel_count(value: PixelsOrFraction, name: str) -> PixelsOrFraction:
     """One pixel count (no range): an int >= 1 or a fraction in (0, 1] of H*W."""
-    if not isinstance(value, (int, float)):
+    if not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be one int or fraction here (no (low, high) range), got {value!r}")
-    return _pixel_range(value, name)[0]
+    return pixels_or_fraction_range(name, value, "the image's pixels")[0]
 
 
-def _pixels(value: PixelCount, length: int) -> int:
+def _pixels(value: PixelsOrFraction, length: int) -> int:
     return min(length, max(1, value if isinstance(value, int) else int(value * length)))
 
 
@@ -97,9 +81,11 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def input_gradient(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Channel-mean |d CE / d x| (N, H*W) and the probabilities (N, K) at x: one counted query per image."""
+    """Channel-mean |d CE / d x| (N, H*W) and the probabilities (N, K) at x: one counted query per image. The
+    gradient is taken in at least float32: in float16 small gradients underflow to 0 and their inverse weights
+    overflow to inf, which left float16 images with no valid move."""
     with torch.enable_grad():
-        image = x.detach().requires_grad_(True)
+        image = x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_(True)
         logits = model(image, rows)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), image)
     check_finite(logits, "the images whose gradient WhitePixle takes")
@@ -143,12 +129,12 @@ class WhitePixle(Attack):
     def __init__(
         self,
         *,
-        pixels_per_iteration: PixelCount | tuple[PixelCount, PixelCount] = 1,
+        pixels_per_iteration: PixelsOrFraction | tuple[PixelsOrFraction, PixelsOrFraction] = 1,
         mode: str = "htl",
         restarts: int = 20,
         max_iterations: int = 100,
     ) -> None:
-        self.pixels_per_iteration = _pixel_range(pixels_per_iteration)
+        self.pixels_per_iteration = pixels_or_fraction_range("pixels_per_iteration", pixels_per_iteration, "the image's pixels")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
@@ -250,7 +236,7 @@ class SortedWhitePixle(Attack):
     name: ClassVar[str] = "white-pixle-sorted"
     supports_targeted: ClassVar[bool] = False
 
-    def __init__(self, *, pixels_per_iteration: PixelCount = 1, mode: str = "htl", attack_limit: PixelCount = 0.1, swap: bool = False) -> None:
+    def __init__(self, *, pixels_per_iteration: PixelsOrFraction = 1, mode: str = "htl", attack_limit: PixelsOrFraction = 0.1, swap: bool = False) -> None:
         self.pixels_per_iteration = _pixel_count(pixels_per_iteration, "pixels_per_iteration")
         self.attack_limit = _pixel_count(attack_limit, "attack_limit")
         if isinstance(self.attack_limit, float) and self.attack_limit > 0.5:
