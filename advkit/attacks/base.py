@@ -19,6 +19,7 @@ success is never trusted.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -74,6 +75,34 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
     l0 = (delta.abs() > 0).any(dim=1).sum(dim=1)
     flat = delta.flatten(1)
     return l0, flat.norm(dim=1), flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(len(x))
+
+
+PixelsOrFraction = int | float  # an int counts pixels (>= 1), a float in (0, 1] is a fraction of a size
+
+
+def pixels_or_fraction_range(name: str, value: PixelsOrFraction | tuple[PixelsOrFraction, PixelsOrFraction]
+                             | list[PixelsOrFraction], of: str) -> tuple[PixelsOrFraction, PixelsOrFraction]:
+    """A size as (low, high) from one value or a pair: ints (NumPy's too) count pixels (>= 1), floats in (0, 1] are
+    fractions of ``of`` (resolved on the image). ValueError naming ``name`` otherwise."""
+    pair = (value, value) if isinstance(value, numbers.Real) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be one value or a (low, high) pair, got {value!r}")
+    low, high = (_pixels_or_fraction(name, v, of) for v in pair)
+    if type(low) is type(high) and low > high:  # pixels against a fraction: known on the image only
+        raise ValueError(f"{name} is a (low, high) range, got low > high: {value!r}")
+    return low, high
+
+
+def _pixels_or_fraction(name: str, v: object, of: str) -> PixelsOrFraction:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError(f"{name} values must be ints (pixels) or floats in (0, 1] (fractions of {of}), got {v!r}")
+    if isinstance(v, numbers.Integral):
+        if v < 1:
+            raise ValueError(f"{name} pixel counts must be >= 1, got {v}")
+        return int(v)
+    if not 0 < v <= 1:
+        raise ValueError(f"{name} fractions (of {of}) must lie in (0, 1], got {v}")
+    return float(v)
 
 
 def check_linf_budget(owner: str, key: str, value: float) -> None:

@@ -61,14 +61,13 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import ATTACKS, Attack, RawResult, check_finite
+from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range
 from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper, QueryCounter
 from advkit.rng import bits_to_randint, bits_to_uniform, counter_bits
 
 PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
-Dimension = int | float
 _CORNER_SLOTS = 4  # random draws per candidate before the per-pixel ones: corner row, corner col, height, width
 _MAPPING_ELEMENTS = 2**24  # memory cap (elements) for scoring destinations of similarity/distance mappings at once
 _CANDIDATE_ELEMENTS = 2**24  # memory cap (elements) for the candidate images built, and fed to the net, at once
@@ -76,24 +75,7 @@ _ONE_HASH_ELEMENTS = 2**14  # random slots of a draw below which all are hashed 
 _AUTO_WASTE = 8  # candidates_per_pass="auto": a success may waste at most 1/8 of the candidates tried before
 
 
-def _dimension_pair(name: str, value: Dimension | tuple[Dimension, Dimension] | list[Dimension]) -> tuple[Dimension, Dimension]:
-    """A patch side as (low, high): ints are pixels (>= 1), floats in (0, 1] fractions of the image side."""
-    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be one value or a (low, high) pair, got {value!r}")
-    for d in pair:
-        if isinstance(d, bool) or not isinstance(d, (int, float)):
-            raise ValueError(f"{name} values must be ints (pixels) or floats in (0, 1] (fractions), got {d!r}")
-        if isinstance(d, int) and d < 1:
-            raise ValueError(f"{name} pixel counts must be >= 1, got {d}")
-        if isinstance(d, float) and not 0 < d <= 1:
-            raise ValueError(f"{name} fractions must lie in (0, 1], got {d}")
-    if type(pair[0]) is type(pair[1]) and pair[0] > pair[1]:  # pixels against a fraction: known on the image only
-        raise ValueError(f"{name} is a (low, high) range, got low > high: {value!r}")
-    return pair[0], pair[1]
-
-
-def _resolve(pair: tuple[Dimension, Dimension], side: int, name: str) -> tuple[int, int]:
+def _resolve(pair: tuple[PixelsOrFraction, PixelsOrFraction], side: int, name: str) -> tuple[int, int]:
     low, high = (max(1, d if isinstance(d, int) else round(side * d)) for d in pair)
     low, high = min(low, side), min(high, side)
     if low > high:
@@ -175,8 +157,8 @@ class Pixle(Attack):
     def __init__(
         self,
         *,
-        x_dimensions: Dimension | tuple[Dimension, Dimension] = (2, 10),
-        y_dimensions: Dimension | tuple[Dimension, Dimension] = (2, 10),
+        x_dimensions: PixelsOrFraction | tuple[PixelsOrFraction, PixelsOrFraction] = (2, 10),
+        y_dimensions: PixelsOrFraction | tuple[PixelsOrFraction, PixelsOrFraction] = (2, 10),
         pixel_mapping: str = "random",
         restarts: int = 20,
         max_iterations: int = 10,
@@ -184,8 +166,8 @@ class Pixle(Attack):
         swap: bool = False,
         candidates_per_pass: int | str = "auto",
     ) -> None:
-        self.x_dimensions = _dimension_pair("x_dimensions", x_dimensions)
-        self.y_dimensions = _dimension_pair("y_dimensions", y_dimensions)
+        self.x_dimensions = pixels_or_fraction_range("x_dimensions", x_dimensions, "the image width")
+        self.y_dimensions = pixels_or_fraction_range("y_dimensions", y_dimensions, "the image height")
         if pixel_mapping not in PIXEL_MAPPINGS:
             raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, got {pixel_mapping!r}")
         for key, value in (("restarts", restarts), ("max_iterations", max_iterations)):

@@ -205,7 +205,7 @@ def test_torchattacks_settings_out_of_range_are_value_errors(name: str) -> None:
     ("fab", {"norm": "L7"}, "norm must be one of Linf, L2, L1, got 'L7'"),
     ("white-pixle-sorted", {"pixels_per_iteration": [1, 5]}, r"pixels_per_iteration must be one int or fraction here"),  # was 1
     ("white-pixle-sorted", {"attack_limit": (4, 8)}, r"attack_limit must be one int or fraction here"),
-    ("white-pixle-sorted", {"attack_limit": 0}, r"attack_limit must be an int >= 1"),
+    ("white-pixle-sorted", {"attack_limit": 0}, r"attack_limit pixel counts must be >= 1, got 0"),
 ])
 def test_settings_the_audit_found_accepted_are_refused(name: str, settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -236,5 +236,8 @@ def test_nan_models_and_bad_settings_are_clear_errors() -> None:
             Pixle(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(AdvkitError, match="has no setting restart; did you mean restarts"):
         create_attack("pixle", restart=3)
+    # NumPy scalars are numbers like any other (np.int64(2) raised "'numpy.int64' object is not iterable")
+    assert Pixle(x_dimensions=np.int64(2), y_dimensions=(np.int32(1), np.float64(0.5))).y_dimensions == (1, 0.5)
+    assert type(Pixle(x_dimensions=np.int64(2)).x_dimensions[0]) is int
     with pytest.raises(AdvkitError, match=r"patch side range \[5, 2\] on a 8-pixel side"):  # pixels against a fraction
         Pixle(x_dimensions=(5, 0.25))(linear_model(1, 8, 8), images(1, 1, 8, 8), torch.tensor([0]))
