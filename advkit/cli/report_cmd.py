@@ -221,9 +221,12 @@ def _headline(summary: dict[str, Any]) -> str:
 
 
 def per_class(samples: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Per-label counts, clean accuracy (from ``pred``), attack success rate over attacked samples, and the mean
+    """Per-label counts, clean accuracy (from ``pred``), attack success rate over attacked samples the model
+    classified correctly (as in the run summary), and the mean
     of every other boolean per-sample column (e.g. a transfer run's ``tgt_success``, a robustness run's
     ``model_correct`` over all corruptions and severities)."""
+    from advkit.report.summary import scored
+
     if "label" not in samples or len(samples["label"]) == 0:
         return []
     attack = "success" in samples and "attacked" in samples
@@ -238,9 +241,9 @@ def per_class(samples: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         if "pred" in samples:
             row["clean_accuracy"] = float((samples["pred"][mask] == label).mean())
         if attack:
-            attacked = mask & samples["attacked"].astype(bool)
-            row["attacked"] = int(attacked.sum())
-            row["success_rate"] = float(samples["success"][attacked].mean()) if attacked.any() else float("nan")
+            row["attacked"] = int((mask & samples["attacked"].astype(bool)).sum())
+            counted = mask & scored(samples)  # as in the summary: images the model got wrong are no success
+            row["success_rate"] = float(samples["success"][counted].mean()) if counted.any() else float("nan")
         for name in flags:
             row[name] = float(np.asarray(samples[name])[mask].mean())
         rows.append(row)

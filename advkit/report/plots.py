@@ -25,6 +25,7 @@ import numpy as np
 
 from advkit.errors import AdvkitError, ReportError
 from advkit.report.schema import IMAGES, MOVES
+from advkit.report.summary import scored
 from advkit.runtime import write_atomically
 
 if TYPE_CHECKING:
@@ -382,11 +383,6 @@ def _note_left_out(result: PlotResult, figure: str, reasons: list[str]) -> None:
         result.left_out[figure] = "; ".join(filter(None, [result.left_out.get(figure), *reasons]))
 
 
-def _attacked(run: RunData) -> np.ndarray:
-    s = run.samples
-    return s["attacked"].astype(bool) if "attacked" in s else np.ones(run.n_samples, bool)
-
-
 def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
     chosen = _attack_runs(runs, result, "cdf")
     if not chosen:
@@ -395,7 +391,7 @@ def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
         return
     curves = {}
     for run in chosen:
-        keep = _attacked(run)
+        keep = scored(run.samples)
         curves[run.id] = (run.samples["queries"][keep], run.samples["success"][keep])
     result.written["cdf"] = [plot_success_cdf(curves, out / "success-vs-queries.png")]
 
@@ -404,7 +400,7 @@ def _norms(runs: list[RunData], out: Path, result: PlotResult) -> None:
     norms: dict[str, dict[str, np.ndarray]] = {}
     reasons = []
     for run in _attack_runs(runs, result, "norms"):
-        hit = run.samples["success"].astype(bool) & _attacked(run)
+        hit = run.samples["success"].astype(bool) & scored(run.samples)
         present = {k: run.samples[k][hit] for k in ("l0", "l2", "linf") if k in run.samples}
         if hit.any() and present:
             norms[run.id] = present
@@ -462,7 +458,7 @@ def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader,
     s = full.samples
     if IMAGES not in s and moves is None:
         raise Unavailable("no adversarial images (run the attack with --save-images)")
-    rows = _pick(full, _column(full, "success", "b") & _attacked(full), n)
+    rows = _pick(full, _column(full, "success", "b") & scored(full.samples), n)
     index = s["index"][rows]
     clean = _domain_images(full, loader(run, index))
     adv, arrows = None, None

@@ -41,6 +41,30 @@ def _bool_column(samples: Mapping[str, np.ndarray], name: str, n: int) -> np.nda
     return values
 
 
+def _clean_and_attacked(samples: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) bool ``clean`` and ``attacked`` as :func:`attack_summary` defines them."""
+    for name in ("label", "success"):
+        if name not in samples:
+            raise ReportError(f"attack summary needs a {name!r} column")
+    label = np.asarray(samples["label"])
+    n = int(label.shape[0]) if label.ndim else 0
+    if "clean_correct" in samples:
+        clean = _bool_column(samples, "clean_correct", n)
+    elif "pred" in samples:
+        clean = _column(samples, "pred", n) == label
+    else:
+        raise ReportError("attack summary needs a 'clean_correct' or 'pred' column")
+    return clean, _bool_column(samples, "attacked", n) if "attacked" in samples else clean
+
+
+def scored(samples: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N,) bool: the samples an attack's success is counted over, attacked ones the model classified correctly
+    (``attacked & clean`` of :func:`attack_summary`). Every view of a run's success rate (per class, curves,
+    histograms) uses it, so that none counts an image the model already got wrong as a success."""
+    clean, attacked = _clean_and_attacked(samples)
+    return attacked & clean
+
+
 def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
     """Accuracy, success rate, queries and distances of an attack run (keys: ``schema.ATTACK_SUMMARY``).
 
@@ -65,19 +89,9 @@ def attack_summary(samples: Mapping[str, np.ndarray]) -> dict[str, int | float]:
 
     Every mean over an empty set is NaN.
     """
-    for name in ("label", "success"):
-        if name not in samples:
-            raise ReportError(f"attack summary needs a {name!r} column")
-    label = np.asarray(samples["label"])
-    n = int(label.shape[0]) if label.ndim else 0
-    if "clean_correct" in samples:
-        clean = _bool_column(samples, "clean_correct", n)
-    elif "pred" in samples:
-        clean = _column(samples, "pred", n) == label
-    else:
-        raise ReportError("attack summary needs a 'clean_correct' or 'pred' column")
+    clean, attacked = _clean_and_attacked(samples)
+    n = len(clean)
     success = _bool_column(samples, "success", n)
-    attacked = _bool_column(samples, "attacked", n) if "attacked" in samples else clean
     hit = success & attacked & clean
 
     out: dict[str, int | float] = {

@@ -222,3 +222,35 @@ def test_attack_runs_with_recorded_moves_draw_them(tmp_path: Path, monkeypatch: 
     np.testing.assert_allclose(drawn["adversarial"], adv, atol=1e-3)  # float16 storage, or the exact replay
     arrows = [dict(zip(dst.tolist(), src.tolist())) for src, dst in drawn["moves"]]  # type: ignore[attr-defined]
     assert arrows == [{i: 63 - i, 9 + i: 20} for i in index.tolist()]
+
+
+def test_images_the_model_got_wrong_are_no_success_in_any_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --include-misclassified an image the model already got wrong is recorded as a 1-query, 0-pixel success;
+    the summary leaves it out, and so must the per-class table, the success curve and the norm histograms (they
+    counted it: a curve ending at 0.45 under a summary of 0.108)."""
+    from advkit.cli.report_cmd import per_class
+    from advkit.report import plots
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    wrong = np.array([False, False, True, False, True, True])  # the model already misclassifies these
+    success = np.array([True, False, True, False, True, True])
+    columns = {"index": np.arange(6), "label": labels, "pred": np.where(wrong, (labels + 1) % 2, labels),
+               "attacked": np.ones(6, bool), "success": success, "queries": np.where(wrong, 1, 50),
+               "l0": np.where(success & ~wrong, 7, 0), "l2": np.zeros(6, np.float32), "linf": np.zeros(6, np.float32)}
+    report = Report(tmp_path / "r.h5")
+    with report.start_run("attack-pixle", kind="attack", config={"data": "digits", "attack": "pixle"}) as writer:
+        writer.append(columns)
+        writer.finish(summary := attack_summary(columns))
+    assert summary["attack_success_rate"] == pytest.approx(1 / 3)  # 1 of the 3 correctly classified images
+    rows = {row["class"]: row for row in per_class(report.read("attack-pixle").samples)}
+    assert rows[0]["success_rate"] == 0.5 and rows[1]["success_rate"] == 0.0 and rows[1]["attacked"] == 3
+    drawn: dict[str, object] = {}
+    for name, key in (("plot_success_cdf", "cdf"), ("plot_norm_histograms", "norms")):
+        def spy(data, path, draw=getattr(plots, name), key=key):  # type: ignore[no-untyped-def]
+            drawn[key] = data
+            return draw(data, path)
+        monkeypatch.setattr(plots, name, spy)
+    plot_report(report, tmp_path / "figs", figures=["cdf", "norms"])
+    queries, successes = drawn["cdf"]["attack-pixle"]  # type: ignore[index]
+    assert queries.tolist() == [50, 50, 50] and successes.tolist() == [True, False, False]
+    assert drawn["norms"]["attack-pixle"]["l0"].tolist() == [7]  # type: ignore[index]
