@@ -27,7 +27,7 @@ What advkit does differently from torchattacks (methods.md section 1):
     (the reference transposes it);
   - if two moves of one candidate write the same pixel, the later one wins, on every device;
   - random numbers come from per-sample counter-based streams (:func:`advkit.rng.counter_bits`), so a
-    sample's attack is the same whatever the batch it is in;
+    sample's attack is the same whatever the batch it is in (up to the net's floating point, docs/methods.md);
   - an image that is already adversarial is returned unchanged after one query, and an image the attack
     never improved is returned clean (the reference returns its last random candidate);
   - the moves are recorded as a :class:`~advkit.attacks.moves.MoveProgram`, so they can be replayed.

@@ -23,8 +23,10 @@ Deliberate differences from the reference code (also in docs/methods.md):
   - the loss of the restart's starting image comes from the gradient pass (no extra query), and the
     ``acceptance_threshold`` of the reference (always 1 in its configs) is fixed at 1;
   - all unfinished images advance together, one candidate per image per forward pass; sampling without
-    replacement uses per-sample counter-based random streams (Gumbel top-k), so results do not depend on
-    the batch.
+    replacement uses per-sample counter-based random streams (Gumbel top-k), so the random numbers do not
+    depend on the batch. The results can, on rare images: a net's logits for an image differ in their last
+    bits with the batch size, and a gradient-weighted draw near a tie then goes the other way (1 of 50
+    MNIST-subset images at batch 3 vs 100; docs/methods.md, "Batch size and floating point").
 
 Queries: one per restart for its gradient pass (restart 0's, on the clean image, is the clean query) and one
 per candidate.

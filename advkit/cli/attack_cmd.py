@@ -59,7 +59,7 @@ def attack(
     targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", help="Per-sample budget of model evaluations.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images attacked together (does not change advkit attacks' results).")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images attacked together (advkit's attacks give the same results at any batch size, up to floating point: docs/methods.md).")] = 128,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report to write or resume.")] = Path("advkit-report.h5"),
     run: Annotated[str | None, typer.Option("--run", help="Run name (several attacks: prefix of their run names).")] = None,
     save_images: Annotated[bool, typer.Option("--save-images", help="Store adversarial images in the report.")] = False,
