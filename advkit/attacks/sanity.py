@@ -119,6 +119,9 @@ def threat_model(attack_name: str, params: Mapping[str, Any] | None = None) -> t
 
 
 _L0 = frozenset({"pixle", "ta-pixle", "onepixel", "white-pixle", "white-pixle-sorted", "jsma", "sparsefool"})
+# attack_mix_flags compares the pixel-moving ones only: the other L0 attacks change pixel values under budgets of
+# their own (JSMA's share gamma, OnePixel's pixel count, SparseFool's none), so pixle beating jsma says nothing
+_PIXEL_MOVES = frozenset({"pixle", "ta-pixle", "white-pixle", "white-pixle-sorted"})
 _L2 = frozenset({"pgdl2", "pgdrsl2", "cw", "deepfool"})
 _L1 = frozenset({"eadl1", "eaden"})
 _NORM_PARAM = frozenset({"square", "apgd", "apgdt", "fab", "autoattack"})
@@ -143,7 +146,7 @@ def attack_mix_flags(robust_accuracy: Mapping[str, float],
     groups: dict[tuple[str, Any], tuple[dict[str, float], dict[str, float]]] = {}
     for name, value in robust_accuracy.items():
         key = threat_model(name, params.get(name))
-        if key is not None:
+        if key is not None and (key[0] != "l0" or name in _PIXEL_MOVES):
             groups.setdefault(key, ({}, {}))[0 if uses_gradients(name) else 1][name] = float(value)
     compared = [(key, min(black.items(), key=lambda kv: kv[1]), min(white.items(), key=lambda kv: kv[1]))
                 for key, (white, black) in groups.items() if white and black]

@@ -99,6 +99,8 @@ def test_black_box_beating_white_box_is_judged_within_a_threat_model() -> None:
     assert attack_mix_flags({"square": 0.2, "pgd": 0.5}, {"square": {"eps": 0.3}, "pgd": {"eps": 0.1}}) == {}
     assert attack_mix_flags({"pixle": 0.0, "fgsm": 0.9}) == {}
     assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.4})["sanity.black_box_beats_white_box"] is True
+    # L0 attacks that change pixel values have budgets of their own: pixle beating jsma says nothing of masking
+    assert attack_mix_flags({"pixle": 0.0, "jsma": 0.3}) == {} and attack_mix_flags({"onepixel": 0.1, "sparsefool": 0.5}) == {}
     assert threat_model("square", {"norm": "L2", "eps": 0.5}) == threat_model("pgdl2", {"eps": 0.5})
     # the warning names the two attacks it compared and their threat model, not only the numbers
     flags = attack_mix_flags({"pixle": 0.0, "white-pixle": 0.1, "pgd": 0.0, "square": 0.3}, same)
