@@ -129,16 +129,27 @@ def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None,
         data = report.read(run_id)
         columns, skipped = flat_columns(data.samples, run_id)
         result.skipped.update(skipped)
-        planned.append((Path(out_dir) / f"{stem}-{run_id}.csv", columns))
+        planned.append((Path(out_dir) / f"{stem}-{run_id}.csv", columns, f"run {run_id!r}"))
         for name, table in data.tables.items():
             table_columns, table_skipped = flat_columns(table, f"{run_id}/tables/{name}")
             result.skipped.update(table_skipped)
-            planned.append((Path(out_dir) / f"{stem}-{run_id}-{name}.csv", table_columns))
-    check_targets(report, [path for path, _ in planned], overwrite)
-    for path, columns in planned:
+            planned.append((Path(out_dir) / f"{stem}-{run_id}-{name}.csv", table_columns, f"table {name!r} of run {run_id!r}"))
+    _check_unique(planned)
+    check_targets(report, [path for path, _, _ in planned], overwrite)
+    for path, columns, _ in planned:
         write_csv(columns, path)
         result.paths.append(path)
     return result
+
+
+def _check_unique(planned: Sequence[tuple[Path, Any, str]]) -> None:
+    """Run ``a-b`` and table ``b`` of run ``a`` share a file name: refuse instead of writing one over the other."""
+    first: dict[Path, str] = {}
+    for path, _, what in planned:
+        if path in first:
+            raise ReportError(f"{first[path]} and {what} would both be exported as {path.name}; export one of the "
+                              "runs at a time with --run and another --out")
+        first[path] = what
 
 
 def check_targets(report: Report, paths: Sequence[Path], overwrite: bool) -> None:

@@ -69,6 +69,22 @@ def test_csv_has_a_row_per_sample_and_the_values_of_the_report(tmp_path: Path) -
     assert [r["train_loss"] for r in _read_csv(result.paths[2])] == ["0.7", "0.3"]
 
 
+
+def test_csv_names_two_outputs_would_share_are_refused_before_writing(tmp_path: Path) -> None:
+    """Run 'train-history' and table 'history' of run 'train' both map to r-train-history.csv: one overwrote the
+    other and the table was lost without a word."""
+    report = Report(tmp_path / "r.h5")
+    with report.start_run("train", kind="train", config={}) as writer:
+        writer.add_table("history", {"epoch": np.array([1, 2])})
+        writer.finish({})
+    _attack(report, "train-history", np.arange(3), np.ones(3, bool))
+    with pytest.raises(ReportError, match=r"^table 'history' of run 'train' and run 'train-history' would both be "
+                                          r"exported as r-train-history.csv; export one of the runs at a time"):
+        export(report, "csv", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert [p.name for p in export(report, "csv", tmp_path / "one", ["train"]).paths] == ["r-train.csv", "r-train-history.csv"]
+
+
 def test_flat_columns_name_every_value_and_skip_images() -> None:
     cols, skipped = flat_columns({"index": np.arange(2), "grid": np.arange(12).reshape(2, 2, 3),
                                   "adv_images": np.zeros((2, 3, 32, 32))})
