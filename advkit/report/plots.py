@@ -592,11 +592,14 @@ TRANSFER_METHODS = (("", None), ("random.", "random moves"), ("fgsm.", "fgsm"), 
 
 def transfer_matrix(runs: list[RunData]) -> tuple[np.ndarray, list[str], list[str]]:
     """The transfer table of ``advkit transfer`` as a matrix: a row per method (the move attack and its
-    controls), a column per direction and rate (source success, transfer, both fooled)."""
+    controls), a column per direction and rate (source success, transfer, both fooled); runs that share a
+    direction are told apart by their run ids."""
     chosen = [r for r in runs if r.kind == "transfer" and "transfer_rate" in r.summary]
     if not chosen:
         raise Unavailable("no transfer run (advkit transfer) in the report")
-    cols = [f"{r.config.get('direction', r.id)} {m}" for r in chosen for m in ("source", "transfer", "both")]
+    directions = [str(r.config.get("direction", r.id)) for r in chosen]
+    heads = [d if directions.count(d) == 1 else r.id for r, d in zip(chosen, directions)]  # two runs of one direction: their ids
+    cols = [f"{head} {m}" for head in heads for m in ("source", "transfer", "both")]
     rows, matrix = [], []
     for prefix, name in TRANSFER_METHODS:
         if not any(f"{prefix}transfer_rate" in r.summary for r in chosen):

@@ -164,6 +164,21 @@ def test_transfer_matrix_holds_the_run_summaries(full_report: Report) -> None:
     assert matrix[1, 1] == 0.0 and np.isnan(matrix[1, 0])
 
 
+def test_transfer_runs_of_one_direction_get_columns_of_their_own(tmp_path: Path) -> None:
+    """Two runs of rgb->ir (pixle, white-pixle) had columns headed alike: which was which could not be told."""
+    report = Report(tmp_path / "t.h5")
+    for run_id, attack, rate in (("t-pixle", "pixle", 0.25), ("t-white", "white-pixle", 0.5)):
+        with report.start_run(run_id, kind="transfer", config={"direction": "rgb->ir", "attack_name": attack}) as writer:
+            writer.append({"index": np.arange(2)})
+            writer.finish({"source_success_rate": 1.0, "transfer_rate": rate, "both_fooled_rate": rate})
+    with report.start_run("t-ir", kind="transfer", config={"direction": "ir->rgb", "attack_name": "pixle"}) as writer:
+        writer.append({"index": np.arange(2)})
+        writer.finish({"source_success_rate": 1.0, "transfer_rate": 0.0, "both_fooled_rate": 0.0})
+    matrix, _, cols = transfer_matrix([report.read(r.id) for r in report.runs()])
+    assert cols[::3] == ["t-pixle source", "t-white source", "ir->rgb source"]
+    assert matrix[0, 1::3].tolist() == [0.25, 0.5, 0.0]
+
+
 def test_image_grid_uses_the_recorded_moves(full_report: Report, tmp_path: Path) -> None:
     """The transfer grid shows each recorded program replayed on the dataset's images, arrows from its moves."""
     asked: list[np.ndarray] = []
