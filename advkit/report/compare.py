@@ -58,7 +58,9 @@ ORDER = ("clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_me
 """Rows first in this order, then every other numeric summary key in the order first seen."""
 
 _CLEAN = re.compile(r"(^|\.)(clean_accuracy|test_accuracy|train_accuracy|val_accuracy)$")
-_ROBUST = re.compile(r"(^|\.)(robust_accuracy|corruption_accuracy|relative_accuracy|auroc|auc|tpr_at_\w+)$")
+# also a worst case's robust_accuracy.<attack>, robustness's <corruption>.accuracy and detect's auroc_<...> keys
+_ROBUST = re.compile(r"(^|\.)(robust_accuracy|corruption_accuracy|relative_accuracy|accuracy|auroc|auroc_\w+|auc|"
+                     r"tpr_at_\w+)$|^robust_accuracy\.[\w-]+$")
 _SUCCESS = re.compile(r"(^|\.)(attack_success_rate|success_rate|source_success_rate|transfer_rate|both_fooled_rate|"
                       r"mCE|CE|fpr_at_\w+)$")
 _COST = re.compile(r"(^|\.)(queries_mean|queries_median|l0_mean|l2_mean|linf_mean|moves_mean)$")

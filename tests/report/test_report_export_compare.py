@@ -190,6 +190,20 @@ def test_json_export_refuses_non_numbers_where_robustbench_wants_numbers(tmp_pat
     assert not (tmp_path / "r.json").exists()
 
 
+def test_compare_colours_per_attack_per_corruption_and_detector_keys(tmp_path: Path) -> None:
+    """robust_accuracy.<attack>, <corruption>.accuracy and auroc_<section>_<detector>_<setting> were never coloured."""
+    report = Report(tmp_path / "r.h5")
+    for run_id, value in (("one", 0.5), ("two", 0.7)):
+        with report.start_run(run_id, kind="robustness", config={"model": run_id}) as writer:
+            writer.append({"index": np.arange(2)})
+            writer.finish({"robust_accuracy.pixle": value, "fog.accuracy": value, "auroc_clean_ae_x": value,
+                           "sanity.black_box_robust_accuracy": value})
+    c = compare_runs([f"{tmp_path / 'r.h5'}:one,two"], perspective="model")
+    for key in ("robust_accuracy.pixle", "fog.accuracy", "auroc_clean_ae_x"):
+        assert c.row(key).verdicts == [None, "better"], key
+    assert c.row("sanity.black_box_robust_accuracy").verdicts == [None, None]  # a diagnostic, not a score
+
+
 def test_compare_uses_the_common_samples_and_colours_by_perspective(tmp_path: Path) -> None:
     a, b = Report(tmp_path / "before.h5"), Report(tmp_path / "after.h5")
     _attack(a, "attack-pixle", np.arange(10), np.arange(10) < 9, model="before")
