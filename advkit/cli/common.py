@@ -256,6 +256,13 @@ def training_state_path(out_path: Path, overwrite: bool, report: Path | None = N
     return state_path
 
 
+def check_choice(values: str | Sequence[str] | None, choices: Sequence[str], option: str) -> None:
+    """A usage mistake (exit 2, like any bad option value) unless every value is one of ``choices``."""
+    for value in [values] if isinstance(values, str) else values or []:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
 def command_line() -> str:
     """The command as typed, for the report."""
     return shlex.join(["advkit", *sys.argv[1:]])

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from advkit.cli.common import JsonOpt, emit_json, fmt, kv_table, out, table, to_toml, warn
+from advkit.cli.common import JsonOpt, check_choice, emit_json, fmt, kv_table, out, table, to_toml, warn
 
 FIGURE_NAMES = ("cdf", "norms", "images", "corruptions", "roc", "transfer")  # advkit.report.plots.FIGURES, without importing matplotlib
 app = typer.Typer(help="Read HDF5 reports.", no_args_is_help=True)
@@ -71,7 +71,10 @@ def _print_details(detail: dict[str, Any]) -> None:
     out.rule(f"run {detail['run']}")
     out.print(kv_table(f"run {detail['run']}", {k: v for k, v in detail["attrs"].items() if k != "config"}))
     out.print(kv_table("config", detail["config"]))
-    out.print(kv_table("summary", detail["summary"]))
+    if detail["summary"]:
+        out.print(kv_table("summary", detail["summary"]))
+    else:
+        out.print(f"no summary yet: the run is {escape(str(detail['attrs'].get('status', 'not complete')))} (its summary is written when it finishes)")
     for name, columns in detail["tables"].items():
         keys = list(columns)
         rows = list(zip(*(np.asarray(columns[k]).tolist() for k in keys)))
@@ -95,8 +98,9 @@ def compare(
 
     Attack runs of the same data are compared on the sample indices they share (the caption says how many).
     """
-    from advkit.report.compare import compare_runs
+    from advkit.report.compare import PERSPECTIVES, compare_runs
 
+    check_choice(perspective, PERSPECTIVES, "--perspective")
     comparison = compare_runs(specs, perspective=perspective, common=not all_samples)
     unfinished = [f"{ref.label} ({status})" for ref, status in zip(comparison.refs, comparison.statuses) if status != "complete"]
     if unfinished:
@@ -146,6 +150,7 @@ def plot(
     from advkit.report import Report
     from advkit.report.plots import plot_report
 
+    check_choice(figure, FIGURE_NAMES, "--figure")
     result = plot_report(Report(path), out_dir, runs=run, figures=figure, max_images=max_images)
     if result.incomplete:
         warn(f"not complete, so not drawn (name them with --run to draw them): {', '.join(result.incomplete)}")
@@ -174,6 +179,10 @@ def export(
     from advkit.report import Report
     from advkit.report.export import export as export_report, summary_json
 
+    check_choice(format_, ("csv", "json"), "--format")
+    if format_ == "csv" and out_path == Path("-"):
+        raise typer.BadParameter("- (standard output) is for --format json; CSV export writes a directory of files",
+                                 param_hint="--out")
     report = Report(path)
     if format_ == "json" and out_path == Path("-"):
         if not report.exists():

@@ -104,7 +104,6 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
         (("report", "compare", "missing.h5", f"{attacked}"), "no such report: missing.h5"),
         (("report", "plot", attacked, "--figure", "roc", "--out", "never"), "cannot draw roc"),
         (("report", "plot", attacked, "--run", "nope"), "has no run 'nope'"),
-        (("report", "export", attacked, "--format", "xml"), "unknown export format 'xml'"),
         (("report", "export", "missing.h5"), "no such report"),
         (("report", "export", attacked, "--format", "json", "--out", attacked, "--overwrite"), "is the report being exported"),
     ]
@@ -113,6 +112,16 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
         assert result.code == 1, (args, result.stdout)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    usage = [  # bad option values are usage mistakes: exit 2, as everywhere else
+        (("report", "export", attacked, "--format", "xml"), "Invalid value for --format: 'xml' is not one of csv, json"),
+        (("report", "compare", f"{attacked}", "--perspective", "bogus"), "'bogus' is not one of auto, model, attack"),
+        (("report", "plot", attacked, "--figure", "nope", "--out", "never"), "'nope' is not one of cdf, norms"),
+        (("report", "export", attacked, "--out", "-"), "- (standard output) is for --format json"),  # made a folder '-'
+    ]
+    for args, message in usage:
+        result = cli(*args)
+        assert result.code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not Path("-").exists()
     assert Report(attacked).read("attack-pixle").status == "complete"  # the report survived --out REPORT
     assert not Path("never").exists()  # the failed plot left no empty folder
     assert cli("report", "export", attacked, "--format", "json", "--out", "s.json").code == 0
@@ -172,3 +181,12 @@ def test_run_list_shows_a_result_for_every_kind_of_run(cli: Cli, tmp_path: Path)
     shown = cli("report", "show", "k.h5")
     words = shown.stdout.split()  # the narrow test terminal wraps cells at spaces
     assert shown.code == 0 and "->" in words and "best" in words and "corruption" in words, shown.stdout
+
+
+def test_show_says_a_running_run_has_no_summary_yet(cli: Cli, tmp_path: Path) -> None:
+    """An interrupted run printed an empty, headerless summary box."""
+    writer = Report(tmp_path / "r.h5").start_run("attack-pixle", kind="attack", config={"attack": "pixle"})
+    writer.append({"index": np.arange(2), "label": np.zeros(2, np.int64), "success": np.ones(2, bool)})
+    writer.close()  # interrupted: no finish
+    shown = cli("report", "show", tmp_path / "r.h5", "attack-pixle")
+    assert shown.code == 0 and "no summary yet: the run is running" in " ".join(shown.stdout.split()), shown.stdout
