@@ -129,6 +129,8 @@ def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None,
         data = report.read(run_id)
         columns, skipped = flat_columns(data.samples, run_id)
         result.skipped.update(skipped)
+        if data.has_images:  # not even read: a CSV cell per pixel helps nobody
+            result.skipped[f"{run_id}/{IMAGES}"] = "saved images (read them from the report with h5py)"
         planned.append((Path(out_dir) / f"{stem}-{run_id}.csv", columns, f"run {run_id!r}"))
         for name, table in data.tables.items():
             table_columns, table_skipped = flat_columns(table, f"{run_id}/tables/{name}")

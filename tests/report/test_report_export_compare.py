@@ -47,7 +47,7 @@ def test_csv_has_a_row_per_sample_and_the_values_of_the_report(tmp_path: Path) -
         writer.finish({})
     result = export(report, "csv", tmp_path / "out")
     assert [p.name for p in result.paths] == ["r-attack-pixle.csv", "r-worst.csv", "r-worst-history.csv"]
-    assert result.skipped == {}  # images are never read for CSV
+    assert result.skipped == {"attack-pixle/adv_images": "saved images (read them from the report with h5py)"}  # not read, but said
 
     rows = _read_csv(result.paths[0])
     data = report.read("attack-pixle")
