@@ -91,6 +91,7 @@ def finetune(
         pre = loaded.preprocessing
         opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
         ds = with_validation_split(opened, seed=seed)
+        ds.indices("test", required=True)  # before/after is measured on test images: fail now, not after training
         before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
         check_compatible(before, ds, quiet=not world.is_root)
         _require_gradients(before, ds, spec, attacks)

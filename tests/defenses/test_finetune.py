@@ -88,6 +88,11 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     assert extra["test_accuracy"] != load_checkpoint(digits_checkpoint).extra["test_accuracy"]
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
     assert bad.code == 1 and "fraction" in bad.stderr and "Traceback" not in bad.stderr
+    # no test images to measure before/after on: refused before training (it trained, then crashed in torch.cat)
+    empty = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--data-param", "test_fraction=0",
+                "--method", "plain", "--epochs", "1", "--out", "e.safetensors")
+    assert empty.code == 1 and "digits has no test samples" in empty.stderr and "Traceback" not in empty.stderr, empty.stderr
+    assert not (tmp_path / "e.safetensors").exists() and not (tmp_path / "e.h5").exists()
     assert np.isfinite(summary["after.clean_accuracy"])
     assert summary["corruption_images"] == 20  # the corruption row's images: the first --eval-n test images, said so
 
