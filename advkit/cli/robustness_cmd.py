@@ -46,7 +46,7 @@ def robustness(
     from advkit.datasets import open_images
     from advkit.models import ModelWrapper, load_checkpoint
     from advkit.perturbations import PERTURBATIONS, perturbation_names
-    from advkit.perturbations.robustness import mean_corruption_error, relative_accuracy
+    from advkit.perturbations.robustness import mean_corruption_error, ratio_excluded, relative_accuracy
     from advkit.report import Report
     from advkit.report.plots import check_figure_path
     from advkit.runtime import resolve_device
@@ -101,6 +101,11 @@ def robustness(
             summary["mCE_excluded"] = ", ".join(excluded)
             warn(f"mCE is over {len(names) - len(excluded)} of {len(names)} corruptions: the baseline makes no error on "
                  f"{', '.join(excluded)}, so their CE is undefined")
+        undefined = ratio_excluded(accuracy["baseline"], names, severities)
+        if undefined:  # the ratio divides by the baseline's accuracy: a severity it gets all wrong has none
+            summary["relative_accuracy_excluded"] = ", ".join(undefined)
+            warn(f"the accuracy ratio leaves out {', '.join(undefined)}: the baseline gets every image wrong there, so "
+                 "acc(model) / acc(baseline) is undefined")
     with writer:
         writer.append(columns)
         writer.add_table("accuracy", {"severity": np.array(severities), **{name: accuracy["model"][ci] for ci, name in enumerate(names)}})

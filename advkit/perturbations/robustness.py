@@ -102,6 +102,17 @@ def mean_corruption_error(model_acc: np.ndarray, baseline_acc: np.ndarray) -> tu
 
 
 def relative_accuracy(model_acc: np.ndarray, baseline_acc: np.ndarray) -> np.ndarray:
-    """Per corruption, mean over severities of acc(model) / acc(baseline) (the RGB/IR paper's ratio)."""
+    """Per corruption, mean over severities of acc(model) / acc(baseline) (the RGB/IR paper's ratio), for (C, S)
+    accuracies; a severity the baseline gets all wrong has no ratio and is left out (:func:`ratio_excluded`)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.nanmean(np.where(baseline_acc > 0, model_acc / baseline_acc, np.nan), axis=1)
+
+
+def ratio_excluded(baseline_acc: np.ndarray, names: Sequence[str], severities: Sequence[int]) -> list[str]:
+    """The (corruption, severity) cells :func:`relative_accuracy` leaves out, as ``"name sN"``.
+
+        >>> ratio_excluded(np.array([[0.5, 0.0], [1.0, 0.2]]), ["fog", "snow"], [1, 3])
+        ['fog s3']
+    """
+    return [f"{name} s{severity}" for ci, name in enumerate(names) for si, severity in enumerate(severities)
+            if baseline_acc[ci, si] == 0]

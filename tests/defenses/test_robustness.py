@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.perturbations.robustness import mean_corruption_error, relative_accuracy
+from advkit.perturbations.robustness import mean_corruption_error, ratio_excluded, relative_accuracy
 from advkit.report import Report
 
 Cli = Callable[..., Any]
@@ -25,6 +25,7 @@ def test_mce_and_ratio_by_hand() -> None:
     assert mce == pytest.approx(ce.mean())
     ratio = relative_accuracy(model, base)
     assert ratio.tolist() == pytest.approx([(0.9 / 0.8 + 0.7 / 0.6) / 2, 1.0])  # a zero baseline accuracy is skipped
+    assert ratio_excluded(base, ["fog", "snow"], [1, 5]) == ["snow s5"]  # and named: it was left out silently
 
 
 def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
