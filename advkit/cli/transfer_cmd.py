@@ -60,6 +60,8 @@ def transfer(
     dev = resolve_device(device)
     settings = {**DEFAULT_PARAMS.get(attack_name, {}), **parse_params(param or [])}
     attack = create_attack(attack_name, **settings)
+    if controls and not 0 < control_eps <= 1:  # alpha is derived from it: a message about alpha would puzzle
+        raise typer.BadParameter(f"must be in (0, 1] (an L-inf budget on [0, 1] pixels), got {control_eps:g}", param_hint="--control-eps")
     additive = {"fgsm": create_attack("fgsm", eps=control_eps),
                 "pgd": create_attack("pgd", eps=control_eps, alpha=control_eps / 4, steps=10)} if controls else {}
     ds = open_dataset(data, **parse_params(data_param or [], "--data-param"))

@@ -83,6 +83,9 @@ def published_correct(
     for ci, name in enumerate(names):
         for si, severity in enumerate(severities):
             images, file_labels = load_cifar10c(root, name, severity, n=len(labels))
+            if len(file_labels) < len(labels):
+                raise DatasetError(f"{Path(root) / name}.npy holds {len(file_labels)} images per severity, fewer than the "
+                                   f"{len(labels)} test images asked for; pass --n {len(file_labels)} or less")
             if not np.array_equal(file_labels, labels):
                 raise DatasetError(f"the labels of {Path(root) / name}.npy do not match the first {len(labels)} test "
                                    "images of --data: it must be the clean test set the corruptions were made from")

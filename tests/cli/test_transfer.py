@@ -96,6 +96,8 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
         result = cli("transfer", *args)
         assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--direction", "up").code == 2
+    zero = cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--control-eps", "0")  # blamed PGD's alpha
+    assert zero.code == 2 and "--control-eps: must be in (0, 1]" in zero.stderr.replace("'", ""), zero.stderr
 
 
 def test_a_model_attacked_on_the_other_domain_gets_a_warning(cli: Cli, domain_models: dict[str, Path]) -> None:

@@ -134,3 +134,11 @@ def test_robustness_reads_the_published_cifar10c_arrays(cli: Cli, tmp_path: Path
     wrong = cli(*args[:-3], "--out", "r2.h5")
     errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
     assert wrong.code == 1 and len(errors) == 1 and "do not match" in errors[0] and "Traceback" not in wrong.stderr
+    small = tmp_path / "small-C"  # 8 images per severity, fewer than the --n 10 asked: was blamed on the labels
+    small.mkdir()
+    for name, images in arrays.items():
+        np.save(small / f"{name}.npy", np.concatenate([images[k * 12 : k * 12 + 8] for k in range(5)]))
+    np.save(small / "labels.npy", np.tile(labels[:8], 5))
+    few = cli(*[small if a == corrupted else a for a in args[:-3]], "--out", "r3.h5")
+    assert few.code == 1 and "small-C/fog.npy holds 8 images per severity, fewer than the 10 test images asked for; " \
+        "pass --n 8 or less" in few.stderr, few.stderr
