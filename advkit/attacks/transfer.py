@@ -126,8 +126,9 @@ def direction_batches(
     done: int = 0,
 ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """:func:`run_direction` a batch at a time: (per-pair columns, rows of the moves table) of each batch, so a
-    caller can journal them. Every pair's result depends on its seed only, not on its batch. ``done`` pairs
-    counted before (a resumed run) start the progress."""
+    caller can journal them. Every pair's moves depend on its seed only, not on its batch; the PGD control is
+    torchattacks' PGD, whose random start depends on the batch (docs/methods.md). ``done`` pairs counted before
+    (a resumed run) start the progress."""
     if len(index) == 0 and not done:
         raise AdvkitError("no pairs to transfer (empty index)")
     task, total, hits = f"{src.domain} -> {tgt.domain}", done + len(index), []

@@ -85,7 +85,7 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
         ("",
          ["train", *rgbir, "--domain", "ir", *rgbir_train, "--out", ckpt["ir-cnn"],
           "--report", report, "--run", "train-ir", *common]),
-        ("attack the digits model: Pixle, WhitePixle and PGD on the same images (and their worst case)",
+        (f"attack the model of {sizes.mnist_title}: Pixle, WhitePixle and PGD on the same images (and their worst case)",
          ["attack", "pixle", "white-pixle", "pgd", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.attack_n),
           "--save-images", *_attack_params("pixle", sizes.pixle), *_attack_params("white-pixle", sizes.white_pixle),
           "--param", "pgd.eps=0.3", "--param", "pgd.alpha=0.01", "--param", f"pgd.steps={sizes.pgd_steps}",
@@ -135,7 +135,7 @@ def _run(args: list[str]) -> None:
 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the checkpoints, the report and its figures.")] = Path("advkit-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A much smaller tour on sklearn's 8x8 digits (about a minute on 2 idle cores; what the test runs).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A much smaller tour on sklearn's 8x8 digits (about 20 s on 2 idle cores; what the test runs).")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of every step.")] = 0,
 ) -> None:
     """A guided tour, offline on the CPU: train small models on the MNIST subset (--quick: sklearn's digits) and on
