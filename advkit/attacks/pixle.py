@@ -16,6 +16,9 @@ What advkit does differently from torchattacks (methods.md section 1):
     left); a sample leaves the batch at the end of the pass in which it succeeds or runs out of budget; a
     pass larger than both the batch and 2**24 input elements (64 MB of float32) is fed to the net in even
     parts, so k candidates of large images do not need k times the memory the caller sized the batch for;
+    a pass is padded with copies of its last candidate up to :func:`~advkit.models.padded_batch` rows (at
+    most 12.5% more), which are neither counted nor read: oneDNN builds its kernels per batch shape, and the
+    passes of a search take almost every size as images leave the batch;
   - one query per candidate (the reference evaluates each candidate twice, for the loss and for success)
     plus one for the clean image; every evaluated candidate is counted, including candidates of a pass that
     come after the one that succeeded (they do not change the result);
@@ -64,7 +67,7 @@ import torch
 from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range
 from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
-from advkit.models import ModelWrapper, QueryCounter
+from advkit.models import ModelWrapper, QueryCounter, padded_batch
 from advkit.rng import bits_to_randint, bits_to_uniform, counter_bits
 
 PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
@@ -324,9 +327,13 @@ class _Search:
         return tuple((torch.cat(ms) if len(ms) > 1 else ms[0]).view(len(idx), count, -1) for ms in zip(*parts))
 
     def _probabilities(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Query candidates (R, C, L) of the samples in rows (R,): probabilities (R, K)."""
+        """Query candidates (R, C, L) of the samples in rows (R,): probabilities (R, K). The pass is padded with
+        copies of its last candidate to :func:`padded_batch` rows, neither counted nor returned (fewer shapes)."""
         images = candidates.view(len(rows), self.c, self.h, self.w)
-        return self.model.probabilities(_nhwc(images) if self.nhwc else images, rows)
+        padding = padded_batch(len(rows)) - len(rows)
+        if padding:
+            images = torch.cat([images, images[-1:].expand(padding, -1, -1, -1)])
+        return self.model.probabilities(_nhwc(images) if self.nhwc else images, rows, padding=padding)
 
     def _query(self, rows: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query candidates (R, C, L) of the samples in rows (R,): loss and success (R,)."""

@@ -4,7 +4,7 @@ from advkit.models.architectures import ARCHITECTURES, architecture_names, creat
 from advkit.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from advkit.models.hooks import LayerInfo, capture, layer_table
 from advkit.models.preprocessing import Preprocessing
-from advkit.models.wrapper import ModelWrapper, QueryCounter, UnattributedQuery, select_logits
+from advkit.models.wrapper import ModelWrapper, QueryCounter, UnattributedQuery, padded_batch, select_logits
 
 __all__ = [
     "ARCHITECTURES",
@@ -18,6 +18,7 @@ __all__ = [
     "capture",
     "create_architecture",
     "layer_table",
+    "padded_batch",
     "load_checkpoint",
     "save_checkpoint",
     "select_logits",

@@ -71,6 +71,19 @@ def test_query_counting_per_row_and_budget() -> None:
     assert model.logits is not None and counter.remaining().tolist() == [2, 3, 0]
 
 
+def test_padding_rows_are_run_but_neither_counted_nor_returned() -> None:
+    model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([x, x[-1:].expand(2, -1, -1, -1)])
+    counter = QueryCounter(2)
+    with model.counting(counter):
+        probs = model.probabilities(padded, torch.tensor([0, 1, 1]), padding=2)
+    assert probs.shape == (3, 5) and counter.counts.tolist() == [1, 2]
+    torch.testing.assert_close(probs, torch.softmax(model.logits(x), 1))
+    with model.counting(QueryCounter(2)), pytest.raises(ValueError, match=r"rows must have shape \(3,\)"):
+        model(padded, torch.tensor([0, 1, 1, 1, 1]), padding=2)  # padding rows need no sample
+
+
 def test_unbudgeted_counts_are_summed_when_read() -> None:
     model = ModelWrapper(Linear(), Preprocessing(3, (4, 4)))
     counter = QueryCounter(3)
