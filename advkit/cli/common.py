@@ -140,13 +140,17 @@ def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[st
     if "params_by_attack" in config:  # a worst-case run: NAME.key=value for each attack
         config.setdefault("param", [f"{name}.{k}={json.dumps(v)}" for name, settings in config.pop("params_by_attack").items()
                                     for k, v in settings.items() if k != "torchattacks"])
-    config.pop("runs", None)
+    if "runs" not in options:  # a worst-case run's combined runs (detect eval's --run is an option named runs)
+        config.pop("runs", None)
     if "source" in config and "detector_fingerprint" in config:  # a detect eval run: the attack run it measured
         source = str(config.pop("source"))
         key, value = ("runs", [source]) if config.get("adversarial") else ("attack", [source.removeprefix("attack-")])
         config.setdefault(key, value)
-    for key in ("corruptions", "severities"):  # a robustness run's resolved lists; its options record the choice
-        config.pop(key, None)
+    # a robustness run's resolved lists beside its --corruption/--severity choices (a hand-written plural names
+    # them too); finetune's --corruptions is a flag of its own
+    for key, option in (("corruptions", "corruption"), ("severities", "severity")):
+        if key in config and key not in options:
+            config.setdefault(option, config.pop(key))
     for key in [k for k in config if k.endswith("_fingerprint")]:  # recorded weights, checked on re-runs: not options
         config.pop(key)
     return config

@@ -260,3 +260,17 @@ def test_a_detect_eval_config_names_the_attack_it_measured() -> None:
     # a config file written by hand for detect eval keeps its own --attack (it became attack's NAME argument)
     assert replayable({"attack": ["pgd"]}, {"attack", "detector"}) == {"attack": ["pgd"]}
     assert replayable({"attack": "pgd"}) == {"names": ["pgd"]}  # an attack run's record
+
+
+def test_config_keys_that_are_the_commands_own_options_are_kept() -> None:
+    """replayable dropped runs, corruptions and severities everywhere: a finetune config's corruptions = false
+    was ignored (the replay evaluated 15 x 5 corruptions) and detect eval's run = "attack-pgd" measured every run."""
+    from advkit.cli.common import replayable
+
+    assert replayable({"corruptions": False}, {"corruptions", "model"}) == {"corruptions": False}  # finetune's flag
+    assert replayable({"runs": ["attack-pgd"]}, {"runs", "detector"}) == {"runs": ["attack-pgd"]}  # detect eval's --run
+    assert replayable({"runs": ["a", "b"], "attacks": ["x", "y"]}, {"run", "names"}) == {"names": ["x", "y"]}  # worst case
+    # a robustness run records its choice and the resolved lists; a hand-written plural names the choice
+    recorded = {"corruption": None, "corruptions": ["fog", "snow"], "severity": [2], "severities": [2]}
+    assert replayable(recorded, {"corruption", "severity"}) == {"corruption": None, "severity": [2]}
+    assert replayable({"corruptions": ["fog"], "severities": [1]}, {"corruption", "severity"}) == {"corruption": ["fog"], "severity": [1]}
