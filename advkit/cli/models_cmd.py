@@ -65,7 +65,10 @@ def info(
 def _detect_defaults(net: nn.Module, shape: tuple[int, ...] | None) -> set[str]:
     """The layers ``advkit detect fit`` taps by default; none when it cannot tell (it then asks for --layers)."""
     from advkit.detectors.taps import default_layers
+    from advkit.models.hooks import is_torchscript
 
+    if is_torchscript(net):  # no hooks, so detectors cannot tap it at all
+        return set()
     try:
         return set(default_layers(net, shape))
     except DetectorError:

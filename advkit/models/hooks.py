@@ -41,12 +41,20 @@ def _module(net: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
+def is_torchscript(net: nn.Module) -> bool:
+    """Whether ``net`` is a TorchScript module (loaded with ``torch.jit.load``), which supports no forward hooks."""
+    return isinstance(net, torch.jit.ScriptModule)
+
+
 @contextmanager
 def capture(net: nn.Module, names: Sequence[str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Collect the output tensor of each named layer during forward passes inside the block.
 
     Hooks are removed when the block exits, even on error. Tuple outputs keep their first tensor.
     """
+    if is_torchscript(net):
+        raise AdvkitError("a TorchScript net takes no forward hooks, so its layers' outputs cannot be read; use the "
+                          "model's .safetensors or .pt checkpoint for this")
     features: dict[str, torch.Tensor] = {}
     handles = []
     try:
@@ -64,10 +72,11 @@ def capture(net: nn.Module, names: Sequence[str], detach: bool = True) -> Iterat
 
 
 def layer_table(net: nn.Module, input_shape: tuple[int, ...] | None) -> list[LayerInfo]:
-    """Every named submodule with its output shape for one (C, H, W) input (shapes omitted if unknown)."""
+    """Every named submodule with its output shape for one (C, H, W) input (shapes omitted if unknown, or for a
+    TorchScript net, which takes no hooks)."""
     names = [name for name, _ in net.named_modules() if name]
     shapes: dict[str, torch.Tensor] = {}
-    if input_shape is not None:
+    if input_shape is not None and not is_torchscript(net):
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
         with torch.no_grad(), capture(net, names) as shapes:
             was_training = net.training
@@ -80,7 +89,7 @@ def layer_table(net: nn.Module, input_shape: tuple[int, ...] | None) -> list[Lay
     return [
         LayerInfo(
             name,
-            type(modules[name]).__name__,
+            str(getattr(modules[name], "original_name", "")) if is_torchscript(modules[name]) else type(modules[name]).__name__,
             tuple(shapes[name].shape[1:]) if name in shapes else None,
             sum(p.numel() for p in modules[name].parameters(recurse=False)),
         )

@@ -99,6 +99,19 @@ def test_robustness_refuses_a_model_without_preprocessing(cli: Cli, digits_check
     assert ok.json()["clean_accuracy"] == reference.json()["clean_accuracy"]  # the same net, normalised the same
 
 
+def test_models_info_and_detect_fit_on_a_torchscript_archive(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """TorchScript takes no forward hooks: models info failed, blaming the input shape, on an archive with metadata."""
+    described = _torchscript(tmp_path / "described.pt", digits_checkpoint, with_metadata=True)
+    info = cli("models", "info", described, "--json")
+    assert info.code == 0, info.stderr
+    layers = {layer["name"]: layer for layer in info.json()["layers"]}
+    assert layers["fc"]["type"] == "Linear" and layers["fc"]["output_shape"] is None and not layers["fc"]["detect_default"]
+    fit = cli("detect", "fit", "--model", described, "--data", "digits", "--epochs", "1", "--out", "d.safetensors")
+    errors = [line for line in fit.stderr.splitlines() if line.startswith("error:")]
+    assert fit.code == 1 and len(errors) == 1 and "a TorchScript net takes no forward hooks" in errors[0], fit.stderr
+    assert "Traceback" not in fit.stderr and not (tmp_path / "d.safetensors").exists()
+
+
 def test_bare_weights_message_is_true_for_each_command(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     bare = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in load_checkpoint(digits_checkpoint).net.state_dict().items()}, str(bare))
