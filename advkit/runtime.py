@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +18,23 @@ from advkit.errors import AdvkitError
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write the file ``path`` whole or not at all: ``write(tmp)`` fills a hidden sibling with the same suffix (so
-    writers that go by the extension pick the right format), which then replaces ``path``. On failure the sibling
-    is removed; a folder at ``path`` is a one-line error before anything is written."""
+    writers that go by the extension pick the right format) and this process's id (so two processes never share
+    it), which then replaces ``path``. On failure the sibling is removed; a folder at ``path`` is a one-line error
+    before anything is written, and a file system that refuses the write (full, read-only) one after."""
+    from safetensors import SafetensorError
+
     path = Path(path)
     if path.is_dir():
         raise AdvkitError(f"{path} is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         tmp.replace(path)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save and safetensors wrap the OS's error
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+        raise AdvkitError(f"could not write {path}: {reason}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

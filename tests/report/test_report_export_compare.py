@@ -165,14 +165,30 @@ def test_export_replaces_files_only_when_told_and_never_the_report(tmp_path: Pat
 
 
 def test_atomic_writes_leave_nothing_when_the_writer_fails(tmp_path: Path) -> None:
-    def fail(tmp: Path) -> None:
-        tmp.write_text("half")
-        raise OSError("disk full")
+    """A refused write is one line (torch.save and safetensors wrap the OS error in their own types, which showed as
+    tracebacks), the old file stays, and the hidden sibling is gone; its name carries the process id, so two
+    processes writing the same --out never write into one temporary file."""
+    import errno
+    import os
+
+    seen: list[str] = []
+
+    def fail(error: BaseException):  # type: ignore[no-untyped-def]
+        def write(tmp: Path) -> None:
+            seen.append(tmp.name)
+            tmp.write_text("half")
+            raise error
+        return write
 
     (tmp_path / "keep.json").write_text("old")
-    with pytest.raises(OSError, match="disk full"):
-        write_atomically(tmp_path / "keep.json", fail)
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.json"] and (tmp_path / "keep.json").read_text() == "old"
+    cases = [(OSError(errno.ENOSPC, "No space left on device"), "could not write .*keep.json: No space left on device$"),
+             (RuntimeError("[enforce fail at inline_container.cc:747] . open file failed with strerror: Operation not permitted"),
+              "could not write .*keep.json: .*open file failed with strerror: Operation not permitted$")]
+    for error, message in cases:
+        with pytest.raises(AdvkitError, match=message):
+            write_atomically(tmp_path / "keep.json", fail(error))
+        assert [p.name for p in tmp_path.iterdir()] == ["keep.json"] and (tmp_path / "keep.json").read_text() == "old"
+    assert seen[0] == f".keep.tmp-{os.getpid()}.json"
 
 
 @pytest.mark.parametrize(("summary", "params", "message"), [
