@@ -82,10 +82,10 @@ def load_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | N
         if listed and not isinstance(given, list):  # one value where the flag may repeat
             normalised[key] = given = [given]
         elif key in hints and not listed and isinstance(given, list):
-            raise typer.BadParameter(f"{key} in {value} takes one value, not a list, got {json.dumps(given)}")
+            raise typer.BadParameter(f"{key} in {value} takes one value, not a list, got {json.dumps(given, default=str)}")
         problem = _config_type_problem(hints.get(key), given)
         if problem:
-            raise typer.BadParameter(f"{key} in {value} {problem}, got {json.dumps(given)}")
+            raise typer.BadParameter(f"{key} in {value} {problem}, got {json.dumps(given, default=str)}")
     ctx.default_map = {**(ctx.default_map or {}), **normalised}
     return value
 
@@ -158,10 +158,15 @@ def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[st
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """A flat mapping from a .toml, .yaml/.yml or .json file (a report's ``config`` attribute is JSON)."""
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise typer.BadParameter(f"config {path} must be .toml, .yaml, .yml or .json")
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise typer.BadParameter(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:  # a report, checkpoint or other binary file given as --config
+        raise typer.BadParameter(f"config {path} is not a text file (a report's config is printed by advkit report "
+                                 "show FILE RUN --config)") from None
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -172,10 +177,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise ValueError(str(exc)) from None
-        elif path.suffix == ".json":
-            data = json.loads(text)
         else:
-            raise typer.BadParameter(f"config {path} must be .toml, .yaml, .yml or .json")
+            data = json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise typer.BadParameter(f"config {path} is not valid {path.suffix[1:]}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

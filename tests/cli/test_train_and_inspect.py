@@ -168,11 +168,20 @@ def test_an_out_that_cannot_be_written_fails_before_training(cli: Cli, tmp_path:
     ("[arch]\nname = 1", "arch in c.toml must be a value, not a table"),  # was: unknown architecture "{'name'"
     ('lr = [0.1, 0.2]', "lr in c.toml takes one value, not a list, got [0.1, 0.2]"),
     ('out = "a.safetensors"\nout_path = "b.safetensors"', "out_path is given twice in c.toml"),
+    ("epochs = [1979-05-27]", 'epochs in c.toml takes one value, not a list, got ["1979-05-27"]'),  # a TypeError traceback
 ])
 def test_config_values_click_would_convert_are_refused(cli: Cli, tmp_path: Path, line: str, message: str) -> None:
     (tmp_path / "c.toml").write_text(f'data = "digits"\n{line}\n')
     result = cli("train", "--config", "c.toml", *([] if "out" in line else ["--out", "m.safetensors"]))
     assert result.code == 2 and message in result.stderr and not (tmp_path / "m.h5").exists(), result.stderr
+
+
+def test_a_binary_file_as_config_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    """A report given as --config was read as text: a UnicodeDecodeError traceback."""
+    (tmp_path / "r.json").write_bytes(b"\x89HDF\r\n\x1a\n\x00\xff")
+    result = cli("train", "--config", "r.json", "--out", "m.safetensors")
+    assert result.code == 2 and "config r.json is not a text file" in result.stderr and "Traceback" not in result.stderr
+    assert cli("train", "--config", "r.h5").code == 2  # the extension is checked first
 
 
 def test_config_keys_may_be_spelt_as_flags_and_lists_take_one_value(cli: Cli, tmp_path: Path) -> None:
