@@ -312,3 +312,25 @@ def test_the_same_command_finishing_first_elsewhere_is_taken_as_done(cli: Cli, d
     changed = dict(cfg, n=5)
     with pytest.raises(attack_cmd.ReportError, match="different config"):  # another config still clashes
         attack_cmd._start_or_finished(report, "attack-fgsm", changed, 0, False)
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Loading the CLI takes about a second (torch); Ctrl-C then printed a traceback through the imports."""
+    import builtins
+    import sys
+
+    from advkit.__main__ import run
+
+    real_import = builtins.__import__
+
+    def interrupted(name: str, *args: object, **kwargs: object) -> object:
+        if name == "advkit.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    monkeypatch.setattr(sys, "argv", ["advkit", "list", "models"])
+    with pytest.raises(SystemExit) as stopped:
+        run()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted while loading advkit: nothing was started\n"
