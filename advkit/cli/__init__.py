@@ -88,9 +88,11 @@ _RESUMABLE = {"attack", "transfer", "train", "finetune"}  # the commands that jo
 
 def _after_interrupt(args: list[str]) -> str:
     """What re-running an interrupted command does."""
-    command = next((a for a in args if not a.startswith("-")), "")
-    if command in _RESUMABLE:
+    words = [a for a in args if not a.startswith("-")][:2]
+    if words[:1] and words[0] in _RESUMABLE:
         return "re-run the same command to resume"
+    if words == ["detect", "eval"]:  # each attack's run is written whole; a re-run skips those already complete
+        return "the runs written before it are kept; re-run the same command to do the others"
     return "nothing half-done was kept; re-run the same command to start over"
 
 

@@ -17,7 +17,7 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    arch_settings, emit_json, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
+    arch_settings, emit_json, finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -367,7 +367,13 @@ def evaluate_cmd(
         _check_runs(report, [planned(run_id) for run_id, *_ in sets], seed, overwrite)
     sup = None if supervised is Supervised.none else supervised.value
     results: dict[str, Any] = {}
+    done = []
     for run_id, ds, idx, x_adv in sets:
+        name, cfg = planned(run_id)
+        if not overwrite and finished_run(report, name, cfg) is not None:
+            log(f"run {name} in {out_path} is already complete with this config (--overwrite redoes it)")
+            done.append(name)
+            continue
         if len(idx) < 4:
             log(f"{run_id}: only {len(idx)} successful adversarial images; skipped")
             continue
@@ -385,14 +391,13 @@ def evaluate_cmd(
                       train_adv=train_adv, train_noisy=train_noisy, seed=seed, fpr=0.05, quick=quick_grid)
         adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, step, adaptive_weight,
                                   adaptive_n, seed) if adaptive else []
-        name, cfg = planned(run_id)
         png = _write_run(report, name, cfg, seed, overwrite, ev, idx, y.numpy(), clean_f, adv_f, adaptive_rows, out_path)
         results[run_id] = {"run": name, "roc_png": str(png), "n": int(len(idx)), "notes": ev.notes,
                            "rows": [vars(r) for r in ev.rows], "adaptive": adaptive_rows}
         if not json_output:
             _print_eval(run_id, ev, adaptive_rows, protocol.value, len(idx))
             log(f"wrote run {name} to {out_path} and {png}")
-    if not results:
+    if not results and not done:
         raise DetectorError("no attack produced enough successful adversarial images to evaluate")
     if json_output:
         emit_json({"report": str(out_path), "results": results})
@@ -428,6 +433,8 @@ def _check_runs(report: Any, runs: list[tuple[str, dict[str, Any]]], seed: int, 
     from advkit.errors import ReportError
 
     for run_id, cfg in runs:
+        if not overwrite and finished_run(report, run_id, cfg) is not None:  # done by an earlier, interrupted call
+            continue
         try:
             report.check_start(run_id, kind="detect", config=cfg, seed=seed, overwrite=overwrite)
         except ReportError as exc:  # the store's advice names attack's --run; detect eval names its runs by prefix

@@ -334,3 +334,12 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch: pytest.MonkeyPatch,
         run()
     assert stopped.value.code == 130
     assert capsys.readouterr().err == "interrupted while loading advkit: nothing was started\n"
+
+
+def test_the_interrupt_message_says_what_a_re_run_does() -> None:
+    from advkit.cli import _after_interrupt
+
+    assert _after_interrupt(["attack", "pixle", "--n", "5"]) == "re-run the same command to resume"
+    assert _after_interrupt(["detect", "fit", "--model", "m"]).startswith("nothing half-done was kept")
+    # detect eval writes each attack's run whole and a re-run skips those already complete (it promised nothing kept)
+    assert _after_interrupt(["detect", "eval", "--attack", "pgd"]).startswith("the runs written before it are kept")

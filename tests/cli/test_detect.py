@@ -242,6 +242,8 @@ def test_fit_refuses_its_model_as_out_and_taps_a_repeated_layer_once(cli, digits
     args = ["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--n", "30", "--supervised", "none", "--out", "e.h5"]
     first = cli(*args)
     assert first.code == 0, first.stderr
+    same = cli(*args)  # the same command again (say after Ctrl-C once its run was written): done, not a conflict
+    assert same.code == 0 and "run detect-fgsm in e.h5 is already complete with this config" in same.stderr, same.stderr
     again = cli(*args, "--seed", "1")  # refused before it attacks, naming the option that names detect eval's runs
     assert again.code == 1 and "--run-prefix PREFIX" in again.stderr and "--run NAME" not in again.stderr, again.stderr
     assert "fgsm" not in again.stderr.split("error:")[0], again.stderr  # no attack progress before the refusal
