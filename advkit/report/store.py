@@ -1104,6 +1104,7 @@ class Report:
         file, old or new.
         """
         real, tmp = self._real, self._sibling(f".tmp-{os.getpid()}")
+        self._check_space(run_id)
         try:
             with h5py.File(tmp, "w") as dst:
                 # track_order: runs list in the order they were started, whatever their names.
@@ -1121,10 +1122,21 @@ class Report:
             _fsync_file(tmp)
             os.replace(tmp, real)
             _fsync_dir(real.parent)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py reports a failed write on close as a RuntimeError
             raise ReportError(f"could not write {self._display}: {_one_line(exc)}") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _check_space(self, run_id: str) -> None:
+        """Refuse a rewrite the disk cannot hold (the report plus the run's journal, with a margin): HDF5 fails on a
+        full disk while closing the copy, where h5py can crash the process instead of raising."""
+        root = self._journal(run_id).root
+        journal = sum(p.stat().st_size for p in root.iterdir()) if root.is_dir() else 0
+        needed = int(1.25 * ((self._real.stat().st_size if self._real.exists() else 0) + journal)) + 2**16
+        free = shutil.disk_usage(self._real.parent if self._real.parent.exists() else Path.cwd()).free
+        if free < needed:
+            raise ReportError(f"could not write {self._display}: {free / 2**20:.1f} MB free on its disk, about "
+                              f"{needed / 2**20:.1f} MB needed to rewrite it; free some space and re-run the same command")
 
     @staticmethod
     def _copy_except(src: h5py.File, dst: h5py.File, run_id: str, build: Callable[[h5py.Group], None] | None) -> None:

@@ -222,3 +222,25 @@ def test_check_start_refuses_an_invalid_run_id_before_any_work(report: Report) -
     """transfer checks its runs before attacking: a bad --run was found only after the first direction's attack."""
     with pytest.raises(ReportError, match=r"invalid run id 'a b/c-rgb-ir'"):
         report.check_start("a b/c-rgb-ir", kind="transfer", config={})
+
+
+def test_a_rewrite_the_disk_cannot_hold_is_refused_before_hdf5_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk HDF5 failed while closing the copy, and h5py crashed the process (exit 139) instead of raising;
+    the report and the journal survived, so the same command resumed once space was freed."""
+    import shutil
+    from collections import namedtuple
+
+    import advkit.report.store as store
+
+    report = Report(tmp_path / "r.h5")
+    writer = report.start_run("a", kind="attack", config={})
+    writer.append({"index": np.arange(4), "label": np.zeros(4, np.int64), "success": np.ones(4, bool),
+                   "adv_images": np.zeros((4, 1, 64, 64), np.float32)})
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda _path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ReportError, match=r"could not write .*r.h5: 0.0 MB free on its disk, about [\d.]+ MB needed"):
+        writer.finish({})
+    writer.close()
+    monkeypatch.setattr(store.shutil, "disk_usage", shutil.disk_usage)
+    assert [(r.id, r.status, r.n_samples) for r in report.runs()] == [("a", "running", 4)]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
