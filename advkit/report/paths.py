@@ -68,8 +68,10 @@ def resolve_spec(spec: str | None, kind: SpecKind, bases: Sequence[Path]) -> str
 
 
 RECORDED_SPECS: dict[str, SpecKind] = {"model": "model", "baseline": "model", "source_model": "model",
-                                       "target_model": "model", "data": "data"}
-"""Config keys of the commands that name a checkpoint or a dataset, and which kind each is."""
+                                       "target_model": "model", "data": "data", "detector": "model",
+                                       "adversarial": "model"}
+"""Config keys of the commands that name a checkpoint or a dataset (or, as files like checkpoints, detect eval's
+detector and adversarial report), and which kind each is."""
 
 
 def absolute_specs(config: dict[str, Any]) -> dict[str, Any]:

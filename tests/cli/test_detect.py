@@ -276,3 +276,14 @@ def test_config_keys_that_are_the_commands_own_options_are_kept() -> None:
     recorded = {"corruption": None, "corruptions": ["fog", "snow"], "severity": [2], "severities": [2]}
     assert replayable(recorded, {"corruption", "severity"}) == {"corruption": None, "severity": [2]}
     assert replayable({"corruptions": ["fog"], "severities": [1]}, {"corruption", "severity"}) == {"corruption": ["fog"], "severity": [1]}
+
+
+def test_detect_eval_records_its_detector_and_report_as_absolute_paths(tmp_path: Path, monkeypatch) -> None:
+    """Relative paths were recorded as typed, so a replayed config worked only from the folder it ran in."""
+    from advkit.report.paths import absolute_specs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "det.safetensors").write_bytes(b"x")
+    (tmp_path / "adv.h5").write_bytes(b"x")
+    recorded = absolute_specs({"detector": "det.safetensors", "adversarial": "adv.h5", "attack": ["pgd"]})
+    assert recorded == {"detector": str(tmp_path / "det.safetensors"), "adversarial": str(tmp_path / "adv.h5"), "attack": ["pgd"]}
