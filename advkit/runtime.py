@@ -30,6 +30,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
+        tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors writes 0600
         tmp.replace(path)
     except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save and safetensors wrap the OS's error
         tmp.unlink(missing_ok=True)
@@ -39,6 +40,13 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _default_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 less the umask (read, not changed, by setting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def resolve_device(name: str | None = None) -> torch.device:

@@ -334,3 +334,22 @@ def test_plot_names_the_runs_it_leaves_out_because_they_are_not_complete(tmp_pat
     result = cli("report", "plot", tmp_path / "r.h5", "--out", tmp_path / "figs", "--json")
     assert result.code == 0 and result.json()["incomplete"] == ["cut"], result.stderr
     assert "not complete, so not drawn (name them with --run to draw them): cut" in result.stderr
+
+
+def test_atomic_writes_give_files_the_usual_mode(tmp_path: Path) -> None:
+    """safetensors creates its file 0600, so checkpoints and detectors were unreadable to colleagues on shared
+    machines while reports were 0644: a new file gets 0666 less the umask, a replaced one keeps its mode."""
+    import os
+
+    def private(tmp: Path) -> None:
+        tmp.write_text("x")
+        tmp.chmod(0o600)
+
+    umask = os.umask(0o022)
+    try:
+        assert write_atomically(tmp_path / "new.bin", private).stat().st_mode & 0o777 == 0o644
+        (tmp_path / "old.bin").write_text("old")
+        (tmp_path / "old.bin").chmod(0o640)
+        assert write_atomically(tmp_path / "old.bin", private).stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
