@@ -17,10 +17,10 @@ import typer
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, arch_settings, check_compatible,
     command_line, emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, plain,
-    progress_bar, recorded_config, table, warn,
+    progress_bar, recorded_config, start_or_finished, table, warn,
 )
 from advkit.cli.train_cmd import Domain
-from advkit.errors import AdvkitError, ReportError
+from advkit.errors import AdvkitError
 from advkit.registry import suggest
 from advkit.runtime import ProgressEvent
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from advkit.datasets import ImageDataset
     from advkit.distributed import World
     from advkit.models import ModelWrapper
-    from advkit.report import Report, RunWriter
+    from advkit.report import Report
 
 DEFAULT_ATTACK = "pixle"
 BUILTIN_MODEL = "mnist-subset-small-cnn.safetensors"
@@ -164,22 +164,6 @@ def _run_id(run: str | None, name: str, count: int) -> str:
     return run if count == 1 else f"{run}-{name}"
 
 
-def _start_or_finished(report: Report, run_id: str, cfg: dict[str, Any], seed: int, overwrite: bool
-                       ) -> tuple[RunWriter | None, dict[str, Any] | None]:
-    """A writer for the run, or the summary of the same run already complete (then no writer)."""
-    finished = None if overwrite else finished_run(report, run_id, cfg)
-    if finished is not None:
-        return None, finished
-    try:
-        return report.start_run(run_id, kind="attack", config=cfg, seed=seed, command=command_line(), overwrite=overwrite), None
-    except ReportError:
-        # the same command may have finished it while this one waited for the report's lock
-        finished = None if overwrite else finished_run(report, run_id, cfg)
-        if finished is None:
-            raise
-        return None, finished
-
-
 def _attack_run(
     report: Report, run_id: str, cfg: dict[str, Any], attack_obj: Attack, model: ModelWrapper, ds: ImageDataset,
     plan: SamplePlan, world: World, *, seed: int, batch_size: int, max_queries: int | None, save_images: bool, overwrite: bool,
@@ -191,7 +175,7 @@ def _attack_run(
     from advkit.report import attack_summary
 
     with world.together():
-        writer, finished = _start_or_finished(report, run_id, cfg, seed, overwrite) if world.is_root else (None, None)
+        writer, finished = start_or_finished(report, run_id, "attack", cfg, seed, overwrite) if world.is_root else (None, None)
     finished = world.broadcast(finished)
     if finished is not None:
         if world.is_root:

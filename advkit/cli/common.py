@@ -212,6 +212,24 @@ def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[st
     return dict(data.summary) if same else None
 
 
+def start_or_finished(report: Any, run_id: str, kind: str, cfg: dict[str, Any], seed: int, overwrite: bool
+                      ) -> tuple[Any, dict[str, Any] | None]:
+    """A writer for the run, or (None, its summary) when the same run is already complete, also when the same
+    command finished it while this one waited for the report's lock."""
+    from advkit.errors import ReportError
+
+    finished = None if overwrite else finished_run(report, run_id, cfg)
+    if finished is not None:
+        return None, finished
+    try:
+        return report.start_run(run_id, kind=kind, config=cfg, seed=seed, command=command_line(), overwrite=overwrite), None
+    except ReportError:
+        finished = None if overwrite else finished_run(report, run_id, cfg)
+        if finished is None:
+            raise
+        return None, finished
+
+
 def plain(value: Any) -> Any:
     """Paths, enums, tuples -> str, value, list (recursively) for JSON/TOML."""
     if isinstance(value, Enum):

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
-    finished_run, log, out, parse_params, progress_bar, recorded_config, table,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, emit_json,
+    finished_run, log, out, parse_params, progress_bar, recorded_config, start_or_finished, table,
 )
 from advkit.errors import AdvkitError
 
@@ -131,7 +131,10 @@ def _run(report: Any, run_id: str, cfg: dict[str, Any], attack: Any, additive: d
 
     index = select_pairs(src_model, tgt_model, src, tgt, split=split, n=n, seed=seed)
     log(f"{attack.name} {src.domain} -> {tgt.domain}: {len(index)} pairs both models classify correctly")
-    writer = report.start_run(run_id, kind="transfer", config=cfg, seed=seed, command=command_line(), overwrite=overwrite)
+    writer, finished = start_or_finished(report, run_id, "transfer", cfg, seed, overwrite)
+    if writer is None:  # the same command finished it while this one waited for the report's lock
+        log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
+        return dict(finished or {})
     with writer:
         done = np.isin(index, writer.done_indices)
         if done.any():

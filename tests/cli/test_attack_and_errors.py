@@ -294,24 +294,25 @@ def test_params_take_python_spellings_too(cli: Cli, digits_checkpoint: Path, tmp
 
 def test_the_same_command_finishing_first_elsewhere_is_taken_as_done(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # two identical commands on one report: the one that waited for the lock finds the run complete
-    from advkit.cli import attack_cmd
+    # two identical commands on one report (attack, transfer): the one that waited for the lock finds the run complete
+    from advkit.cli import common
+    from advkit.errors import ReportError
 
     assert cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "4", "--out", "r.h5").code == 0
     report = Report(tmp_path / "r.h5")
     cfg = report.read("attack-fgsm").config
-    real, calls = attack_cmd.finished_run, []
+    real, calls = common.finished_run, []
 
     def late(*args: Any) -> Any:  # not finished when first asked, before the lock; finished once the lock is held
         calls.append(args)
         return None if len(calls) == 1 else real(*args)
 
-    monkeypatch.setattr(attack_cmd, "finished_run", late)
-    writer, finished = attack_cmd._start_or_finished(report, "attack-fgsm", cfg, 0, False)
+    monkeypatch.setattr(common, "finished_run", late)
+    writer, finished = common.start_or_finished(report, "attack-fgsm", "attack", cfg, 0, False)
     assert writer is None and finished == report.read("attack-fgsm").summary and len(calls) == 2
     changed = dict(cfg, n=5)
-    with pytest.raises(attack_cmd.ReportError, match="different config"):  # another config still clashes
-        attack_cmd._start_or_finished(report, "attack-fgsm", changed, 0, False)
+    with pytest.raises(ReportError, match="different config"):  # another config still clashes
+        common.start_or_finished(report, "attack-fgsm", "attack", changed, 0, False)
 
 
 def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
