@@ -259,8 +259,11 @@ def test_detect_fit_survives_sigint_and_sigkill(digits_checkpoint: Path, tmp_pat
         for _ in range(4):  # the window includes loading the data before "fitting a": on a fast, idle machine the
             code, stderr = _interrupt(args, run, "fitting a ", sig, delay)  # fit itself can beat the signal
             print(f"{sig.name} after {delay:.2f} s: exit {code}")
-            assert "Traceback" not in stderr, stderr
-            if interrupted or not (code in (0, -signal.SIGINT) or out.exists()):
+            beaten = code in (0, -signal.SIGINT) or out.exists()
+            # a signal in the interpreter's shutdown, after the fit returned, can print "Exception ignored in ...
+            # KeyboardInterrupt" from importlib's cleanup: not advkit's; an interrupted fit must print no traceback
+            assert beaten or "Traceback" not in stderr, stderr
+            if interrupted or not beaten:
                 break
             out.unlink(missing_ok=True)  # whole (the check below reads it), but the test needs an interrupted fit
             delay /= 3
