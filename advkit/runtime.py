@@ -33,12 +33,10 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors writes 0600
         tmp.replace(path)
     except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save and safetensors wrap the OS's error
-        tmp.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise AdvkitError(f"could not write {path}: {reason}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already once it replaced path
     return path
 
 

@@ -16,7 +16,7 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, arch_settings, check_compatible,
-    command_line, emit_json, finished_run, has_preprocessing, kv_table, log, no_preprocessing, out, parse_params, plain,
+    command_line, emit_json, finished_run, has_preprocessing, kv_table, log, log_complete, no_preprocessing, out, parse_params, plain,
     progress_bar, recorded_config, start_or_finished, table, warn,
 )
 from advkit.cli.train_cmd import Domain
@@ -179,7 +179,7 @@ def _attack_run(
     finished = world.broadcast(finished)
     if finished is not None:
         if world.is_root:
-            log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
+            log_complete(run_id, report.path)
         return finished
     attacked = False
     try:

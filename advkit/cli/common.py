@@ -212,6 +212,11 @@ def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[st
     return dict(data.summary) if same else None
 
 
+def log_complete(run_id: str, report_path: str | Path) -> None:
+    """Say that a command's run is already in its report, complete with the same config (so it is not redone)."""
+    log(f"run {run_id} in {report_path} is already complete with this config (--overwrite redoes it)")
+
+
 def start_or_finished(report: Any, run_id: str, kind: str, cfg: dict[str, Any], seed: int, overwrite: bool
                       ) -> tuple[Any, dict[str, Any] | None]:
     """A writer for the run, or (None, its summary) when the same run is already complete, also when the same

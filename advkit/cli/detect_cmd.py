@@ -17,7 +17,7 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    arch_settings, emit_json, finished_run, kv_table, log, out, parse_params, progress_bar, recorded_config, table,
+    arch_settings, emit_json, finished_run, kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -371,7 +371,7 @@ def evaluate_cmd(
     for run_id, ds, idx, x_adv in sets:
         name, cfg = planned(run_id)
         if not overwrite and finished_run(report, name, cfg) is not None:
-            log(f"run {name} in {out_path} is already complete with this config (--overwrite redoes it)")
+            log_complete(name, out_path)
             done.append(name)
             continue
         if len(idx) < 4:

@@ -12,7 +12,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path, warn,
+    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -112,7 +112,7 @@ def finetune(
         world.close()
         if world.is_root:
             state_path.unlink(missing_ok=True)
-            log(f"run {run_id} in {report_path} is already complete with this config (--overwrite redoes it)")
+            log_complete(run_id, report_path)
             _print(finished, names, method, report_path, json_output)
         return
     train_args: dict[str, Any] = dict(preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),

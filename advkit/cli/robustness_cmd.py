@@ -10,7 +10,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
-    finished_run, log, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
+    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -75,7 +75,7 @@ def robustness(
     report = Report(out_path)
     finished = None if overwrite else finished_run(report, run, cfg)
     if finished is not None:  # re-running a finished command measures nothing again, but draws and shows it as the first
-        log(f"run {run} in {out_path} is already complete with this config (--overwrite redoes it)")
+        log_complete(run, out_path)
         _show(report.read(run).samples, finished, names, severities, png, f"{Path(model).name} on {ds.name}", out_path,
               json_output)
         return

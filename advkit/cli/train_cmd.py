@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log, log_complete,
     out, parse_params, progress_bar, recorded_config,
 )
 from advkit.errors import AdvkitError
@@ -72,7 +72,7 @@ def train(
     finished = finished_run(Report(report_path), run, recorded_config(ctx.params)) if not overwrite and state_path.exists() else None
     if finished is not None:
         state_path.unlink()
-        log(f"run {run} in {report_path} is already complete with this config (--overwrite redoes it)")
+        log_complete(run, report_path)
         _print(finished, arch, ds.name, report_path, run, json_output)
         return
     with Report(report_path).start_run(

@@ -9,7 +9,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, emit_json,
-    finished_run, log, out, parse_params, progress_bar, recorded_config, start_or_finished, table,
+    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, start_or_finished, table,
 )
 from advkit.errors import AdvkitError
 
@@ -95,7 +95,7 @@ def transfer(
     summaries: dict[str, dict[str, Any]] = {}
     for key, run_id, cfg, finished, src_model, tgt_model, src, tgt in runs:
         if finished is not None:
-            log(f"run {run_id} in {out_path} is already complete with this config (--overwrite redoes it)")
+            log_complete(run_id, out_path)
             summaries[key] = finished
             continue
         summaries[key] = _run(report, run_id, cfg, attack, additive, src_model, tgt_model, src, tgt,
@@ -133,7 +133,7 @@ def _run(report: Any, run_id: str, cfg: dict[str, Any], attack: Any, additive: d
     log(f"{attack.name} {src.domain} -> {tgt.domain}: {len(index)} pairs both models classify correctly")
     writer, finished = start_or_finished(report, run_id, "transfer", cfg, seed, overwrite)
     if writer is None:  # the same command finished it while this one waited for the report's lock
-        log(f"run {run_id} in {report.path} is already complete with this config (--overwrite redoes it)")
+        log_complete(run_id, report.path)
         return dict(finished or {})
     with writer:
         done = np.isin(index, writer.done_indices)
