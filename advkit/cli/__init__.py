@@ -25,6 +25,7 @@ from advkit.cli import (
 from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
 from advkit.cli.common import err, warn
+from advkit.cli.interrupts import catching_interrupts, interrupt_pending
 from advkit.distributed import prints_errors, world_rank
 from advkit.errors import AdvkitError, one_line
 
@@ -61,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     try:
         # not standalone: usage mistakes reach us as exceptions, so they print one line instead of Typer's box
-        code = app(args=argv, prog_name="advkit", standalone_mode=False)
+        with catching_interrupts():
+            code = app(args=argv, prog_name="advkit", standalone_mode=False)
+            if interrupt_pending():  # a finaliser swallowed the Ctrl-C after the last progress event
+                code = 130
     except (AdvkitError, OSError) as exc:
         if debug:
             raise

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from advkit.cli.interrupts import raise_if_interrupted
 from advkit.errors import AdvkitError
 from advkit.registry import simple_types, union_members
 from advkit.runtime import ProgressEvent, ProgressFn
@@ -434,6 +435,7 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
     began = [bar.get_time()]  # when the next new task's work began: the bar's start, then the latest event
 
     def update(event: ProgressEvent) -> None:
+        raise_if_interrupted()  # every long loop reports here: where a Ctrl-C a finaliser swallowed takes effect
         stats = "  ".join(f"{k} {fmt(v)}" for k, v in event.stats.items())
         if event.task not in tasks:  # a task's first event comes after its first batch: count that batch's time
             tasks[event.task] = bar.add_task(event.task, total=event.total, stats=stats)

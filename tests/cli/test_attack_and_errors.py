@@ -337,6 +337,54 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert capsys.readouterr().err == "interrupted while loading advkit: nothing was started\n"
 
 
+def test_ctrl_c_swallowed_by_a_finaliser_still_stops_the_attack(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands in a weakref callback or ``__del__`` is printed by Python as "Exception ignored" and
+    dropped: the attack ran to its end, exit 0 (seen in a kill test). It now stops at the next batch, exit 130."""
+    from advkit.models.wrapper import ModelWrapper
+
+    class CtrlCWhileCollected:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    real_forward, calls = ModelWrapper.forward, [0]
+
+    def forward(self: ModelWrapper, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:  # inside the first batch's attack
+            CtrlCWhileCollected()
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelWrapper, "forward", forward)
+    args = ["attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "40", "--batch-size", "8", "--out", "r.h5"]
+    result = cli(*args)
+    assert result.code == 130, result.stderr
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "interrupted: re-run the same command to resume"
+    run = Report(tmp_path / "r.h5").read("attack-fgsm")
+    assert run.status != "complete" and 0 < len(run.samples["index"]) < 40  # stopped after a batch, which was kept
+    monkeypatch.setattr(ModelWrapper, "forward", real_forward)
+    resumed = cli(*args)
+    assert resumed.code == 0 and "resuming" in resumed.stderr
+
+
+def test_ctrl_c_in_the_interpreters_exit_prints_no_noise() -> None:
+    """A Ctrl-C after the command returned (torch's teardown takes a moment) printed Python's "Exception ignored ...
+    KeyboardInterrupt" traceback; it now ends the process as the OS does, after the output was flushed."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import atexit, os, signal, sys, time\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n"
+              "sys.argv = ['advkit', 'list', 'models']\n"
+              "from advkit.__main__ import run\n"
+              "run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert done.stderr == "" and "architectures" in done.stdout  # the whole table, flushed
+
+
 def test_the_interrupt_message_says_what_a_re_run_does() -> None:
     from advkit.cli import _after_interrupt
 

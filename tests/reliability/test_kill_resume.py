@@ -260,9 +260,7 @@ def test_detect_fit_survives_sigint_and_sigkill(digits_checkpoint: Path, tmp_pat
             code, stderr = _interrupt(args, run, "fitting a ", sig, delay)  # fit itself can beat the signal
             print(f"{sig.name} after {delay:.2f} s: exit {code}")
             beaten = code in (0, -signal.SIGINT) or out.exists()
-            # a signal in the interpreter's shutdown, after the fit returned, can print "Exception ignored in ...
-            # KeyboardInterrupt" from importlib's cleanup: not advkit's; an interrupted fit must print no traceback
-            assert beaten or "Traceback" not in stderr, stderr
+            assert "Traceback" not in stderr, stderr  # also from a signal in the interpreter's exit (advkit.__main__)
             if interrupted or not beaten:
                 break
             out.unlink(missing_ok=True)  # whole (the check below reads it), but the test needs an interrupted fit
