@@ -119,6 +119,7 @@ def fit(
 
     from advkit.detectors import DetectorSettings, LayerwiseDetector
     from advkit.detectors.taps import check_layer_names
+    from advkit.models.hooks import require_hooks
     from advkit.rng import generator
     from advkit.runtime import ProgressEvent, resolve_device
 
@@ -140,6 +141,7 @@ def fit(
     dev = resolve_device(device)
     arch_kwargs = arch_settings(arch, arch_param)
     wrapped, source = _open_model(model, (arch, arch_kwargs), unsafe_pickle, dev)
+    require_hooks(wrapped.net)  # before the data is read and "fitting ..." is logged
     params = parse_params(data_param or [], "--data-param")
     ds = _open_data(data, domain, params)
     check_compatible(wrapped, ds)
@@ -178,6 +180,7 @@ def _load_detector(path: Path, model: str | None, arch: Arch, unsafe_pickle: boo
     """(detector, its metadata, the checkpoint its model was loaded from). Without ``--arch``, the model is built
     with the architecture and settings the detector was fitted with."""
     from advkit.detectors import LayerwiseDetector
+    from advkit.models.hooks import require_hooks
     from advkit.report.paths import resolve_recorded
     from advkit.runtime import resolve_device
 
@@ -187,6 +190,7 @@ def _load_detector(path: Path, model: str | None, arch: Arch, unsafe_pickle: boo
     if arch[0] is None or arch[0] == meta.get("arch"):
         arch = (meta.get("arch"), arch[1] if arch[1] is not None else meta.get("arch_kwargs"))
     wrapped, source = _open_model(spec, arch, unsafe_pickle, dev)
+    require_hooks(wrapped.net)  # before any attack runs on it
     return LayerwiseDetector.load(path, wrapped), meta, source
 
 

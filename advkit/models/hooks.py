@@ -46,15 +46,20 @@ def is_torchscript(net: nn.Module) -> bool:
     return isinstance(net, torch.jit.ScriptModule)
 
 
+def require_hooks(net: nn.Module) -> None:
+    """Refuse a net whose layers' outputs cannot be read (TorchScript takes no forward hooks), in one line."""
+    if is_torchscript(net):
+        raise AdvkitError("a TorchScript net takes no forward hooks, so its layers' outputs cannot be read; use the "
+                          "model's .safetensors or .pt checkpoint for this")
+
+
 @contextmanager
 def capture(net: nn.Module, names: Sequence[str], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """Collect the output tensor of each named layer during forward passes inside the block.
 
     Hooks are removed when the block exits, even on error. Tuple outputs keep their first tensor.
     """
-    if is_torchscript(net):
-        raise AdvkitError("a TorchScript net takes no forward hooks, so its layers' outputs cannot be read; use the "
-                          "model's .safetensors or .pt checkpoint for this")
+    require_hooks(net)
     features: dict[str, torch.Tensor] = {}
     handles = []
     try:

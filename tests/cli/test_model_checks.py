@@ -110,6 +110,14 @@ def test_models_info_and_detect_fit_on_a_torchscript_archive(cli: Cli, digits_ch
     errors = [line for line in fit.stderr.splitlines() if line.startswith("error:")]
     assert fit.code == 1 and len(errors) == 1 and "a TorchScript net takes no forward hooks" in errors[0], fit.stderr
     assert "Traceback" not in fit.stderr and not (tmp_path / "d.safetensors").exists()
+    assert "fitting" not in fit.stderr, fit.stderr  # refused before the data is read, not after announcing the fit
+    ok = cli("detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "200", "--epochs", "1", "--filters", "4",
+             "--out", "d.safetensors")
+    assert ok.code == 0, ok.stderr
+    for command in (["eval", "--attack", "fgsm", "--n", "20", "--out", "ev.h5"], ["score", "--data", "digits", "--n", "3"]):
+        refused = cli("detect", *command, "--detector", "d.safetensors", "--model", described)
+        assert refused.code == 1 and refused.stderr.startswith("error: a TorchScript net takes no forward hooks"), refused.stderr
+    assert not (tmp_path / "ev.h5").exists()  # refused before the attack ran
 
 
 def test_bare_weights_message_is_true_for_each_command(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
