@@ -37,7 +37,7 @@ def train(
     momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
     translate: Annotated[int, typer.Option("--translate", help="Random shift augmentation, pixels.")] = 0,
-    hflip: Annotated[bool, typer.Option("--hflip", help="Random horizontal flips (not for digits or shapes).")] = False,
+    hflip: Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips (not for digits or shapes).")] = False,
     normalise: Annotated[bool, typer.Option("--normalise/--no-normalise", help="Standardise with train-split mean/std.")] = True,
     data_param: DataParamOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Report file (default: OUT with .h5).")] = None,

@@ -171,6 +171,21 @@ def test_an_attack_replays_from_its_recorded_config(cli: Cli, digits_checkpoint:
     assert np.array_equal(a.samples["queries"], b.samples["queries"]) and np.array_equal(a.samples["success"], b.samples["success"])
 
 
+def test_a_config_flag_is_undone_by_its_no_form(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """A replayed config with save_images = true always saved images: --save-images had no --no- form (nor had
+    --include-misclassified, train's --hflip, detect eval's --quick-grid and --adaptive)."""
+    (tmp_path / "c.toml").write_text(f'attack = "fgsm"\nmodel = "{digits_checkpoint}"\ndata = "digits"\nn = 5\n'
+                                     'save_images = true\ninclude_misclassified = true\n')
+    assert cli("attack", "--config", "c.toml", "--out", "a.h5").code == 0
+    undone = cli("attack", "--config", "c.toml", "--no-save-images", "--no-include-misclassified", "--out", "b.h5")
+    assert undone.code == 0, undone.stderr
+    a, b = (Report(tmp_path / f).read("attack-fgsm") for f in ("a.h5", "b.h5"))
+    assert a.config["save_images"] and a.config["include_misclassified"] and a.has_images
+    assert not b.config["save_images"] and not b.config["include_misclassified"] and not b.has_images
+    for command, flag in (("train", "--no-hflip"), ("detect eval", "--no-quick-grid"), ("detect eval", "--no-adaptive")):
+        assert flag in cli(*command.split(), "--help").stdout, (command, flag)
+
+
 def test_a_worst_case_run_replays_with_each_attacks_settings(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     args = ["--model", digits_checkpoint, "--data", "digits", "--n", "10", "--param", "pgd.eps=0.1", "--param", "fgsm.eps=0.1"]
     first = cli("attack", "pgd", "fgsm", *args, "--param", "pgd.steps=3", "--out", "a.h5")
