@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from advkit.cli.common import ArchOpt, ArchParamOpt, JsonOpt, UnsafePickleOpt, arch_settings, emit_json, kv_table, out, table
+from advkit.cli.common import (
+    ArchOpt, ArchParamOpt, JsonOpt, UnsafePickleOpt, arch_settings, emit_json, has_preprocessing, kv_table, no_preprocessing, out,
+    table, warn,
+)
 from advkit.errors import AdvkitError, DetectorError
 
 if TYPE_CHECKING:
@@ -37,6 +40,10 @@ def info(
             raise
         raise AdvkitError(f"{loaded.source}: the net cannot take its recorded {shape[0]}x{shape[1]}x{shape[2]} input "
                           f"(check --arch and --arch-param): {str(exc).splitlines()[0]}") from None
+    described = has_preprocessing(loaded)  # else mean 0, std 1 and rgb are advkit's defaults, not the checkpoint's
+    if not described:
+        warn(no_preprocessing(loaded.source, "its normalisation, domain and classes are unknown (advkit attack would "
+                              "feed it [0, 1] pixels)"))
     summary = {
         "checkpoint": loaded.source,
         "kind": loaded.kind,
@@ -45,10 +52,10 @@ def info(
         "parameters": sum(p.numel() for p in loaded.net.parameters()),
         "channels": pre.channels,
         "input_size": list(pre.input_size) if pre.input_size else None,
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "domain": pre.domain,
-        "classes": list(pre.class_names),
+        "mean": list(pre.mean) if described else None,
+        "std": list(pre.std) if described else None,
+        "domain": pre.domain if described else None,
+        "classes": list(pre.class_names) if described else None,
         **{f"extra.{k}": v for k, v in loaded.extra.items()},
     }
     if json_output:

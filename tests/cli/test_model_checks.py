@@ -99,6 +99,19 @@ def test_robustness_refuses_a_model_without_preprocessing(cli: Cli, digits_check
     assert ok.json()["clean_accuracy"] == reference.json()["clean_accuracy"]  # the same net, normalised the same
 
 
+def test_models_info_does_not_present_defaults_as_a_bare_archives_preprocessing(cli: Cli, digits_checkpoint: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A TorchScript file without advkit.json was shown with mean 0, std 1 and domain rgb, advkit's defaults."""
+    bare = _torchscript(tmp_path / "bare.pt", digits_checkpoint, with_metadata=False)
+    info = cli("models", "info", bare, "--json")
+    assert info.code == 0, info.stderr
+    shown = info.json()
+    assert shown["mean"] is shown["std"] is shown["domain"] is shown["classes"] is None and shown["channels"] is None
+    assert info.stderr.startswith("warning: ") and "carries no preprocessing metadata" in info.stderr
+    described = cli("models", "info", _torchscript(tmp_path / "described.pt", digits_checkpoint, with_metadata=True), "--json")
+    assert described.json()["mean"] == pytest.approx(load_checkpoint(digits_checkpoint).preprocessing.mean) and not described.stderr
+
+
 def test_models_info_and_detect_fit_on_a_torchscript_archive(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     """TorchScript takes no forward hooks: models info failed, blaming the input shape, on an archive with metadata."""
     described = _torchscript(tmp_path / "described.pt", digits_checkpoint, with_metadata=True)
