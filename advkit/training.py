@@ -132,12 +132,12 @@ def _scheduler(opt: torch.optim.Optimizer, s: TrainSettings, steps_per_epoch: in
 
 @torch.no_grad()
 def predict(model: ModelWrapper, dataset: ImageDataset, indices: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predicted labels (N,) for the given dataset indices (uncounted forward passes)."""
-    model.eval()
-    preds = [
-        model.logits(dataset.batch(indices[i : i + batch_size])[0].to(model.device)).argmax(1).cpu()
-        for i in range(0, len(indices), batch_size)
-    ]
+    """Predicted labels (N,) for the given dataset indices (uncounted forward passes, the net in eval mode)."""
+    with model.evaluating():
+        preds = [
+            model.logits(dataset.batch(indices[i : i + batch_size])[0].to(model.device)).argmax(1).cpu()
+            for i in range(0, len(indices), batch_size)
+        ]
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
 

@@ -259,7 +259,7 @@ class Attack:
         check_finite(logits, f"{self.name}'s adversarial images")
         adv_pred = logits.argmax(1)
         success = adv_pred.eq(target) if target is not None else adv_pred.ne(y)
-        l0, l2, linf = perturbation_norms(x, x_adv)
+        l0, l2, linf = perturbation_norms(x.detach(), x_adv)  # numbers, not part of an input's autograd graph
         iterations = raw.iterations if raw.iterations is not None else torch.full((len(x),), -1)
         return AttackResult(
             x_adv, success, adv_pred, counter.counts.clone(), iterations.to(torch.long), l0, l2.float(), linf.float(),

@@ -100,8 +100,11 @@ def select_samples(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x, y = dataset.batch(idx)
-        logits = model.logits(x.to(model.device))
+        with model.evaluating():
+            logits = model.logits(x.to(model.device))
         check_finite(logits, "clean images")
+        if int(y.max()) >= logits.shape[1]:
+            raise AdvkitError(f"{dataset.name} has class {int(y.max())} but the model outputs {logits.shape[1]} classes")
         # the least likely class other than the label: a misclassified sample's label may be the least likely
         others = logits.scatter(1, y.to(logits.device).unsqueeze(1), float("inf"))
         for i, p, low, label in zip(idx, logits.argmax(1).tolist(), others.argmin(1).tolist(), y.tolist()):

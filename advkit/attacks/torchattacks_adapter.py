@@ -14,7 +14,10 @@ Differences from torchattacks: untargeted JSMA aims at class (y + 1) % K of the 
 hard-codes % 10); ``n_classes`` (FAB, APGDT, AutoAttack) comes from the model. Refused with one line: targeted FAB
 (torchattacks' targeted FAB stops at any wrong class), ta-pixle on non-square images (torchattacks' Pixle swaps x and
 y), DIFGSM/TIFGSM on non-square images or, on a fixed-size model, with resize_rate > 1 (their input diversity
-resizes to W x W), and EADL1/EADEN with max_iterations < 10 and abort_early (a modulo by zero).
+resizes to W x W), and EADL1/EADEN with max_iterations < 10 and abort_early (a modulo by zero). float16 images are
+attacked in float32 (in float16, most input-gradient entries underflow to 0 and FGSM/PGD move a fraction of the
+pixels, reporting a robustness the model does not have); the result is rounded back to float16, so its L-inf distance
+can exceed eps by half a float16 step.
 
     >>> attack = create_torchattack("fgsm", eps="8/255")
     >>> round(attack.settings["eps"], 4)
@@ -232,12 +235,13 @@ class TorchattacksAttack(Attack):
         counter = model.counter
         if counter is None:  # Attack.__call__ always counts; direct run() calls get a private counter
             counter = QueryCounter(len(x))
+        images = x.float() if x.dtype == torch.float16 else x  # float16 gradients underflow (module docstring)
         try:
             with seeded_globals(int(seeds[0])):
-                return RawResult(self._call(model, x, y, target, int(seeds[0]), classes))
+                return RawResult(self._call(model, images, y, target, int(seeds[0]), classes).to(x.dtype))
         except (UnattributedQuery, QueryBudgetExceeded):
             counter.counts.zero_()  # the aborted batched attempt is not the attack's cost
-        return RawResult(self._per_sample(model, x, y, target, seeds, counter, classes))
+        return RawResult(self._per_sample(model, images, y, target, seeds, counter, classes).to(x.dtype))
 
     def _call(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seed: int,
               classes: int | None) -> torch.Tensor:

@@ -64,8 +64,9 @@ def transfer_delta(delta: torch.Tensor, channels: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predictions(model: ModelWrapper, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Uncounted predicted labels (evaluation, not attack queries)."""
-    return torch.cat([model.logits(x[i : i + batch_size].to(model.device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    """Uncounted predicted labels (evaluation, not attack queries) of the net as deployed (eval mode)."""
+    with model.evaluating():
+        return torch.cat([model.logits(x[i : i + batch_size].to(model.device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
 
 
 def select_pairs(source: ModelWrapper, target: ModelWrapper, src: ImageDataset, tgt: ImageDataset, *, split: str, n: int | None, seed: int) -> np.ndarray:

@@ -22,12 +22,16 @@ so that any number of steps can cross the eps-ball.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 from torch.nn import functional as F
 
+from advkit.attacks.base import check_inputs, check_linf_budget
 from advkit.attacks.base import madry_step as default_step
 from advkit.detectors.detector import LayerwiseDetector, layer_stats
 from advkit.detectors.features import layer_features
+from advkit.models.wrapper import deployed
 
 
 def _proxy_and_logits(det: LayerwiseDetector, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,18 +61,21 @@ def adaptive_pgd(det: LayerwiseDetector, x: torch.Tensor, y: torch.Tensor, *, ep
     """
     if eps < 0 or (alpha is not None and alpha <= 0) or steps < 1 or weight < 0:
         raise ValueError(f"need eps >= 0, alpha > 0, steps >= 1, weight >= 0; got {eps}, {alpha}, {steps}, {weight}")
+    check_linf_budget("adaptive_pgd", "eps", eps)
+    check_inputs(x, y, None)
     alpha = default_step(eps, steps) if alpha is None else alpha
     model = det.model
-    x, y = x.to(model.device), y.to(model.device)
-    for ae in det.autoencoders.values():
-        ae.requires_grad_(False)
+    x, y = x.detach().to(model.device), y.to(model.device, torch.long)
     start = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device) * eps
     x_adv = (x + start).clamp(0, 1)
-    for _ in range(steps):
-        x_adv = x_adv.detach().requires_grad_(True)
-        proxy, logits = _proxy_and_logits(det, x_adv)
-        objective = F.cross_entropy(logits, y, reduction="sum") - weight * proxy.sum()
-        (grad,) = torch.autograd.grad(objective, x_adv)
-        x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    with ExitStack() as frozen:  # the autoencoders as the classifier: no gradients left on their weights
+        for ae in det.autoencoders.values():
+            frozen.enter_context(deployed(ae))
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            proxy, logits = _proxy_and_logits(det, x_adv)
+            objective = F.cross_entropy(logits, y, reduction="sum") - weight * proxy.sum()
+            (grad,) = torch.autograd.grad(objective, x_adv)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
     return x_adv.detach()

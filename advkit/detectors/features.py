@@ -22,11 +22,12 @@ def layer_features(model: ModelWrapper, layers: Sequence[str], x: torch.Tensor, 
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Outputs of ``layers`` (each (B, C, H, W); flat (B, D) outputs become (B, D, 1, 1)) and logits (B, K).
 
-    ``x`` is (B, C, H, W) in [0, 1] pixel space (the wrapper normalises it). Without ``grad`` the pass runs under
+    ``x`` is (B, C, H, W) in [0, 1] pixel space (the wrapper normalises it). The net runs as deployed (eval mode,
+    its weights taking no gradients: ``ModelWrapper.evaluating``). Without ``grad`` the pass runs under
     ``torch.no_grad``; with it the features stay attached to ``x`` (adaptive attacks differentiate through them).
     Hooks are removed on exit, even on error.
     """
-    with torch.set_grad_enabled(grad), capture(model.net, list(layers), detach=not grad) as feats:
+    with torch.set_grad_enabled(grad), capture(model.net, list(layers), detach=not grad) as feats, model.evaluating():
         logits = model.logits(x)
     missing = [name for name in layers if name not in feats]
     if missing:

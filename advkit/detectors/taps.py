@@ -20,6 +20,7 @@ from torch import nn
 
 from advkit.errors import DetectorError
 from advkit.models.hooks import capture
+from advkit.models.wrapper import deployed
 from advkit.registry import suggest
 
 
@@ -80,11 +81,6 @@ def layer_shapes(net: nn.Module, names: Sequence[str], input_shape: tuple[int, .
 
 def _output_shapes(net: nn.Module, names: Sequence[str], input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad(), capture(net, list(names)) as feats:
-            net(torch.zeros(1, *input_shape, device=device))
-    finally:
-        net.train(was_training)
+    with torch.no_grad(), capture(net, list(names)) as feats, deployed(net):
+        net(torch.zeros(1, *input_shape, device=device))
     return {k: tuple(v.shape[1:]) for k, v in feats.items()}

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from advkit.errors import AdvkitError
+from advkit.models.wrapper import deployed
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,8 @@ def layer_table(net: nn.Module, input_shape: tuple[int, ...] | None) -> list[Lay
     shapes: dict[str, torch.Tensor] = {}
     if input_shape is not None and not is_torchscript(net):
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
-        with torch.no_grad(), capture(net, names) as shapes:
-            was_training = net.training
-            net.eval()
-            try:
-                net(torch.zeros(1, *input_shape, device=device))
-            finally:
-                net.train(was_training)
+        with torch.no_grad(), capture(net, names) as shapes, deployed(net):
+            net(torch.zeros(1, *input_shape, device=device))
     modules = dict(net.named_modules())
     return [
         LayerInfo(

@@ -29,6 +29,33 @@ from advkit.errors import AdvkitError, QueryBudgetExceeded
 from advkit.models.preprocessing import Preprocessing
 
 
+@contextmanager
+def deployed(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` as deployed inside the block, then exactly as before: every module in eval mode (dropout off,
+    BatchNorm statistics unchanged) and no parameter taking gradients, so attacks, which differentiate the input
+    only, leave no ``.grad`` on the weights for a training loop's next step to add in.
+
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout()).train()
+        >>> with deployed(net):
+        ...     net.training, net[0].weight.requires_grad
+        (False, False)
+        >>> net.training, net[0].weight.requires_grad
+        (True, True)
+    """
+    modes = [(m, m.training) for m in net.modules()]  # per module: a net may keep some parts in eval on purpose
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    net.eval()
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def padded_batch(n: int) -> int:
     """The batch size to run a pass of ``n`` inputs at: ``n`` up to 16, else the next multiple of an eighth of the
     power of two below it (at most 12.5% more rows). oneDNN builds its kernels per input shape, 0.6-0.9 ms for each
@@ -162,14 +189,10 @@ class ModelWrapper(nn.Module):
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
-        """The net in eval mode inside the block, then back in the mode it was in: a net switched to train mode
-        after wrapping (a training loop) is attacked as deployed, and its BatchNorm statistics stay as they were."""
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        """The net :func:`deployed` inside the block: one switched to train mode after wrapping (a training loop)
+        is attacked as deployed, its BatchNorm statistics stay as they were and its weights get no gradients."""
+        with deployed(self.net):
             yield
-        finally:
-            self.net.train(was_training)
 
     @contextmanager
     def counting(self, counter: QueryCounter) -> Iterator[QueryCounter]:
@@ -214,7 +237,11 @@ class ModelWrapper(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Uncounted forward pass; for the attack base's independent re-check of success only."""
         x, dtype = self.normalise(self.adapt(x)), self._dtype()
-        return select_logits(self.net(x if x.dtype == dtype else x.to(dtype)))
+        logits = select_logits(self.net(x if x.dtype == dtype else x.to(dtype)))
+        named = self.preprocessing.num_classes
+        if named is not None and logits.shape[1] != named:  # labels would index past the scores, or miss classes
+            raise AdvkitError(f"the net outputs {logits.shape[1]} class scores but its preprocessing names {named} classes")
+        return logits
 
     def _dtype(self) -> torch.dtype:
         """The net's floating dtype: float16/float64 pixels are cast to it instead of failing inside the net."""

@@ -264,3 +264,18 @@ def test_vae_files_round_trip_and_older_vae_files_still_load(vae_detector: Layer
     shifted = Features(**{**vars(feats), "logvar": feats.logvar + 100.0})
     np.testing.assert_array_equal(legacy.scores(feats)["ae"], legacy.scores(shifted)["ae"])  # scored as it was fitted
     assert np.isfinite(legacy.scores(feats)["ae"]).all()
+
+
+def test_adaptive_pgd_checks_its_inputs_and_leaves_the_autoencoders_trainable(detector: LayerwiseDetector,
+                                                                              digits: ImageDataset) -> None:
+    """adaptive_pgd took images in [0, 3] (and returned x_adv 2.0 from x), eps = 8 meant as 8/255, and int32 labels
+    (a torch error); and it left every autoencoder weight with requires_grad False for good."""
+    x, y = digits.batch(digits.indices("test")[:4])
+    flags = [p.requires_grad for ae in detector.autoencoders.values() for p in ae.parameters()]
+    with pytest.raises(AdvkitError, match=r"must lie in \[0, 1\]"):
+        adaptive_pgd(detector, x * 3, y, eps=0.1, steps=1)
+    with pytest.raises(AdvkitError, match="written 8/255"):
+        adaptive_pgd(detector, x, y, eps=8, steps=1)
+    x_adv = adaptive_pgd(detector, x, y.int(), eps=0.1, steps=2, generator=torch.Generator().manual_seed(0))
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert [p.requires_grad for ae in detector.autoencoders.values() for p in ae.parameters()] == flags and any(flags)
