@@ -36,7 +36,11 @@ class DetectorError(AdvkitError):
 
 
 def one_line(exc: AdvkitError | OSError) -> str:
-    """The one line the CLI prints for a mistake: an AdvkitError's message, or an OSError's reason and file."""
-    if isinstance(exc, AdvkitError):
-        return str(exc)
-    return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    """The one line the CLI prints for a mistake: an AdvkitError's message, or an OSError's reason and file, with
+    any line breaks (a third-party reason quoted in the message) folded into spaces.
+
+        >>> one_line(AdvkitError("not a readable pickle (UnpicklingError: A load persistent id instruction,\\nbut no ...)"))
+        'not a readable pickle (UnpicklingError: A load persistent id instruction, but no ...)'
+    """
+    text = str(exc) if isinstance(exc, AdvkitError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return " ".join(text.split())

@@ -78,6 +78,8 @@ def published_correct(
 
     The files' labels must equal ``labels``: a different dataset, or another order of its test split, is refused.
     """
+    for name in names:  # a missing or malformed file fails now, not after the files before it were evaluated
+        load_cifar10c(root, name, severities[0], n=1)
     correct = np.zeros((len(labels), len(names), len(severities)), bool)
     total, done = len(names) * len(severities), 0
     for ci, name in enumerate(names):

@@ -12,7 +12,7 @@ stored summaries.
 "Better" depends on whose side you are on. From the **model**'s side higher accuracy and a lower attack success
 rate are better, and so are more queries and larger perturbations needed by a successful attack; from the
 **attack**'s side the reverse, and less time per image is better too. ``perspective="auto"`` takes the attack's
-side when every compared run is an attack run on the same model and data (attacks compared), else the model's
+side when every compared run is an attack (or worst-case) run on the same model and data (attacks compared), else the model's
 (models compared, e.g. before and after fine-tuning).
 
     >>> import tempfile, pathlib
@@ -51,7 +51,7 @@ from advkit.report.store import Report, RunData, is_number, missing_run
 from advkit.report.summary import attack_summary
 
 PERSPECTIVES = ("auto", "model", "attack")
-ATTACK_KINDS = ("attack",)
+ATTACK_KINDS = ("attack", "worst-case")  # a worst case over attacks compares as one more attack
 ORDER = ("clean_accuracy", "robust_accuracy", "attack_success_rate", "queries_mean", "queries_median", "l0_mean",
          "l2_mean", "linf_mean", "time_per_image", "n", "n_attacked", "n_success", "test_accuracy",
          "source_success_rate", "transfer_rate", "both_fooled_rate", "random.transfer_rate", "corruption_accuracy", "mCE")

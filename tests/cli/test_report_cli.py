@@ -53,6 +53,10 @@ def test_compare_prints_runs_side_by_side(cli: Cli, attacked: Path) -> None:
         assert data["metrics"]["attack_success_rate"]["values"][j] == pytest.approx(report.read(run).summary["attack_success_rate"])
     table = cli("report", "compare", f"{attacked}:attack-pixle", f"{attacked}:attack-pgd")
     assert table.code == 0 and "attack success rate" in table.stdout and "same 12 samples" in table.stdout
+    # the whole report, its worst-case run included, still compares attacks (it took the model's side)
+    whole = cli("report", "compare", attacked, "--json")
+    assert whole.code == 0 and whole.json()["perspective"] == "attack", whole.stdout
+    assert [r["label"] for r in whole.json()["runs"]] == ["attack-pixle", "attack-pgd", "attack-worst-case"]
 
 
 

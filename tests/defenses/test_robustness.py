@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.perturbations.robustness import mean_corruption_error, ratio_excluded, relative_accuracy
+from advkit.errors import DatasetError
+from advkit.perturbations.robustness import mean_corruption_error, published_correct, ratio_excluded, relative_accuracy
 from advkit.report import Report
 
 Cli = Callable[..., Any]
@@ -142,3 +143,11 @@ def test_robustness_reads_the_published_cifar10c_arrays(cli: Cli, tmp_path: Path
     few = cli(*[small if a == corrupted else a for a in args[:-3]], "--out", "r3.h5")
     assert few.code == 1 and "small-C/fog.npy holds 8 images per severity, fewer than the 10 test images asked for; " \
         "pass --n 8 or less" in few.stderr, few.stderr
+    # a corruption whose file is missing fails before the ones listed first are evaluated (it came after them)
+    np.save(corrupted / "labels.npy", np.tile(labels, 5))
+    missing = cli(*args[:-3], "--corruption", "jpeg_compression", "--out", "r4.h5")
+    assert missing.code == 1 and missing.stderr.strip().splitlines()[-1].startswith("error: no jpeg_compression.npy in")
+    events: list[object] = []
+    with pytest.raises(DatasetError, match="no jpeg_compression.npy"):
+        published_correct(model, corrupted, labels[:10], ["fog", "jpeg_compression"], [1, 2], progress=events.append)
+    assert events == []  # fog's severities were not evaluated first
