@@ -373,6 +373,8 @@ def evaluate_cmd(
     results: dict[str, Any] = {}
     done = []
     for run_id, ds, idx, x_adv in sets:
+        in_order = np.argsort(idx, kind="stable")  # rows by dataset index, as a report holds them: the seeded
+        idx, x_adv = idx[in_order], x_adv[torch.from_numpy(in_order)]  # train/test split then depends on the samples only
         name, cfg = planned(run_id)
         if not overwrite and finished_run(report, name, cfg) is not None:
             log_complete(name, out_path)
