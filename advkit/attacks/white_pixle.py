@@ -186,9 +186,12 @@ class WhitePixle(Attack):
                 p = model.probabilities(cand.view(-1, c, h, w), rows)
                 check_finite(p, "WhitePixle's candidates")
                 cand_loss, success = p.gather(1, y[rows, None]).squeeze(1), p.argmax(1) != y[rows]
-                better = cand_loss < loss[local]
-                loss[local] = torch.minimum(cand_loss, loss[local])
-                stop = success & (loss[local] < first_loss[rows])
+                # a candidate equal to its base (its sources hold the destinations' values) moves nothing: a pass of
+                # another size can still score it a few bits lower, which made a no-op step depend on the batch size
+                moved = (cand != base[rows]).flatten(1).any(1)
+                better = moved & (cand_loss < loss[local])
+                loss[local] = torch.where(moved, torch.minimum(cand_loss, loss[local]), loss[local])
+                stop = moved & success & (loss[local] < first_loss[rows])
                 take = better | stop
                 base[rows[take]] = cand[take]
                 moves.append(rows[take], tuple(s[take] for s in step))

@@ -135,3 +135,29 @@ def test_float16_images_get_the_same_attack_as_float32(attack: WhitePixle | Sort
     assert single.success.sum() >= 5  # the attack works here, so equal results are a real check
     assert torch.equal(half.success, single.success) and torch.equal(half.x_adv.float(), single.x_adv)
     assert torch.equal(half.queries, single.queries)
+
+
+class _Drifting(nn.Module):
+    """A linear net whose class-0 logit sinks a little at every call: an unchanged image scores a little lower each
+    time, like a pass of another batch size that rounds differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.calls = nn.Linear(64, 3), 0
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x.flatten(1)) - torch.tensor([1e-3 * self.calls, 0.0, 0.0])
+
+
+def test_a_move_that_changes_no_pixel_is_never_taken() -> None:
+    """On a flat image every candidate equals its base; WhitePixle took such candidates whenever they scored lower,
+    recording no-op steps (which made the move tables depend on the batch size) and counting them as progress."""
+    model = ModelWrapper(_Drifting(), Preprocessing(channels=1, input_size=(8, 8)))
+    x = torch.full((2, 1, 8, 8), 0.5)
+    result = WhitePixle(restarts=3, max_iterations=4)(model, x, torch.zeros(2, dtype=torch.long))
+    assert result.moves is not None and all(not program.steps for program in result.moves)
+    assert torch.equal(result.x_adv, x) and result.iterations.tolist() == [4, 4]  # one restart, no progress: stopped
