@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         (argv if argv is not None else sys.argv).remove("--debug")
     debug = debug or os.environ.get("ADVKIT_DEBUG") == "1"
     warnings.showwarning = _show_warning
+    args = argv if argv is not None else sys.argv[1:]
+    if _unsharded_under_torchrun(args):
+        if world_rank() == 0:
+            _print_error(f"advkit {_command_words(args)[0]} does not run under torchrun (only {' and '.join(sorted(_SHARDED))} "
+                         "share their work across ranks; every rank would do it all); run it as one process")
+        sys.exit(1)
     try:
         # not standalone: usage mistakes reach us as exceptions, so they print one line instead of Typer's box
         with catching_interrupts():
@@ -82,17 +88,30 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     if code == 130:  # Typer turns Ctrl-C inside a command into exit code 130
-        err.print(f"interrupted: {_after_interrupt(argv if argv is not None else sys.argv[1:])}", highlight=False)
+        err.print(f"interrupted: {_after_interrupt(args)}", highlight=False)
     if isinstance(code, int) and code:
         sys.exit(code)
 
 
 _RESUMABLE = {"attack", "transfer", "train", "finetune"}  # the commands that journal their work as they go
+_SHARDED = {"attack", "finetune"}  # the commands that split their work across torchrun ranks
+
+
+def _command_words(args: list[str]) -> list[str]:
+    """The command and subcommand of ``advkit ARGS`` (``["detect", "eval"]``), fewer when not given."""
+    return [a for a in args if not a.startswith("-")][:2]
+
+
+def _unsharded_under_torchrun(args: list[str]) -> bool:
+    """Whether torchrun started several ranks for a command that would run whole on each (``--help`` is fine)."""
+    words = _command_words(args)
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return several and bool(words) and words[0] not in _SHARDED and "--help" not in args
 
 
 def _after_interrupt(args: list[str]) -> str:
     """What re-running an interrupted command does."""
-    words = [a for a in args if not a.startswith("-")][:2]
+    words = _command_words(args)
     if words[:1] and words[0] in _RESUMABLE:
         return "re-run the same command to resume"
     if words == ["detect", "eval"]:  # each attack's run is written whole; a re-run skips those already complete

@@ -201,3 +201,18 @@ def test_a_worst_case_run_replays_with_each_attacks_settings(cli: Cli, digits_ch
     assert clash.code == 1 and "already has run 'attack-worst-case' with a different config" in clash.stderr, clash.stderr
     assert "attack-square" not in [r.id for r in Report(tmp_path / "a.h5").runs()]
 
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_command_that_does_not_shard_is_refused_under_torchrun(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 rank: str) -> None:
+    """`torchrun -m advkit train` trained on every rank, and the second rank failed on the first one's report;
+    transfer did all its work twice. Only attack and finetune share work across ranks; rank 0 says so, once."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    refused = cli("train", "--data", "digits", "--epochs", "1", "--out", "m.safetensors")
+    assert refused.code == 1 and not list(tmp_path.iterdir())
+    expected = ("error: advkit train does not run under torchrun (only attack and finetune share their work across ranks; "
+                "every rank would do it all); run it as one process\n")
+    assert refused.stderr == (expected if rank == "0" else "")
+    assert cli("transfer", "--help").code == 0  # help is fine anywhere
