@@ -207,6 +207,8 @@ def train_classifier(
     # of other data (name, labels, split) must not be resumed under a new --run or --report
     signature = {**asdict(settings), **(fingerprint or {}), "start.model": model.unwrapped().fingerprint(),
                  "start.data": _data_digest(dataset)}
+    if world.size > 1:  # the batch size is per rank: another rank count trains another way
+        signature["ranks"] = world.size
     best: dict[str, object] = {}
     start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
     for epoch in range(start, settings.epochs):
@@ -308,7 +310,11 @@ def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: objec
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = state["settings"]
         if saved != signature:
-            diff = next(k for k in signature if saved.get(k) != signature[k])
+            diff = next(k for k in {**saved, **signature} if saved.get(k) != signature.get(k))
+            if diff == "ranks":
+                raise CheckpointError(f"{path} holds the state of a training on {saved.get('ranks', 1)} process(es), this one "
+                                      f"runs on {signature.get('ranks', 1)}; resume it with as many torchrun ranks, or "
+                                      "delete it to start over")
             if diff.startswith("start."):
                 what = "another model (other weights or preprocessing)" if diff == "start.model" else "other data (name, labels or split)"
                 raise CheckpointError(f"{path} holds the state of a training that started from {what}; delete it to start over")

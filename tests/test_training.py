@@ -84,3 +84,20 @@ def test_a_net_takes_the_datas_channels_or_three_for_gray(digits: ImageDataset, 
     assert fit_preprocessing(digits, channels=3).channels == 3 and fit_preprocessing(digits).channels == 1
     with pytest.raises(AdvkitError, match=f"digits has 1-channel images; a net for them takes 1 or 3 .* not {channels}"):
         fit_preprocessing(digits, channels=channels)
+
+
+def test_resume_refuses_a_state_of_another_rank_count(digits: ImageDataset, tmp_path: Path) -> None:
+    """A finetune killed under 1 process resumed under 2 torchrun ranks (or the reverse) silently: --batch-size is per
+    rank, so the hybrid matched neither run. A 2-rank state (its signature as torchrun writes it) is refused here."""
+    state, pre = tmp_path / "state.pt", fit_preprocessing(digits)
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return create_architecture("small-cnn", in_channels=1, input_size=8)
+
+    train_classifier(fresh(), digits, TrainSettings(epochs=1), preprocessing=pre, state_path=state)
+    saved = torch.load(state, weights_only=True)
+    saved["settings"]["ranks"] = 2
+    torch.save(saved, state)
+    with pytest.raises(CheckpointError, match=r"a training on 2 process\(es\), this one runs on 1; resume it with as many"):
+        train_classifier(fresh(), digits, TrainSettings(epochs=1), preprocessing=pre, state_path=state)

@@ -104,6 +104,8 @@ def finetune(
         report_path = report or out_path.with_suffix(".h5")
         run_id = run or f"finetune-{method}"
         cfg = recorded_config(ctx.params, {"run"}, {"model": before})
+        if world.size > 1:  # --batch-size is per rank, so the rank count is part of what was run
+            cfg["ranks"] = world.size
         # a run killed after finishing its report but before deleting its state file: done, not a conflict
         finished = (finished_run(Report(report_path), run_id, cfg)
                     if world.is_root and not overwrite and state_path.exists() else None)
