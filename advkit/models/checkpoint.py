@@ -30,7 +30,7 @@ import pickletools
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,11 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+TORCHSCRIPT_METADATA = ('{"preprocessing": {"channels": C, "input_size": [H, W], "mean": [...], "std": [...], '
+                        '"class_names": [...], "domain": "rgb"|"ir"|"gray"}, "architecture": NAME}')
+"""The layout of a TorchScript archive's ``advkit.json`` extra file (``preprocessing`` is ``Preprocessing.to_dict()``)."""
+
+
 def _load_torchscript(path: Path, map_location: str | torch.device) -> LoadedModel:
     files = {"advkit.json": ""}
     try:
@@ -229,6 +234,12 @@ def _load_torchscript(path: Path, map_location: str | torch.device) -> LoadedMod
             raise CheckpointError(f"{path} has unreadable advkit.json metadata ({_first_line(exc)})") from None
         if not isinstance(meta, dict):
             raise CheckpointError(f"{path} has advkit.json metadata that is a {type(meta).__name__}, not a JSON object")
+        unknown = sorted(set(meta) - {"preprocessing", "architecture"})
+        if unknown:  # e.g. Preprocessing.to_dict() written flat: it would be ignored, and the model called undescribed
+            flat = set(unknown) & {f.name for f in fields(Preprocessing)}
+            hint = " (preprocessing fields go under \"preprocessing\")" if flat else ""
+            raise CheckpointError(f"{path} has advkit.json metadata with unknown key(s) {', '.join(unknown)}{hint}; "
+                                  f"its layout is {TORCHSCRIPT_METADATA}")
         pre = Preprocessing.from_dict(meta.get("preprocessing", {}))
         arch = str(meta.get("architecture", arch))
     return LoadedModel(net, pre, arch, {}, "torchscript", str(path))

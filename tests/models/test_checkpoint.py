@@ -62,6 +62,25 @@ def test_torchscript(net: torch.nn.Module, tmp_path: Path) -> None:
     assert _same(net, loaded.net)
 
 
+def test_torchscript_metadata_written_flat_is_refused_with_its_layout(net: torch.nn.Module, tmp_path: Path) -> None:
+    """Preprocessing.to_dict() written as advkit.json itself (the obvious guess) was ignored: the model was then
+    refused as carrying no preprocessing metadata, while it had exactly that extra file."""
+    import json
+
+    from advkit.models import Preprocessing
+
+    path = tmp_path / "flat.pt"
+    flat = json.dumps(Preprocessing(channels=1, input_size=(8, 8)).to_dict())
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(path), _extra_files={"advkit.json": flat})
+    with pytest.raises(CheckpointError, match=r'unknown key\(s\) channels, .* \(preprocessing fields go under "preprocessing"\); '
+                                              r'its layout is \{"preprocessing": \{"channels"'):
+        load_checkpoint(path)
+    nested = tmp_path / "nested.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(nested),
+                   _extra_files={"advkit.json": json.dumps({"preprocessing": json.loads(flat)})})
+    assert load_checkpoint(nested).preprocessing.input_size == (8, 8)
+
+
 def test_factory_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "user_models.py").write_text(textwrap.dedent("""
         import torch
