@@ -49,8 +49,8 @@ def builtin_checkpoint() -> Path:
 def attack(
     ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Attack name(s) (advkit list attacks); several give a worst case.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory (default: built-in MNIST CNN).")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset name, FORMAT:PATH or PATH (default: mnist-subset).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory; give it with --data (neither: the built-in MNIST CNN on mnist-subset).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset name, FORMAT:PATH or PATH; give it with --model (neither: mnist-subset).")] = None,
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset to attack.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to attack: test, val, train or all.")] = "test",
     n: Annotated[int | None, typer.Option("--n", "--num-samples", help="Samples to attack (0 = all); use --num-samples under torchrun.")] = 100,
@@ -90,6 +90,8 @@ def attack(
         raise typer.BadParameter("pass both --model and --data, or neither to use the built-in MNIST model", param_hint="--model/--data")
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if n is not None and n < 0:
+        raise typer.BadParameter(f"must be >= 1, or 0 for every sample; got {n}", param_hint="--n")
     if max_queries is not None and max_queries < 1:
         raise typer.BadParameter("must be >= 1 (each sample needs at least one query)", param_hint="--max-queries")
     names = list(dict.fromkeys(names or [DEFAULT_ATTACK]))

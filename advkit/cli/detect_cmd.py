@@ -90,8 +90,8 @@ def _open_data(spec: str | None, domain: str | None, data_param: dict[str, Any])
 @app.command("fit")
 def fit(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory (default: built-in MNIST CNN).")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset of clean training images (default: mnist-subset).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory; give it with --data (neither: the built-in MNIST CNN on mnist-subset).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset of clean training images; give it with --model (neither: mnist-subset).")] = None,
     domain: Annotated[str | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset: rgb or ir.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split of clean images to fit on.")] = "train",
     layers: Annotated[list[str] | None, typer.Option("--layers", help="Layer to tap (repeat, or comma-separate); default: stem + conv stages.")] = None,
@@ -592,7 +592,7 @@ def score(
                     ["input", "pred", "score", "flagged", f"layers flagged (of {len(layer_names)})", "mahalanobis", "magnet"],
                     [[r["input"], r["pred"], r["score"], r["flagged"], r["layers_flagged"], r["mahalanobis_flagged"], r["magnet_flagged"]] for r in records]))
     flagged = sum(r["flagged"] for r in records)
-    log(f"{flagged} of {len(records)} inputs flagged")
+    out.print(f"{flagged} of {len(records)} inputs flagged", highlight=False)  # a result: stdout, like the table
 
 
 __all__ = ["app"]

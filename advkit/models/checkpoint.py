@@ -202,6 +202,9 @@ def _load_safetensors(path: Path, architecture: str | None, arch_kwargs: dict[st
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path} has unreadable advkit metadata ({exc})") from None
         return _advkit_model(meta, state, architecture, arch_kwargs, str(path))
+    if "advkit_detector" in metadata:  # the key LayerwiseDetector.save writes (models cannot import detectors)
+        raise CheckpointError(f"{path} is an advkit detector (written by advkit detect fit), not a model checkpoint; "
+                              "pass it as --detector to advkit detect eval or score")
     net = _build(architecture, arch_kwargs or {}, state, str(path))
     return LoadedModel(net, Preprocessing(), str(architecture), arch_kwargs or {}, "state_dict", str(path))
 

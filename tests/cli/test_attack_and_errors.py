@@ -115,6 +115,8 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("attack", "pgd", *model, "--data", "mnist-subset"), 1, "takes 8x8 images")
     _one_line_error(cli("attack", "pgd", *model, "--data", "no/such/folder"), 1, "no file or folder")
     _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--param", "epz=1"), 1, "has no setting epz")
+    # bad usage like --batch-size 0 (exit 2), and in the words of the help's "0 = all" (it was "--n must be >= 1")
+    _one_line_error(cli("attack", "pgd", *model, "--data", "digits", "--n", "-1"), 2, "must be >= 1, or 0 for every sample; got -1")
     _one_line_error(cli("attack", "pixle", "pgd", *model, "--data", "digits", "--param", "pgdd.eps=0.1"), 1,
                     "--param pgdd.eps: pgdd is not one of the attacks in this command; did you mean pgd?")
     _one_line_error(cli("attack", "pixle", "pgd", *model, "--data", "digits", "--param", ".eps=0.1"), 1,

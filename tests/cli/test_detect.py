@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def test_fit_eval_score_on_the_mnist_subset(cli, tmp_path: Path, monkeypatch: py
     assert len(inputs) == 5 and all(isinstance(r["flagged"], bool) and r["score"] > 0 for r in inputs)
     table = cli("detect", "score", "--detector", "det.safetensors", "--data", "mnist-subset", "--n", "3")
     assert table.code == 0 and "mnist-subset" in table.stdout and "flagged" in table.stdout
+    assert re.search(r"^\d of 3 inputs flagged$", table.stdout, re.M) and "inputs flagged" not in table.stderr  # a result
 
 
 def test_fit_eval_score_on_synthetic_ir_from_a_saved_attack(cli, tmp_path: Path) -> None:
@@ -189,6 +191,10 @@ def test_a_report_of_another_model_is_refused_in_one_line(cli, tmp_path: Path, d
     refused = cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "adv.h5", "--supervised", "none")
     assert refused.code == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "attacked another model" in refused.stderr and "other.safetensors" in refused.stderr
+    for as_model in (["models", "info", "det.safetensors"], ["attack", "fgsm", "--model", "det.safetensors", "--data", "digits"]):
+        mistaken = cli(*as_model)  # was "holds bare weights ... take --arch NAME"
+        assert mistaken.code == 1 and mistaken.stderr.startswith("error: det.safetensors is an advkit detector (written by "
+                                                                 "advkit detect fit), not a model checkpoint"), mistaken.stderr
     _rewrite_run_config(tmp_path / "adv.h5", "attack-fgsm", model="gone.safetensors")
     missing = cli("detect", "eval", "--detector", "det.safetensors", "--adversarial", "adv.h5", "--supervised", "none")
     assert missing.code == 1 and "cannot check which model" in missing.stderr and "next to the report" in missing.stderr
