@@ -105,6 +105,13 @@ def _pixels_or_fraction(name: str, v: object, of: str) -> PixelsOrFraction:
     return float(v)
 
 
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int >= 1 (NumPy's integers too, as ints); ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def check_linf_budget(owner: str, key: str, value: float) -> None:
     """SettingsError for an L-inf budget above 1: on [0, 1] pixels a budget of 1 already allows any image, so a larger
     one is almost always a budget meant in 0-255 levels (8 for 8/255), which would report every model as broken."""
@@ -121,6 +128,9 @@ def madry_step(eps: float, steps: int) -> float:
 
 def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
     """Shapes, dtype and range of an attack's inputs; one-line errors."""
+    for what, value in (("images", x), ("labels", y), ("targets", target)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise AdvkitError(f"attack {what} must be a torch.Tensor, got {type(value).__name__} (torch.as_tensor converts it)")
     if x.dim() != 4 or 0 in x.shape:
         raise AdvkitError(f"attack inputs must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x):
@@ -212,6 +222,9 @@ class Attack:
         ``target`` (B,) makes the attack targeted; ``seeds`` (B,) int64 gives each sample its own random
         stream (default: the sample's position); ``max_queries`` caps model evaluations per sample.
         """
+        if not isinstance(model, ModelWrapper):  # a bare net has no preprocessing, query counter or device
+            raise AdvkitError(f"attacks take an advkit ModelWrapper, got {type(model).__name__}; wrap the net: "
+                              "ModelWrapper(net, Preprocessing(...))")
         check_inputs(x, y, target)
         seeds = torch.arange(len(x)) if seeds is None else check_seeds(seeds, len(x))
         self.check_applicable(model, x, target is not None)

@@ -64,7 +64,7 @@ from typing import ClassVar
 
 import torch
 
-from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range
+from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range, positive_int
 from advkit.attacks.moves import MoveProgram, Step, apply_moves, idle_moves, last_writer_mask
 from advkit.errors import AdvkitError
 from advkit.models import ModelWrapper, QueryCounter, padded_batch
@@ -173,12 +173,12 @@ class Pixle(Attack):
         self.y_dimensions = pixels_or_fraction_range("y_dimensions", y_dimensions, "the image height")
         if pixel_mapping not in PIXEL_MAPPINGS:
             raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, got {pixel_mapping!r}")
-        for key, value in (("restarts", restarts), ("max_iterations", max_iterations)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
-        if candidates_per_pass != "auto" and (isinstance(candidates_per_pass, bool) or not isinstance(candidates_per_pass, int)
-                                              or candidates_per_pass < 1):
-            raise ValueError(f'candidates_per_pass must be an int >= 1 or "auto", got {candidates_per_pass!r}')
+        restarts, max_iterations = positive_int("restarts", restarts), positive_int("max_iterations", max_iterations)
+        if candidates_per_pass != "auto":
+            try:
+                candidates_per_pass = positive_int("candidates_per_pass", candidates_per_pass)
+            except ValueError:
+                raise ValueError(f'candidates_per_pass must be an int >= 1 or "auto", got {candidates_per_pass!r}') from None
         for key, flag in (("update_each_iteration", update_each_iteration), ("swap", swap)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{key} must be true or false, got {flag!r}")

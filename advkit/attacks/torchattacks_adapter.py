@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
 import torch
 
 from advkit.attacks.base import ATTACKS, Attack, RawResult, _output_classes, check_linf_budget
@@ -73,7 +74,9 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 
 def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
-    """CLI strings like "8/255" become numbers where torchattacks expects numbers."""
+    """CLI strings like "8/255" become numbers where torchattacks expects numbers; NumPy scalars become Python's."""
+    if isinstance(value, np.generic):
+        value = value.item()
     numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
     if numeric and isinstance(value, str):
         try:

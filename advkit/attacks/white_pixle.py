@@ -55,7 +55,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range
+from advkit.attacks.base import ATTACKS, Attack, PixelsOrFraction, RawResult, check_finite, pixels_or_fraction_range, positive_int
 from advkit.attacks.moves import apply_moves, last_writer_mask
 from advkit.attacks.pixle import _Moves
 from advkit.errors import AdvkitError
@@ -74,12 +74,6 @@ def _pixel_count(value: PixelsOrFraction, name: str) -> PixelsOrFraction:
 
 def _pixels(value: PixelsOrFraction, length: int) -> int:
     return min(length, max(1, value if isinstance(value, int) else int(value * length)))
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def input_gradient(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,8 +134,8 @@ class WhitePixle(Attack):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
-        self.restarts = _positive_int("restarts", restarts)
-        self.max_iterations = _positive_int("max_iterations", max_iterations)
+        self.restarts = positive_int("restarts", restarts)
+        self.max_iterations = positive_int("max_iterations", max_iterations)
 
     @torch.no_grad()
     def run(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, seeds: torch.Tensor) -> RawResult:

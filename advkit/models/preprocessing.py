@@ -9,6 +9,8 @@ Attacks work in [0, 1] pixel space; the model wrapper turns pixels into what the
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +37,27 @@ class Preprocessing:
     domain: str = "rgb"
 
     def __post_init__(self) -> None:
+        # one value or one per channel, as documented: 0.5 and (0.5,) alike; an input_size of 8 is 8x8
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            values = (value,) if isinstance(value, numbers.Real) else value
+            try:
+                object.__setattr__(self, name, tuple(float(v) for v in values))
+            except (TypeError, ValueError):
+                raise CheckpointError(f"preprocessing {name} must be one number or one per channel, got {value!r}") from None
+            if not all(math.isfinite(v) for v in getattr(self, name)):
+                raise CheckpointError(f"preprocessing {name} must be finite, got {value!r}")
+        size = self.input_size
+        if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+            size = (size, size)
+        if size is not None:
+            if (isinstance(size, (str, bytes)) or len(size) != 2
+                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in size)):
+                raise CheckpointError(f"preprocessing input_size must be (height, width) ints >= 1 or one int, got {size!r}")
+            object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        if self.channels is not None and (isinstance(self.channels, bool) or not isinstance(self.channels, numbers.Integral)
+                                          or self.channels < 1):
+            raise CheckpointError(f"preprocessing channels must be an int >= 1, got {self.channels!r}")
         if len(self.mean) != len(self.std):
             raise CheckpointError(f"preprocessing mean {self.mean} and std {self.std} differ in length")
         if any(s <= 0 for s in self.std):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -90,8 +91,9 @@ class QueryCounter:
     _MAX_PENDING = 256  # charges kept before they are summed
 
     def __init__(self, n: int, budget: int | None = None, device: str | torch.device = "cpu") -> None:
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1):
             raise ValueError(f"query budget must be an int >= 1, got {budget!r}")
+        budget = None if budget is None else int(budget)  # NumPy's integers too
         self._counts = torch.zeros(n, dtype=torch.long, device=device)
         self._pending: list[tuple[torch.Tensor, int]] = []  # (rows, rows._version) not summed yet
         self.budget = budget

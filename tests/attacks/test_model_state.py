@@ -95,3 +95,19 @@ def test_torchattacks_on_float16_images_attack_in_float32(digits_model: ModelWra
     moved = [float((r.x_adv.float() != x).float().mean()) for r in (single, half)]
     assert moved[0] > 0.5 and moved[1] >= 0.95 * moved[0], moved
     assert torch.equal(half.x_adv.float(), single.x_adv.half().float())  # float32's attack, rounded
+
+
+def test_inputs_of_the_wrong_type_are_one_line() -> None:
+    """NumPy labels or images and a bare nn.Module gave AttributeErrors from deep inside."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    model = ModelWrapper(net, Preprocessing(channels=1, input_size=(8, 8)))
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    attack = create_attack("pixle", restarts=1, max_iterations=1)
+    for args, message in [((model, x, y.numpy()), "attack labels must be a torch.Tensor, got ndarray"),
+                          ((model, x.numpy(), y), "attack images must be a torch.Tensor, got ndarray"),
+                          ((model, x, [0, 1]), "attack labels must be a torch.Tensor, got list"),
+                          ((net, x, y), "attacks take an advkit ModelWrapper, got Sequential")]:
+        with pytest.raises(AdvkitError, match=message):
+            attack(*args)
+    with pytest.raises(AdvkitError, match="attack targets must be a torch.Tensor"):
+        attack(model, x, y, target=np.array([2, 3]))

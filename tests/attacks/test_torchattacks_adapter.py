@@ -169,3 +169,25 @@ def test_l2_budgets_above_one_stay_allowed() -> None:
     for name, settings in [("pgdl2", {"eps": 3.0}), ("apgd", {"eps": 3.0, "norm": "L2"}), ("square", {"eps": 3.0, "norm": "L2"})]:
         assert create_attack(name, **settings).settings["eps"] == 3.0
     assert create_attack("pgd", eps=1).settings["eps"] == 1  # the largest meaningful L-inf budget
+
+
+def test_numpy_numbers_are_settings_like_pythons() -> None:
+    """np.int64(5) restarts, np.int64(3) steps or np.float32(0.1) eps were refused ('must be a finite number'), while
+    Pixle's x_dimensions took them: settings read from arrays or configs built with NumPy failed."""
+    import numpy as np
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    model = ModelWrapper(net, Preprocessing(channels=1, input_size=(8, 8)))
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model.logits(x).argmax(1)
+    numpy_made = {"pixle": {"restarts": np.int64(2), "max_iterations": np.int64(3), "candidates_per_pass": np.int32(2)},
+                  "white-pixle": {"restarts": np.int64(2), "max_iterations": np.int64(3)},
+                  "pgd": {"steps": np.int64(3), "eps": np.float32(0.1), "alpha": np.float64(0.02)}}
+    for name, settings in numpy_made.items():
+        attack = create_attack(name, **settings)
+        python = create_attack(name, **{k: v.item() for k, v in settings.items()})
+        assert attack.params() == python.params(), name
+        budget = np.int64(40)
+        assert torch.equal(attack(model, x, y, max_queries=budget).x_adv, python(model, x, y, max_queries=40).x_adv), name
+    with pytest.raises(ValueError, match="restarts must be an int >= 1, got np.int64\\(0\\)"):
+        create_attack("pixle", restarts=np.int64(0))

@@ -135,3 +135,16 @@ def test_integer_logits_are_one_line() -> None:
 
     with pytest.raises(AdvkitError, match="logits must be floating point, got torch.int64"):
         ModelWrapper(Counts(), Preprocessing(1, (2, 2))).probabilities(torch.rand(2, 1, 2, 2))
+
+
+def test_preprocessing_takes_its_documented_forms_and_refuses_the_rest() -> None:
+    """mean=0.5 (documented as 'one value') raised TypeError, input_size=8 failed at the first forward, and a NaN std
+    or 0 channels were accepted."""
+    from advkit.errors import CheckpointError
+
+    assert Preprocessing(mean=0.5, std=0.25, input_size=8) == Preprocessing(mean=(0.5,), std=(0.25,), input_size=(8, 8))
+    for kwargs, message in [({"std": (float("nan"),)}, "std must be finite"), ({"channels": 0}, "channels must be an int >= 1"),
+                            ({"input_size": (8,)}, "input_size must be"), ({"input_size": (8, 0)}, "input_size must be"),
+                            ({"mean": "a"}, "mean must be one number or one per channel")]:
+        with pytest.raises(CheckpointError, match=message):
+            Preprocessing(**kwargs)  # type: ignore[arg-type]
