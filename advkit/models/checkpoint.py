@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.errors import CheckpointError, SettingsError
+from advkit.errors import AdvkitError, CheckpointError, SettingsError
 from advkit.models.architectures import create_architecture
 from advkit.models.preprocessing import Preprocessing
 from advkit.runtime import write_atomically
@@ -70,8 +70,19 @@ def save_checkpoint(
     preprocessing: Preprocessing,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write weights + architecture + preprocessing; ``.safetensors`` or ``.pt`` by suffix, atomically."""
+    """Write weights + architecture + preprocessing; ``.safetensors`` or ``.pt`` by suffix, atomically.
+
+    Refused (CheckpointError) when the file would not load back: ``architecture`` built with ``arch_kwargs`` must
+    take ``net``'s weights (a ModelWrapper given for its net, or a missing input_size, failed only at load time).
+    """
     path = Path(path)
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise CheckpointError(f"checkpoint {path} must end in .safetensors, .pt or .pth")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    try:
+        _build(architecture, dict(arch_kwargs), state, "the net")
+    except AdvkitError as exc:
+        raise CheckpointError(f"not writing {path}: it would not load back ({exc})") from None
     meta = {
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
@@ -79,15 +90,12 @@ def save_checkpoint(
         "preprocessing": preprocessing.to_dict(),
         "extra": extra or {},
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)}))
-    elif path.suffix in (".pt", ".pth"):
-        write_atomically(path, lambda tmp: torch.save({"advkit": meta, "state_dict": state}, tmp))
     else:
-        raise CheckpointError(f"checkpoint {path} must end in .safetensors, .pt or .pth")
+        write_atomically(path, lambda tmp: torch.save({"advkit": meta, "state_dict": state}, tmp))
 
 
 def load_checkpoint(

@@ -177,3 +177,20 @@ class _Raiser:
         return (int, ("not a number",))
 
 
+
+
+def test_a_checkpoint_that_would_not_load_back_is_not_written(net: torch.nn.Module, tmp_path: Path) -> None:
+    """The wrapper saved instead of its net, arch_kwargs without input_size, or another architecture's name were
+    written without a word and failed only when loaded."""
+    from advkit.models import ModelWrapper, Preprocessing
+
+    pre = Preprocessing(channels=1, input_size=(8, 8))
+    for args, message in [((ModelWrapper(net, pre), "small-cnn", KW), "unexpected mean, std, net.block1"),
+                          ((net, "small-cnn", {k: v for k, v in KW.items() if k != "input_size"}), "shape mismatch"),
+                          ((net, "resnet20", {}), "do not match architecture resnet20")]:
+        path = tmp_path / "m.safetensors"
+        with pytest.raises(CheckpointError, match=f"not writing {path}: it would not load back .*{message}"):
+            save_checkpoint(path, *args, pre)
+        assert not path.exists()
+    save_checkpoint(tmp_path / "ok.pt", net, "small-cnn", KW, pre)
+    assert _same(net, load_checkpoint(tmp_path / "ok.pt").net)
