@@ -163,7 +163,6 @@ class ModelWrapper(nn.Module):
         self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1))
         self._counter: QueryCounter | None = None
-        self._net_dtype: torch.dtype | None = None  # found once: walking the parameters costs more than a tiny net's forward
 
     @property
     def device(self) -> torch.device:
@@ -246,15 +245,9 @@ class ModelWrapper(nn.Module):
         return logits
 
     def _dtype(self) -> torch.dtype:
-        """The net's floating dtype: float16/float64 pixels are cast to it instead of failing inside the net."""
-        if self._net_dtype is None:
-            floating = (t.dtype for t in self.net.parameters() if t.is_floating_point())
-            self._net_dtype = next(floating, self.mean.dtype)
-        return self._net_dtype
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ModelWrapper:
-        self._net_dtype = None  # .to(), .double(), .half() ... may change it
-        return super()._apply(fn, *args, **kwargs)
+        """The net's floating dtype: float16/float64 pixels are cast to it instead of failing inside the net. Read at
+        every pass (the first floating parameter: about 4 us), so ``net.double()`` after wrapping is followed."""
+        return next((t.dtype for t in self.net.parameters() if t.is_floating_point()), self.mean.dtype)
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         """Check the shape against the contract and replicate 1-channel images for 3-channel nets."""

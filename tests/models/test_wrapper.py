@@ -148,3 +148,13 @@ def test_preprocessing_takes_its_documented_forms_and_refuses_the_rest() -> None
                             ({"mean": "a"}, "mean must be one number or one per channel")]:
         with pytest.raises(CheckpointError, match=message):
             Preprocessing(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_nets_dtype_is_followed_after_wrapping() -> None:
+    """The wrapper cached the net's dtype at its first pass: net.double() afterwards made every pass fail."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    model = ModelWrapper(net, Preprocessing(channels=1, input_size=(4, 4)))
+    x = torch.rand(2, 1, 4, 4)
+    model.logits(x)
+    net.double()
+    assert model.logits(x).dtype == torch.float64
