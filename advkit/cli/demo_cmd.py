@@ -30,6 +30,7 @@ class Sizes:
 
     mnist_data: tuple[str, ...]  # --data and --data-param of the gray digits (the MNIST subset; --quick: sklearn's 8x8 digits)
     mnist_title: str  # how the step titles name them
+    mnist_name: str  # how file and run names do (mnist-cnn.safetensors, run train-mnist)
     mnist_epochs: int
     rgbir_data: tuple[str, ...]  # --data-param of the synthetic RGB-IR pairs
     rgbir_epochs: int
@@ -47,11 +48,11 @@ class Sizes:
     detect_epochs: int
 
 
-FULL = Sizes(mnist_data=("mnist-subset",), mnist_title="the MNIST subset", mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
+FULL = Sizes(mnist_data=("mnist-subset",), mnist_title="the MNIST subset", mnist_name="mnist", mnist_epochs=2, rgbir_data=("n_per_class=60",), rgbir_epochs=10, rgbir_batch=32, attack_n=40,
              pixle=("restarts=20", "max_iterations=10"), white_pixle=("restarts=10", "max_iterations=20"), pgd_steps=40,
              transfer_n=30, transfer=("restarts=10", "max_iterations=10"), finetune_eval_n=40, finetune_eps=0.3, robustness_n=200,
              detect_n=1000, detect_epochs=10)
-QUICK = Sizes(mnist_data=("digits",), mnist_title="sklearn's 8x8 digits", mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
+QUICK = Sizes(mnist_data=("digits",), mnist_title="sklearn's 8x8 digits", mnist_name="digits", mnist_epochs=3, rgbir_data=("n_per_class=30", "size=24"), rgbir_epochs=12,
               rgbir_batch=16, attack_n=6,
               pixle=("restarts=3", "max_iterations=4"), white_pixle=("restarts=2", "max_iterations=5"), pgd_steps=5,
               transfer_n=4, transfer=("restarts=2", "max_iterations=3"), finetune_eval_n=6, finetune_eps=0.1, robustness_n=40,
@@ -73,38 +74,40 @@ def demo_steps(folder: Path, sizes: Sizes, seed: int) -> list[tuple[str, list[st
     mnist = ["--data", sizes.mnist_data[0], *_data_params(sizes.mnist_data[1:])]
     rgbir = ["--data", "synthetic-rgbir", *_data_params(sizes.rgbir_data)]
     rgbir_train = ["--epochs", str(sizes.rgbir_epochs), "--batch-size", str(sizes.rgbir_batch), "--lr", "0.003"]
-    ckpt = {name: str(folder / f"{name}.safetensors") for name in ("mnist-cnn", "rgb-cnn", "ir-cnn", "mnist-cnn-fast-at")}
+    gray = f"{sizes.mnist_name}-cnn"
+    ckpt = {key: str(folder / f"{name}.safetensors")
+            for key, name in (("gray", gray), ("rgb", "rgb-cnn"), ("ir", "ir-cnn"), ("fast", f"{gray}-fast-at"), ("detector", f"{gray}-detector"))}
     common = ["--seed", str(seed), "--overwrite"]
     steps = [
         (f"train a small CNN on {sizes.mnist_title}",
-         ["train", *mnist, "--epochs", str(sizes.mnist_epochs), "--out", ckpt["mnist-cnn"], "--report", report,
-          "--run", "train-mnist", *common]),
+         ["train", *mnist, "--epochs", str(sizes.mnist_epochs), "--out", ckpt["gray"], "--report", report,
+          "--run", f"train-{sizes.mnist_name}", *common]),
         ("train one CNN per domain on synthetic aligned RGB-IR pairs",
-         ["train", *rgbir, "--domain", "rgb", *rgbir_train, "--out", ckpt["rgb-cnn"],
+         ["train", *rgbir, "--domain", "rgb", *rgbir_train, "--out", ckpt["rgb"],
           "--report", report, "--run", "train-rgb", *common]),
         ("",
-         ["train", *rgbir, "--domain", "ir", *rgbir_train, "--out", ckpt["ir-cnn"],
+         ["train", *rgbir, "--domain", "ir", *rgbir_train, "--out", ckpt["ir"],
           "--report", report, "--run", "train-ir", *common]),
         (f"attack the model of {sizes.mnist_title}: Pixle, WhitePixle and PGD on the same images (and their worst case)",
-         ["attack", "pixle", "white-pixle", "pgd", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.attack_n),
+         ["attack", "pixle", "white-pixle", "pgd", "--model", ckpt["gray"], *mnist, "--n", str(sizes.attack_n),
           "--save-images", *_attack_params("pixle", sizes.pixle), *_attack_params("white-pixle", sizes.white_pixle),
           "--param", "pgd.eps=0.3", "--param", "pgd.alpha=0.01", "--param", f"pgd.steps={sizes.pgd_steps}",
           "--out", report, *common]),
         ("cross-domain transfer: attack RGB with WhitePixle, replay the pixel moves on IR (and back)",
-         ["transfer", "--source-model", ckpt["rgb-cnn"], "--target-model", ckpt["ir-cnn"], *rgbir, "--n", str(sizes.transfer_n),
+         ["transfer", "--source-model", ckpt["rgb"], "--target-model", ckpt["ir"], *rgbir, "--n", str(sizes.transfer_n),
           *(arg for p in sizes.transfer for arg in ("--param", p)), "--out", report, *common]),
         ("a short adversarial fine-tune (fast FGSM training, one epoch), robustness before and after",
-         ["finetune", "--model", ckpt["mnist-cnn"], *mnist, "--method", "fast", "--eps", str(sizes.finetune_eps), "--epochs", "1",
+         ["finetune", "--model", ckpt["gray"], *mnist, "--method", "fast", "--eps", str(sizes.finetune_eps), "--epochs", "1",
           "--last", "--no-corruptions",
-          "--eval-n", str(sizes.finetune_eval_n), "--out", ckpt["mnist-cnn-fast-at"], "--report", report, *common]),
+          "--eval-n", str(sizes.finetune_eval_n), "--out", ckpt["fast"], "--report", report, *common]),
         ("a layer-wise autoencoder detector, fitted on clean images, tested on the saved adversarial images",
-         ["detect", "fit", "--model", ckpt["mnist-cnn"], *mnist, "--n", str(sizes.detect_n), "--epochs", str(sizes.detect_epochs),
-          "--out", str(folder / "mnist-cnn-detector.safetensors"), *common]),
+         ["detect", "fit", "--model", ckpt["gray"], *mnist, "--n", str(sizes.detect_n), "--epochs", str(sizes.detect_epochs),
+          "--out", ckpt["detector"], *common]),
         ("",
-         ["detect", "eval", "--detector", str(folder / "mnist-cnn-detector.safetensors"), "--adversarial", report,
+         ["detect", "eval", "--detector", ckpt["detector"], "--adversarial", report,
           "--run", "attack-pixle", "--supervised", "none", "--out", report, *common]),
         ("accuracy under natural corruptions, severities 1-5",
-         ["robustness", "--model", ckpt["mnist-cnn"], *mnist, *(arg for c in CORRUPTIONS for arg in ("--corruption", c)),
+         ["robustness", "--model", ckpt["gray"], *mnist, *(arg for c in CORRUPTIONS for arg in ("--corruption", c)),
           "--n", str(sizes.robustness_n), "--out", report, "--plot", str(folder / "figures" / "corruptions-robustness.png"),
           "--run", "robustness", *common]),
     ]

@@ -21,10 +21,14 @@ def test_quick_demo_writes_one_report_its_figures_and_summary(cli: Cli, tmp_path
     folder = tmp_path / "tour"
     report = Report(folder / "demo.h5")
     runs = {r.id: r for r in report.runs()}
-    assert set(runs) == {"train-mnist", "train-rgb", "train-ir", "attack-pixle", "attack-white-pixle", "attack-pgd",
+    assert set(runs) == {"train-digits", "train-rgb", "train-ir", "attack-pixle", "attack-white-pixle", "attack-pgd",
                          "attack-worst-case", "transfer-white-pixle-rgb-ir", "transfer-white-pixle-ir-rgb", "finetune-fast",
                          "detect-pixle", "robustness"}
     assert all(r.status == "complete" for r in runs.values())
+    # the quick tour trains on digits, and its files say so (they were named mnist-cnn...)
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == [
+        "digits-cnn-detector.safetensors", "digits-cnn-fast-at.safetensors", "digits-cnn.safetensors", "ir-cnn.safetensors",
+        "rgb-cnn.safetensors"]
     for run_id in runs:  # every step recorded its own command line, ready to copy
         command = report.read(run_id).attrs["command"]
         assert command.startswith(f"advkit {runs[run_id].kind if runs[run_id].kind != 'worst-case' else 'attack'} ")
