@@ -194,6 +194,10 @@ def train_classifier(
     train_idx, eval_split = dataset.indices("train"), "val" if len(dataset.indices("val")) else "test"
     if len(train_idx) == 0:
         raise AdvkitError(f"{dataset.name} has no training images")
+    present = np.unique(dataset.labels[train_idx])
+    if len(present) < 2:  # a one-class classifier scores accuracy 1 and robustness 1: numbers that mean nothing
+        raise AdvkitError(f"the train split of {dataset.name} holds one class ({dataset.class_names[int(present[0])]}); "
+                          "a classifier needs at least 2")
     if settings.translate >= min(dataset.size):  # shifts that large leave (nearly) blank images, and pad them hugely
         raise AdvkitError(f"translate {settings.translate} px would shift the {dataset.size[0]}x{dataset.size[1]} images of "
                           f"{dataset.name} out of the frame; use less than {min(dataset.size)}")

@@ -101,3 +101,19 @@ def test_resume_refuses_a_state_of_another_rank_count(digits: ImageDataset, tmp_
     torch.save(saved, state)
     with pytest.raises(CheckpointError, match=r"a training on 2 process\(es\), this one runs on 1; resume it with as many"):
         train_classifier(fresh(), digits, TrainSettings(epochs=1), preprocessing=pre, state_path=state)
+
+
+def test_a_one_class_dataset_is_refused_for_training_and_a_one_class_model_for_attacks(digits: ImageDataset) -> None:
+    """An image folder with one class trained to test_accuracy 1 and was then 'robust' to every attack."""
+    from dataclasses import replace
+
+    from advkit.attacks import create_attack
+    from advkit.models import ModelWrapper, Preprocessing
+
+    only_zeros = replace(digits, labels=digits.labels * 0)
+    with pytest.raises(AdvkitError, match="the train split of digits holds one class \\(0\\); a classifier needs at least 2"):
+        train_classifier(create_architecture("small-cnn", in_channels=1, input_size=8), only_zeros, TrainSettings(epochs=1),
+                         preprocessing=fit_preprocessing(only_zeros))
+    one = ModelWrapper(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1)), Preprocessing(channels=1, input_size=(8, 8)))
+    with pytest.raises(AdvkitError, match="the model has 1 class: no input can change its prediction"):
+        create_attack("fgsm")(one, torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))

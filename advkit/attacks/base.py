@@ -233,6 +233,8 @@ class Attack:
         target = None if target is None else target.to(device, torch.long)
         counter = QueryCounter(len(x), max_queries, device)
         classes = model.preprocessing.num_classes or _output_classes(model, x)
+        if classes < 2:  # every attack would fail and report the model perfectly robust
+            raise AdvkitError(f"the model has {classes} class: no input can change its prediction, so there is nothing to attack")
         for what, labels in (("label", y), ("target", target)):
             if labels is not None and int(labels.max()) >= classes:
                 raise AdvkitError(f"{what} {int(labels.max())} is not a class of this model (0-{classes - 1})")
