@@ -917,7 +917,7 @@ class RunWriter:
         def build(run: h5py.Group) -> None:
             _write_attrs(run.attrs, header)
             _write_samples(run.create_group("samples"), self._journal, plan, flat)
-            _write_attrs(run.create_group("summary").attrs, summary)
+            _write_attrs(run.create_group("summary", track_order=True).attrs, summary)  # read back in the order written
             _write_tables(run.create_group("tables"), tables)
 
         self._report._rewrite(self.run_id, build)

@@ -115,6 +115,14 @@ def test_numpy_scalars_in_summary_and_config_roundtrip(report: Report) -> None:
         report.start_run("r", kind="attack", config=config, seed=5)
 
 
+def test_a_summary_reads_back_in_the_order_it_was_written(report: Report) -> None:
+    """Summaries came back sorted by key, so a finished run's re-run printed its --json keys in another order."""
+    with report.start_run("r", kind="attack", config={}, seed=0) as run:
+        run.finish(summary={"n": 3, "clean_accuracy": 1.0, "attack_success_rate": 0.5, "b": 1, "a": 2})
+    assert list(report.read("r").summary) == ["n", "clean_accuracy", "attack_success_rate", "b", "a"]
+    assert list(next(r for r in report.runs() if r.id == "r").summary) == ["n", "clean_accuracy", "attack_success_rate", "b", "a"]
+
+
 def test_torch_tensors_are_accepted(report: Report) -> None:
     torch = pytest.importorskip("torch")
     with report.start_run("t", kind="attack", config={}) as run:
