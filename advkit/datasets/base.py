@@ -84,9 +84,11 @@ def check_labels(labels: np.ndarray | Sequence[int], name: str, num_classes: int
     if arr.dtype.kind == "f":
         bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
         if bad.any():
-            raise DatasetError(f"{name}: labels must be integers, got {arr[bad][0]}")
+            raise DatasetError(f"{name}: labels must be integers, got {arr[bad][0]!s}")  # !s: float32 0.4, not 0.4000000059604645
     if len(arr) and arr.min() < 0:
         raise DatasetError(f"{name}: labels must be >= 0, got {arr.min()}")
+    if len(arr) and arr.dtype.kind in "uf" and arr.max() >= 2.0**63:  # the int64 cast would wrap it to a negative
+        raise DatasetError(f"{name}: label {arr.max()} is too large to be a class index")
     if num_classes is not None and len(arr) and arr.max() >= num_classes:
         raise DatasetError(f"{name}: labels must lie in [0, {num_classes - 1}], got [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)

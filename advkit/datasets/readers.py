@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import pickle
 import re
 import shutil
@@ -75,6 +76,31 @@ def _show(path: Path, root: Path | None) -> str:
 
 def _hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def _distinct_names(names: list[str], source: object) -> list[str]:
+    """Class names, after a one-line error if one repeats: the repeat would be a phantom class, or fold two."""
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise DatasetError(f"{source}: class names must be distinct; repeated: {_few(map(repr, repeated))}")
+    return names
+
+
+def _learned_classes(labels: np.ndarray, source: object, hint: str, floor: int = 0) -> int:
+    """The class count of labels that come without class names: the largest label + 1 (at least ``floor``).
+
+    Every label from ``floor`` up to the largest must occur: one damaged or mistyped value (255, 2**31 - 1) would
+    otherwise make a dataset of hundreds (or billions) of classes that no image has. ``labels`` are checked
+    indices >= 0 (``check_labels``)."""
+    present = np.unique(labels)  # sorted, distinct
+    above = present[present >= floor]
+    if len(above) and int(above[-1]) - floor + 1 != len(above):
+        expected = np.arange(floor, floor + len(above))
+        first = int(expected[np.argmax(above != expected)])  # the first label with no image; no range() of the top
+        others = int(above[-1]) - floor + 1 - len(above) - 1
+        nor = f" (nor {others} other labels below it)" if others else ""
+        raise DatasetError(f"{source}: the labels reach {above[-1]} but no image has label {first}{nor}; {hint}")
+    return max(floor, int(present[-1]) + 1 if len(present) else 1)
 
 
 # ----------------------------------------------------------------------------------------- single image files
@@ -180,10 +206,29 @@ def _read_npy(path: Path) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+# PNG colour types with more than one sample per pixel (RGB, gray + alpha, RGBA): at 16 bits Pillow keeps only
+# the high byte of each (40000 -> 156), while 16-bit gray (type 0) stays 16-bit
+_PNG_MULTI_SAMPLE = {2: "RGB", 4: "gray+alpha", 6: "RGBA"}
+
+
+def _refuse_deep_colour_png(path: Path, image: Any) -> None:
+    """One line for a 16-bit colour PNG, which Pillow would silently read as 8-bit."""
+    if image.format != "PNG":
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(26)  # signature (8), IHDR length and type (8), width, height, bit depth, colour type
+    if len(header) == 26 and header[24] == 16 and header[25] in _PNG_MULTI_SAMPLE:
+        raise DatasetError(
+            f"{path} is a 16-bit {_PNG_MULTI_SAMPLE[header[25]]} PNG, which Pillow reads as 8-bit; save it as a "
+            "16-bit TIFF or .npy to keep its precision"
+        )
+
+
 def _probe_pil(path: Path) -> ImageProbe:
     from PIL import Image
 
     with Image.open(path) as image:
+        _refuse_deep_colour_png(path, image)
         mode, (width, height) = image.mode, image.size
     if mode not in _PIL_MODES:
         raise DatasetError(f"{path}: unsupported PIL image mode {mode}")
@@ -195,6 +240,7 @@ def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as opened:
+        _refuse_deep_colour_png(path, opened)
         opened.load()  # decode now, inside the error handler, so truncated files fail here
         mode = opened.mode
         arr = np.asarray(opened.convert(_PIL_CONVERT[mode]) if mode in _PIL_CONVERT else opened)
@@ -232,6 +278,8 @@ def read_image(path: Path) -> np.ndarray:
         arr = read(path)
     except DatasetError:
         raise
+    except MemoryError:  # its message is empty: say what ran out
+        raise DatasetError(f"not enough memory to decode image {path}") from None
     except Exception as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
     arr = arr.astype(_pixel_type(arr.dtype, path), copy=False)
@@ -385,8 +433,11 @@ class ImageFiles:
         if self.boxes is not None and self.boxes[int(index), 0] >= 0:
             x0, y0, x1, y1 = (int(v) for v in self.boxes[int(index)])
             image = image[y0:y1, x0:x1]
-        image = _fit_channels(image, self.channels, self.role, path)
-        return resize_image(image, self.shape[1], self.shape[2])
+        try:
+            image = _fit_channels(image, self.channels, self.role, path)
+            return resize_image(image, self.shape[1], self.shape[2])
+        except MemoryError:
+            raise DatasetError(f"not enough memory to resize image {path} to {self.shape[1]}x{self.shape[2]}") from None
 
     def __repr__(self) -> str:
         return f"ImageFiles({len(self)} files, shape={self.shape}, dtype={self.dtype}, role={self.role!r})"
@@ -459,7 +510,11 @@ def load_array_pickle(path: Path) -> dict[str, Any]:
 def _decode_names(values: Any, path: Path, key: str) -> list[str]:
     if not isinstance(values, (list, tuple, np.ndarray)):
         raise DatasetError(f"{path}: {key!r} must be a list of names")
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    try:
+        names = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {key!r} holds bytes that are not UTF-8 text ({exc.reason})") from exc
+    return _distinct_names(names, f"{path} ({key})")
 
 
 def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -512,11 +567,17 @@ def _fixed_split_dataset(
     shapes = [p[1].shape[1:] for p in parts]
     if len(set(shapes)) > 1:
         raise DatasetError(f"{name}: the splits' images differ in size ({' vs '.join('x'.join(map(str, s)) for s in shapes)})")
-    images = np.concatenate([p[1] for p in parts])
-    labels = np.concatenate([p[2] for p in parts])
-    split = np.concatenate([np.full(len(p[2]), p[0], np.uint8) for p in parts])
-    split = carve_val(split, labels, val_fraction, seed)
-    return ImageDataset(name, images, labels, list(class_names), split, domain, meta)
+    try:
+        # one part is used as is: a copy would double the peak memory of a large file
+        images = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+        labels = np.concatenate([p[2] for p in parts])
+        split = np.concatenate([np.full(len(p[2]), p[0], np.uint8) for p in parts])
+        split = carve_val(split, labels, val_fraction, seed)
+        return ImageDataset(name, images, labels, list(class_names), split, domain, meta)
+    except MemoryError:
+        n = sum(len(p[1]) for p in parts)
+        size = "x".join(map(str, shapes[0]))
+        raise DatasetError(f"{name}: not enough memory to hold its {n} images of {size}") from None
 
 
 @FORMATS.register("cifar10", tags=("rgb",))
@@ -607,33 +668,63 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$", re.IGNORECASE)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File contents, gunzipped when the file starts with the gzip magic (whatever its name)."""
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream inside a valid header
-        raise DatasetError(f"{path}: corrupt gzip data ({exc})") from exc
+_READ_CHUNK = 1 << 24  # bytes per read: a gzip stream is never inflated whole in memory beside its array
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An idx array: magic 0x00 0x00 <type code> <ndim>, ndim big-endian uint32 sizes, then the values."""
-    raw = _read_bytes(Path(path))
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DatasetError(f"{path}: not an idx file (magic bytes {raw[:4].hex()})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    """An idx array: magic 0x00 0x00 <type code> <ndim>, ndim big-endian uint32 sizes, then the values.
+
+    Plain or gzipped (by the gzip magic, whatever the name); the values stream into one array of the size the header
+    declares, so a header declaring more than fits in memory is one line, not a MemoryError from gzip."""
+    path = Path(path)
+    with open(path, "rb") as plain:
+        gzipped = plain.read(2) == b"\x1f\x8b"
+        plain.seek(0)
+        stream: Any = gzip.GzipFile(fileobj=plain) if gzipped else plain
+        try:
+            return _parse_idx(stream, path, None if gzipped else os.fstat(plain.fileno()).st_size)
+        except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream inside a valid header
+            if not gzipped:
+                raise
+            raise DatasetError(f"{path}: corrupt gzip data ({exc})") from exc
+
+
+def _parse_idx(stream: Any, path: Path, size: int | None) -> np.ndarray:
+    """The idx array in ``stream``; ``size``: the file's length when known (a plain file), checked before allocating."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: not an idx file (magic bytes {magic.hex()})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DatasetError(f"{path}: idx header truncated")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    count = math.prod(dims)
-    if len(raw) - header != count * dtype.itemsize:
+    dims = struct.unpack(f">{ndim}I", sizes)
+    nbytes = math.prod(dims) * dtype.itemsize
+    if size is not None and size - 4 - 4 * ndim != nbytes:  # a damaged header, not a lack of memory
+        raise DatasetError(f"{path}: idx header says {dims} ({nbytes} bytes) but has {size - 4 - 4 * ndim}")
+    try:
+        values = np.empty(math.prod(dims), dtype.newbyteorder("="))
+    except (MemoryError, ValueError):  # ValueError: more than numpy can address at all
+        # a damaged header can declare up to 255 sizes of 2**32: too large an int for a float
+        gigabytes = f"{nbytes / 1e9:.3g}" if nbytes < 10**300 else f"about 1e{len(str(nbytes)) - 10}"
         raise DatasetError(
-            f"{path}: idx header says {dims} ({count * dtype.itemsize} bytes) but has {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+            f"{path}: the idx header declares {dims} values ({gigabytes} GB), more than fits in memory"
+        ) from None
+    view = memoryview(values).cast("B")
+    filled = 0
+    while filled < nbytes:
+        got = stream.readinto(view[filled : filled + _READ_CHUNK])
+        if not got:
+            break
+        filled += got
+    extra = 0
+    while chunk := stream.read(_READ_CHUNK):  # counted, not kept
+        extra += len(chunk)
+    if filled + extra != nbytes:
+        raise DatasetError(f"{path}: idx header says {dims} ({nbytes} bytes) but has {filled + extra}")
+    if dtype.byteorder == ">":  # big-endian on disk, not native here: swap in place rather than copy
+        values.byteswap(inplace=True)
+    return values.reshape(dims)
 
 
 def _idx_files(folder: Path) -> dict[tuple[str, str], Path]:
@@ -656,20 +747,6 @@ def _mnist_root(path: Path) -> Path:
     raise DatasetError(f"no MNIST idx files (train-images-idx3-ubyte[.gz], ...) in {path}")
 
 
-def _idx_classes(root: Path, labels: np.ndarray) -> int:
-    """The class count of idx labels: 10 (MNIST, Fashion-MNIST, a subset of them), or up to the largest label for
-    EMNIST's 26, 47 or 62 classes. Labels above 9 must leave no class between 10 and the largest one empty: a
-    damaged byte (255) would otherwise make a 256-class dataset."""
-    present = np.unique(labels)
-    above = present[present >= 10]
-    if len(above) and len(above) != above[-1] - 9:
-        missing = sorted(set(range(10, int(above[-1]))) - set(above.tolist()))
-        raise DatasetError(f"{root}: the idx labels reach {above[-1]} but no image has label {missing[0]}"
-                           f"{f' (nor {len(missing) - 1} other labels below it)' if len(missing) > 1 else ''}; "
-                           "is a labels file damaged?")
-    return max(10, int(present[-1]) + 1)
-
-
 @FORMATS.register("mnist-idx", tags=("gray",))
 def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> ImageDataset:
     """MNIST / Fashion-MNIST idx files (train-/t10k-images-idx3-ubyte[.gz] + labels), 28x28 gray."""
@@ -690,10 +767,13 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
                 f"{labels.shape}"
             )
         if len(labels):  # a split of 0 images (valid headers) adds nothing
-            parts.append((code, images[..., None], labels.astype(np.int64)))
+            # float idx types: fractional labels are one line, not truncated by a cast
+            parts.append((code, images[..., None], check_labels(labels, str(files[part, "labels"]), None)))
     if not parts:
         raise DatasetError(f"{root}: the idx files hold no images")
-    names = [str(i) for i in range(_idx_classes(root, np.concatenate([p[2] for p in parts])))]
+    # 10 classes (MNIST, Fashion-MNIST, a subset of them), or up to the largest label for EMNIST's 26, 47 or 62
+    count = _learned_classes(np.concatenate([p[2] for p in parts]), root, "is a labels file damaged?", floor=10)
+    names = [str(i) for i in range(count)]
     meta = {"format": "mnist-idx", "url": "https://yann.lecun.com/exdb/mnist/"}
     return _fixed_split_dataset(f"mnist-idx:{path}", parts, names, "gray", val_fraction, seed, meta)
 
@@ -702,6 +782,10 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
 
 
 _SVHN_FILES = {"train_32x32.mat": SPLITS["train"], "test_32x32.mat": SPLITS["test"], "extra_32x32.mat": SPLITS["train"]}
+
+
+# what a y that is not numbers is in MATLAB terms, by numpy kind
+_MAT_KINDS = {"U": "text", "S": "text", "O": "a cell array", "V": "a struct", "c": "complex numbers"}
 
 
 def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -714,12 +798,18 @@ def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"cannot read SVHN file {path}: {exc}") from exc
     if "X" not in mat or "y" not in mat:
         raise DatasetError(f"{path}: an SVHN .mat file needs variables X and y")
-    images, labels = np.asarray(mat["X"]), np.asarray(mat["y"]).ravel().astype(np.int64)
+    images, y = np.asarray(mat["X"]), np.asarray(mat["y"])
+    if y.dtype.kind not in "biuf":
+        kind = _MAT_KINDS.get(y.dtype.kind, y.dtype)
+        raise DatasetError(f"{path}: y must hold the labels 1..10 as numbers, got {kind}")
+    labels = check_labels(y.ravel(), str(path), None)  # 1.5 or NaN: one line, not truncated by a cast
     if images.ndim != 4 or images.shape[2] != 3 or images.dtype != np.uint8 or images.shape[3] != len(labels):
         raise DatasetError(f"{path}: X must be uint8 (H, W, 3, N) with N labels, got {images.dtype} {images.shape}")
+    if not len(labels):
+        raise DatasetError(f"{path}: the SVHN file holds no images")
+    if labels.min() < 1 or labels.max() > 10:
+        raise DatasetError(f"{path}: SVHN labels must be 1..10 (10 means digit 0), got {labels.min()}..{labels.max()}")
     labels[labels == 10] = 0  # SVHN stores digit 0 as class 10
-    if labels.min() < 0 or labels.max() > 9:
-        raise DatasetError(f"{path}: SVHN labels must be 1..10, got {labels.min()}..{labels.max()}")
     return np.ascontiguousarray(images.transpose(3, 0, 1, 2)), labels
 
 
@@ -808,7 +898,11 @@ def _class_names(root: Path, found: Iterable[str]) -> list[str]:
     listing = root / "classes.txt"
     if not listing.is_file():
         return found
-    names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = listing.read_text(encoding="utf-8-sig")  # -sig: a BOM would become part of the first name
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{listing} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    names = _distinct_names([line.strip() for line in text.splitlines() if line.strip()], listing)
     unknown = [name for name in found if name not in names]
     if unknown:
         raise DatasetError(f"{listing} does not list the classes {_few(unknown)}")
@@ -826,11 +920,16 @@ def _resolve_split(
     return np.asarray(codes, dtype=np.uint8)
 
 
+MAX_SIZE = 4096
+"""Largest ``size=`` (pixels per side): one 4096x4096 RGB image is 200 MB as floats while it is resized, and a
+larger one would exhaust memory at the first batch rather than fail at open."""
+
+
 def _square(size: int | None) -> tuple[int, int] | None:
     if size is None:
         return None
-    if int(size) < 1:
-        raise DatasetError(f"size must be a positive number of pixels, got {size}")
+    if not 1 <= int(size) <= MAX_SIZE:
+        raise DatasetError(f"size must be 1..{MAX_SIZE} pixels per side, got {size}")
     return int(size), int(size)
 
 
@@ -977,9 +1076,14 @@ def _manifest_box(row: dict[str, str], line: int, csv_path: Path) -> tuple[int, 
     if not any(values):
         return None
     try:
-        x0, y0, x1, y1 = (int(float(v)) for v in values)
+        numbers = [float(v) for v in values]
     except ValueError:
-        raise DatasetError(f"{csv_path}:{line}: box x0,y0,x1,y1 must be 4 numbers, got {','.join(values)}") from None
+        numbers = []
+    if len(numbers) != 4 or not all(v.is_integer() for v in numbers):  # 0.9 would be truncated; inf, nan never fit
+        raise DatasetError(
+            f"{csv_path}:{line}: box x0,y0,x1,y1 must be 4 whole numbers of pixels, got {','.join(values)}"
+        )
+    x0, y0, x1, y1 = (int(v) for v in numbers)
     if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
         raise DatasetError(f"{csv_path}:{line}: box ({x0}, {y0}, {x1}, {y1}) is empty or negative")
     return x0, y0, x1, y1
@@ -1039,22 +1143,57 @@ def _check_manifest_pairs(csv_path: Path, pairs: Sequence[_Pair]) -> None:
         raise DatasetError(f"{csv_path}: the manifest lists missing files {_few(missing)}")
 
 
+_CLASS_INDEX = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
 def _manifest_labels(csv_path: Path, pairs: Sequence[_Pair]) -> tuple[np.ndarray, list[str]]:
-    """Labels may be class names or integer indices; classes.txt (next to the CSV) fixes names and order."""
+    """Labels are all class names or all class indices (whole numbers >= 0), never a mix: one "5.0" or "-1" among
+    indices would make every label a name and renumber the classes in text order ("10" before "2"). classes.txt
+    (next to the CSV) fixes the names and their order: whole-number labels index it, and other labels it lists are
+    names even if they look like numbers."""
     raw = [p.label for p in pairs]
     listing = csv_path.parent / "classes.txt"
-    numeric = all(re.fullmatch(r"\d+", label) for label in raw)
-    if listing.is_file():
-        names = _class_names(csv_path.parent, [] if numeric else raw)
-    elif numeric:
-        names = [str(i) for i in range(max(int(label) for label in raw) + 1)]
-    else:
-        names = sorted(set(raw))
-    index = {name: i for i, name in enumerate(names)}
-    labels = np.array([int(label) if numeric else index[label] for label in raw], dtype=np.int64)
-    if labels.max() >= len(names):
-        raise DatasetError(f"{csv_path}: label {labels.max()} but {listing.name} lists only {len(names)} classes")
-    return labels, names
+    listed = _class_names(csv_path.parent, []) if listing.is_file() else None
+    if all(_CLASS_INDEX.fullmatch(label) for label in raw):
+        return _manifest_indices(csv_path, pairs, listed)
+    if (listed is not None and set(raw) <= set(listed)) or not any(_NUMBER.fullmatch(label) for label in raw):
+        names = _class_names(csv_path.parent, raw)
+        index = {name: i for i, name in enumerate(names)}
+        return np.array([index[label] for label in raw], dtype=np.int64), names
+    name = next((p for p in pairs if not _NUMBER.fullmatch(p.label)), None)
+    if name is not None:
+        number = next(p for p in pairs if _NUMBER.fullmatch(p.label))
+        raise DatasetError(
+            f"{csv_path}: labels mix class names ({name.label!r} for id {name.sample_id}) and numbers "
+            f"({number.label!r} for id {number.sample_id}); use one or the other"
+        )
+    number = next(p for p in pairs if not _CLASS_INDEX.fullmatch(p.label))
+    raise DatasetError(
+        f"{csv_path}: label {number.label!r} for id {number.sample_id} is not a class index; numeric labels must be "
+        "whole numbers >= 0"
+    )
+
+
+def _manifest_indices(
+    csv_path: Path, pairs: Sequence[_Pair], listed: list[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Integer labels: indices into classes.txt when there is one, else classes 0..largest."""
+    values = [int(p.label) for p in pairs]
+    top = max(range(len(values)), key=values.__getitem__)
+    if listed is not None and values[top] >= len(listed):
+        raise DatasetError(f"{csv_path}: label {values[top]} for id {pairs[top].sample_id} but classes.txt lists only "
+                           f"{len(listed)} classes")
+    if values[top] > np.iinfo(np.int64).max:
+        raise DatasetError(
+            f"{csv_path}: label {values[top]} for id {pairs[top].sample_id} is too large to be a class index"
+        )
+    labels = np.array(values, dtype=np.int64)
+    if listed is not None:
+        return labels, listed
+    count = _learned_classes(labels, csv_path, "is a label mistyped? (list the classes in classes.txt to have "
+                                                "classes without images)")
+    return labels, [str(i) for i in range(count)]
 
 
 def _check_channels(pairs: Sequence[_Pair], rgb: Sequence[ImageProbe], ir: Sequence[ImageProbe], root: Path) -> None:
@@ -1112,8 +1251,8 @@ def _paired_files(
     _check_channels(pairs, rgb_probes, ir_probes, root)
     boxes = None
     if any(p.box is not None for p in pairs):
+        _check_boxes(pairs, rgb_probes, ir_probes)  # first: a box inside the images also fits in int64
         boxes = np.array([p.box if p.box is not None else (-1, -1, -1, -1) for p in pairs], dtype=np.int64)
-        _check_boxes(pairs, rgb_probes, ir_probes)
     resized = _check_pair_sizes(pairs, native_sizes(rgb_probes, boxes), native_sizes(ir_probes, boxes), options.align)
     rgb = ImageFiles(
         [p.rgb for p in pairs], channels=3, size=options.target, role="rgb", boxes=boxes, probes=rgb_probes, root=root
@@ -1266,6 +1405,8 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
             return {key: np.asarray(handle[key][()]) for key in handle if isinstance(handle[key], h5py.Dataset)}
     except ValueError as exc:
         raise DatasetError(f"cannot read {path}: {exc} (store strings as fixed-width unicode, not objects)") from exc
+    except MemoryError:  # its message is empty: say what ran out
+        raise DatasetError(f"not enough memory to load the arrays of {path}") from None
     except Exception as exc:
         raise DatasetError(f"cannot read array file {path}: {exc}") from exc
 
@@ -1328,8 +1469,8 @@ def _unit_range(ir: np.ndarray, ir_range: str | None, path: Path) -> np.ndarray:
             lo, hi = (float(v) for v in json.loads(ir_range))
         except (ValueError, TypeError) as exc:
             raise DatasetError(f"{path}: meta ir_range must be [lo, hi], got {ir_range}") from exc
-        if not hi > lo:
-            raise DatasetError(f"{path}: meta ir_range needs lo < hi, got {ir_range}")
+        if not (math.isfinite(lo) and math.isfinite(hi - lo) and hi > lo):  # [0, Infinity] would make all IR 0
+            raise DatasetError(f"{path}: meta ir_range needs finite lo < hi, got {ir_range}")
         ir = ((ir - lo) / (hi - lo)).astype(np.float32)
     if not np.isfinite(ir).all():  # NaN passes both range checks below
         raise DatasetError(f"{path}: float IR holds NaN or infinite values")
@@ -1341,10 +1482,15 @@ def _unit_range(ir: np.ndarray, ir_range: str | None, path: Path) -> np.ndarray:
     return np.clip(ir, 0.0, 1.0)
 
 
-def _resize_all(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_all(images: np.ndarray, size: tuple[int, int], path: Path) -> np.ndarray:
     if images.shape[1:3] == size:
         return images
-    return np.stack([resize_image(img, *size) for img in images])
+    try:
+        return np.stack([resize_image(img, *size) for img in images])
+    except MemoryError:
+        raise DatasetError(
+            f"{path}: not enough memory to resize its {len(images)} images to {size[0]}x{size[1]}"
+        ) from None
 
 
 def _array_images(
@@ -1362,9 +1508,9 @@ def _array_images(
         (h0, w0), (h1, w1) = rgb.shape[1:3], ir.shape[1:3]
         raise DatasetError(f"{path}: pair size mismatch: RGB {h0}x{w0} vs IR {h1}x{w1}; pass align='resize' "
                            "(--data-param align=resize on the command line)")
-    ir = _resize_all(ir, rgb.shape[1:3])
+    ir = _resize_all(ir, rgb.shape[1:3], path)
     if options.target is not None:
-        rgb, ir = _resize_all(rgb, options.target), _resize_all(ir, options.target)
+        rgb, ir = _resize_all(rgb, options.target, path), _resize_all(ir, options.target, path)
     return rgb, ir, resized
 
 
@@ -1392,17 +1538,19 @@ def read_paired_d(
     labels = _typed(
         arrays, "label", path, lambda a: a.dtype.kind in "iu" and a.shape == (n,), f"integers of shape ({n},)"
     )
-    labels = labels.astype(np.int64)
+    name = f"paired-d:{path}"
+    labels = check_labels(labels, name, None)  # before the int64 cast, which would wrap a uint64 label
     split = _array_split(arrays, path, n)
     if split is None:
         split = make_split(labels, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     _check_array_ids(arrays, path, n)
     if "class_names" in arrays:
-        names = _strings(arrays["class_names"], "class_names", path)
+        names = _distinct_names(_strings(arrays["class_names"], "class_names", path), f"{path} (class_names)")
     else:
-        names = [str(i) for i in range(int(labels.max()) + 1 if n else 1)]
+        hint = "is a label damaged? (store class_names to have classes without images)"
+        names = [str(i) for i in range(_learned_classes(labels, path, hint))]
     meta = {"format": "paired-d", **meta, "alignment": "resized" if resized else "native"}
-    return PairedDataset(f"paired-d:{path}", rgb, ir, labels, names, split, meta)
+    return PairedDataset(name, rgb, ir, labels, names, split, meta)
 
 
 def _array_split(arrays: dict[str, np.ndarray], path: Path, n: int) -> np.ndarray | None:

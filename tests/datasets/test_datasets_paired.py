@@ -332,3 +332,103 @@ def test_lazy_sources_read_on_demand(small_pair: PairedDataset, tmp_path: Path) 
     next(root.rglob("s_000000.png")).unlink()  # nothing was read at open time beyond headers
     index = next(i for i, p in enumerate(ds.rgb.paths) if p.name == "s_000001.png")
     assert ds.rgb[index].shape == (16, 16, 3)
+
+
+# ------------------------------------------------------------------------- labels, names and boxes from a review
+
+
+def _labelled_manifest(root: Path, labels: list[str], box: str = "") -> Path:
+    """A layout-C manifest of one RGB-IR pair of files per label (8x8), with an optional box on every row."""
+    _png(root / "img" / "r.png", np.zeros((8, 8, 3), np.uint8))
+    _png(root / "img" / "i.png", np.zeros((8, 8), np.uint8))
+    header = "id,label,split,rgb,ir" + (",x0,y0,x1,y1" if box else "")
+    return _manifest(root, [f"s{k},{label},,img/r.png,img/i.png{',' + box if box else ''}" for k, label in
+                            enumerate(labels)], header)
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    # one of these turned every label into a name, sorted as text: '0', '1', '10', '11', '2', ... renumbered
+    ([*map(str, range(5)), "5.0", *map(str, range(6, 12))], r"label '5\.0' for id s5 is not a class index; numeric "
+                                                             "labels must be whole numbers >= 0$"),
+    (["-1", *map(str, range(1, 12))], "label '-1' for id s0 is not a class index"),
+    (["0", "1", "cat", "2"], r"labels mix class names \('cat' for id s2\) and numbers \('0' for id s0\); use one or"),
+])
+def test_manifest_labels_mixing_numbers_and_names_are_refused(tmp_path: Path, labels: list[str], message: str) -> None:
+    root = _labelled_manifest(tmp_path / "c", labels)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"paired-c:{root}")
+
+
+def test_manifest_names_listed_in_classes_txt_may_look_like_numbers(tmp_path: Path) -> None:
+    root = _labelled_manifest(tmp_path / "c", ["cat", "7", "cat", "7"])
+    (root / "classes.txt").write_text("7\ncat\n")
+    ds = open_dataset(f"paired-c:{root}")
+    assert list(ds.class_names) == ["7", "cat"] and ds.labels.tolist() == [1, 0, 1, 0]
+    numbered = _labelled_manifest(tmp_path / "n", ["0", "1", "2", "10"])
+    with pytest.raises(DatasetError, match="reach 10 but no image has label 3"):
+        open_dataset(f"paired-c:{numbered}")
+
+
+@pytest.mark.parametrize(("top", "message"), [
+    (255, r"manifest.csv: the labels reach 255 but no image has label 2 \(nor 252 other labels below it\); is a "
+          r"label mistyped\? \(list the classes in classes.txt"),  # was a 256-class dataset
+    (10**12, r"reach 1000000000000 but no image has label 2 \(nor 999999999997 other"),  # was a MemoryError
+    (10**30, r"label 1000000000000000000000000000000 for id s0 is too large to be a class index$"),  # OverflowError
+])
+def test_manifest_huge_or_lone_large_index_is_refused(tmp_path: Path, top: int, message: str) -> None:
+    root = _labelled_manifest(tmp_path / "c", [str(top), "0", "1", "0", "1"])
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"paired-c:{root}")
+
+
+@pytest.mark.parametrize("box", ["0,0,inf,4", "0.9,0,4.9,4", "0,0,nan,4", "0,0,1e400,4"])
+def test_manifest_boxes_must_be_whole_pixels(tmp_path: Path, box: str) -> None:
+    """inf was an OverflowError traceback; 0.9 was truncated to 0 without a word."""
+    root = _labelled_manifest(tmp_path / "c", ["0", "1"], box)
+    message = rf"manifest.csv:2: box x0,y0,x1,y1 must be 4 whole numbers of pixels, got {box}$"
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"paired-c:{root}")
+
+
+def test_manifest_whole_float_boxes_and_huge_boxes(tmp_path: Path) -> None:
+    ds = open_dataset(f"paired-c:{_labelled_manifest(tmp_path / 'c', ['0', '1'], '0.0,0,4.0,4')}")
+    assert ds.rgb.shape == (2, 4, 4, 3)
+    huge = _labelled_manifest(tmp_path / "h", ["0", "1"], "0,0,1e300,4")  # was an int64 OverflowError
+    with pytest.raises(DatasetError, match="crop boxes reach outside the images"):
+        open_dataset(f"paired-c:{huge}")
+
+
+def _float_ir_meta(ir_range: object) -> dict[str, object]:
+    return {"ir": np.full((4, 6, 6), 50.0, np.float32), "meta": np.array(json.dumps({"ir_range": ir_range}))}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"label": np.array([0, 1, 255, 1])}, r"bad.npz: the labels reach 255 but no image has label 2 \(nor 252 other "
+                                          r"labels below it\); is a label damaged\? \(store class_names"),
+    ({"label": np.array([0, 1, 2**40, 1])}, r"reach 1099511627776 but no image has label 2"),  # was a MemoryError
+    ({"label": np.array([0, 1, 2**63 + 5, 1], np.uint64)}, "label 9223372036854775813 is too large"),  # was -922...
+    ({"class_names": np.array(["a", "a"])}, r"bad.npz \(class_names\): class names must be distinct; repeated: 'a'$"),
+    (_float_ir_meta([0, float("inf")]), r"meta ir_range needs finite lo < hi, got \[0, Infinity\]$"),  # IR was all 0
+    (_float_ir_meta([-1e308, 1e308]), "meta ir_range needs finite lo < hi"),  # hi - lo overflows to inf
+    (_float_ir_meta([float("nan"), 1]), "meta ir_range needs finite lo < hi"),
+])
+def test_array_file_labels_names_and_ir_range_from_a_review(tmp_path: Path, overrides: dict[str, object],
+                                                             message: str) -> None:
+    np.savez(tmp_path / "bad.npz", **_arrays(**overrides))
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"paired-d:{tmp_path / 'bad.npz'}")
+
+
+def test_h5_lone_large_label_is_refused(tmp_path: Path) -> None:
+    import h5py
+
+    with h5py.File(tmp_path / "big.h5", "w") as handle:
+        for key, value in _arrays(label=np.array([0, 1, 2**40, 1])).items():
+            handle[key] = value
+    with pytest.raises(DatasetError, match="big.h5: the labels reach 1099511627776 but no image has label 2"):
+        open_dataset(f"paired-d:{tmp_path / 'big.h5'}")
+    with h5py.File(tmp_path / "big.h5", "r+") as handle:  # declared classes may have no images
+        handle["class_names"] = np.array([b"a", b"b", b"c"])
+        del handle["label"]
+        handle["label"] = np.array([0, 2, 0, 2])
+    assert list(open_dataset(f"paired-d:{tmp_path / 'big.h5'}").class_names) == ["a", "b", "c"]

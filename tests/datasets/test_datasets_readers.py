@@ -414,3 +414,198 @@ def test_float_images_outside_the_unit_range_are_refused(tmp_path: Path, value: 
         read_image(path)
     np.save(path, np.full((4, 4), 0.5, np.float32))
     assert read_image(path).dtype == np.float32
+
+
+# ------------------------------------------------------------------------- labels, names and sizes from a review
+
+
+def _cifar_copy_with_names(cifar10_dir: Path, tmp_path: Path, names: list[bytes]) -> Path:
+    copy = shutil.copytree(cifar10_dir, tmp_path / "names")
+    with open(copy / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": names}, handle, protocol=2)
+    return copy
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    ([b"cat"] * 10, r"batches.meta \(label_names\): class names must be distinct; repeated: 'cat'$"),  # was "1 classes"
+    ([b"\xff\xfe%d" % i for i in range(10)], r"batches.meta: 'label_names' holds bytes that are not UTF-8 text"),
+])
+def test_cifar_label_names_repeated_or_not_utf8_are_one_line(cifar10_dir: Path, tmp_path: Path, names: list[bytes],
+                                                             message: str) -> None:
+    copy = _cifar_copy_with_names(cifar10_dir, tmp_path, names)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"cifar10:{copy}")
+
+
+def _idx_labels(tmp_path: Path, labels: np.ndarray, code: int) -> Path:
+    """An idx labels file of any type code beside uint8 images, one per label."""
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((len(labels), 28, 28), np.uint8)))
+    payload = struct.pack(">BBBB", 0, 0, code, 1) + struct.pack(">I", len(labels)) + labels.tobytes()
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(payload)
+    return tmp_path
+
+
+def test_mnist_idx_fractional_float_labels_are_refused(tmp_path: Path) -> None:
+    """0.4, 1.6 in a float32 (0x0D) labels file were truncated to 0, 1 without a word."""
+    root = _idx_labels(tmp_path, np.array([0.4, 1.6, 2.5, 3.9], ">f4"), 0x0D)
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte: labels must be integers, got 0\.4$"):
+        open_dataset(f"mnist-idx:{root}")
+    _idx_labels(tmp_path, np.array([0.0, 1.0, 2.0, 3.0], ">f4"), 0x0D)  # whole floats are fine
+    assert open_dataset(f"mnist-idx:{root}").labels.tolist() == [0, 1, 2, 3]
+
+
+def test_mnist_idx_huge_label_is_one_line_not_a_memory_error(tmp_path: Path) -> None:
+    """2**31 - 1 in an int32 labels file: the gap check built set(range(10, 2**31 - 1)) and ran out of memory."""
+    root = _idx_labels(tmp_path, np.array([0, 1, 2**31 - 1, 2], ">i4"), 0x0C)
+    with pytest.raises(DatasetError, match=r"reach 2147483647 but no image has label 10 \(nor 2147483636 other"):
+        open_dataset(f"mnist-idx:{root}")
+
+
+def _gzip_idx_of_zeros(path: Path, chunks: int) -> tuple[int, int, int]:
+    """A gzipped uint8 idx of (N, 28, 28) zeros, N * 784 = chunks * 12.8 MB, as a few KB of gzip members."""
+    import gzip
+
+    chunk = 784 * 2**14
+    dims = (chunks * 2**14, 28, 28)
+    zeros = gzip.compress(bytes(chunk), compresslevel=1)
+    with open(path, "wb") as out:
+        out.write(gzip.compress(struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", *dims)))
+        for _ in range(chunks):
+            out.write(zeros)  # one gzip member each: decompressed they follow the first
+    return dims
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to set a memory limit")
+def test_gzipped_idx_declaring_more_than_fits_in_memory_is_one_line(tmp_path: Path) -> None:
+    """A gzipped idx of 6M images gave a MemoryError traceback from gzip.decompress: here 411 MB against a limit of
+    200 MB more than the process already uses."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    dims = _gzip_idx_of_zeros(path, 32)
+    script = (
+        "import resource, sys\n"
+        "from advkit.datasets.readers import read_idx\n"
+        "from advkit.errors import DatasetError\n"
+        "used = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize'))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
+        "try:\n"
+        "    read_idx(sys.argv[1])\n"
+        "except DatasetError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout.strip() == f"{path}: the idx header declares {dims} values (0.411 GB), more than fits in memory"
+
+
+def test_gzipped_multi_member_idx_streams_in(tmp_path: Path) -> None:
+    """The streamed reader reads what gzip.decompress did: members one after another, checked against the header."""
+    path = tmp_path / "x-idx.gz"
+    dims = _gzip_idx_of_zeros(path, 1)
+    values = read_idx(path)
+    assert values.shape == dims and values.dtype == np.uint8 and not values.any()
+    path.write_bytes(path.read_bytes() + gzip.compress(b"\x01"))  # one byte more than the header says
+    with pytest.raises(DatasetError, match=rf"idx header says \(16384, 28, 28\) \({784 * 2**14} bytes\) but has "
+                                           rf"{784 * 2**14 + 1}$"):
+        read_idx(path)
+
+
+def _svhn(root: Path, y: object, n: int = 4) -> Path:
+    from scipy.io import savemat
+
+    root.mkdir(parents=True, exist_ok=True)
+    savemat(root / "train_32x32.mat", {"X": np.zeros((32, 32, 3, n), np.uint8), "y": y})
+    return root
+
+
+@pytest.mark.parametrize(("y", "n", "message"), [
+    (np.array([[1.5], [2.0], [3.0], [10.0]]), 4, r"labels must be integers, got 1\.5$"),  # was truncated to 1
+    (np.array([[1 + 1j], [2], [3], [4]]), 4, "y must hold the labels 1..10 as numbers, got complex numbers$"),
+    # 0 was read as the digit 0, which SVHN stores as 10
+    (np.array([[0], [1], [2], [3]]), 4, r"SVHN labels must be 1\.\.10 \(10 means digit 0\), got 0\.\.3$"),
+    (np.array(["abc"] * 4), 4, "y must hold the labels 1..10 as numbers, got text$"),  # the rest were ValueErrors
+    (np.array([[1], [2]] * 2, dtype=object), 4, "y must hold the labels 1..10 as numbers, got a cell array$"),
+    ({"a": 1}, 4, "y must hold the labels 1..10 as numbers, got a struct$"),
+    (np.zeros((0, 1)), 0, "train_32x32.mat: the SVHN file holds no images$"),
+])
+def test_svhn_labels_that_are_not_digits_one_to_ten_are_one_line(tmp_path: Path, y: object, n: int,
+                                                                  message: str) -> None:
+    root = _svhn(tmp_path / "svhn", y, n)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"svhn:{root}")
+
+
+def _classes_folder(root: Path, listing: bytes) -> Path:
+    for cls in ("a", "b"):
+        for i in range(2):
+            write_png(root / cls / f"{i}.png", np.zeros((4, 4), np.uint8))
+    (root / "classes.txt").write_bytes(listing)
+    return root
+
+
+@pytest.mark.parametrize(("listing", "message"), [
+    (b"a\nb\na\n", r"classes.txt: class names must be distinct; repeated: 'a'$"),  # was a phantom empty class
+    (b"a\n\xff\xfeb\n", r"classes.txt is not UTF-8 text \(invalid start byte at byte 2\)$"),  # was UnicodeDecodeError
+])
+def test_imagefolder_classes_txt_repeated_or_not_utf8_is_one_line(tmp_path: Path, listing: bytes, message: str) -> None:
+    root = _classes_folder(tmp_path / "f", listing)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"imagefolder:{root}")
+
+
+def test_imagefolder_classes_txt_with_a_byte_order_mark(tmp_path: Path) -> None:
+    root = _classes_folder(tmp_path / "f", "\ufeffb\na\n".encode())
+    assert open_dataset(f"imagefolder:{root}").class_names == ["b", "a"]
+
+
+def test_imagefolder_size_beyond_the_limit_is_refused_at_open(tmp_path: Path) -> None:
+    """size=200000 opened fine and then died in PIL with a MemoryError at the first batch."""
+    root = _classes_folder(tmp_path / "f", b"a\nb\n")
+    with pytest.raises(DatasetError, match=r"^size must be 1\.\.4096 pixels per side, got 200000$"):
+        open_dataset(f"imagefolder:{root}", size=200000)
+    assert open_dataset(f"imagefolder:{root}", size=4096).images.shape == (4, 4096, 4096, 1)
+
+
+def test_imagefolder_out_of_memory_while_resizing_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advkit.datasets import readers
+
+    root = _classes_folder(tmp_path / "f", b"a\nb\n")
+    ds = open_dataset(f"imagefolder:{root}", size=8)
+
+    def out_of_memory(image: np.ndarray, height: int, width: int) -> np.ndarray:
+        raise MemoryError
+
+    monkeypatch.setattr(readers, "resize_image", out_of_memory)
+    with pytest.raises(DatasetError, match=r"not enough memory to resize image .*0\.png to 8x8$"):
+        ds.batch([0])
+
+
+def _png16(path: Path, image: np.ndarray) -> None:
+    """A 16-bit PNG (gray, or RGB as colour type 2) written by hand: Pillow cannot write 16-bit RGB."""
+    import zlib
+
+    height, width = image.shape[:2]
+    colour = 2 if image.ndim == 3 else 0
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in image)  # filter 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_rgb_png_is_refused_not_read_as_eight_bit(tmp_path: Path) -> None:
+    """Pillow read 40000 in a 16-bit RGB PNG as 156 (its high byte); 16-bit gray PNGs keep their 16 bits."""
+    _png16(tmp_path / "rgb" / "c" / "deep.png", np.full((4, 4, 3), 40000, np.uint16))
+    with pytest.raises(DatasetError, match=r"deep.png is a 16-bit RGB PNG, which Pillow reads as 8-bit; save it as"):
+        open_dataset(f"imagefolder:{tmp_path / 'rgb'}")
+    with pytest.raises(DatasetError, match="16-bit RGB PNG"):
+        read_image(tmp_path / "rgb" / "c" / "deep.png")
+    _png16(tmp_path / "gray" / "c" / "deep.png", np.full((4, 4), 40000, np.uint16))
+    ds = open_dataset(f"imagefolder:{tmp_path / 'gray'}", test_fraction=0.0)
+    assert ds.images.dtype == np.uint16 and int(ds.images[0][0, 0, 0]) == 40000
