@@ -174,7 +174,11 @@ class ModelWrapper(nn.Module):
         """The same model without a DistributedDataParallel shell (attacks inside training must not sync gradients)."""
         inner = getattr(self.net, "module", None)
         if isinstance(self.net, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
-            return ModelWrapper(inner, self.preprocessing).to(self.mean.device)
+            modes = [(m, m.training) for m in inner.modules()]
+            plain = ModelWrapper(inner, self.preprocessing).to(self.mean.device)
+            for m, training in modes:  # wrapping switches a net to eval; this one is training (its BatchNorm, dropout)
+                m.training = training
+            return plain
         return self
 
     @property
