@@ -41,6 +41,18 @@ def generator(seed: int, stream: str = "", device: str | torch.device = "cpu") -
     return gen
 
 
+def seeded_subset(indices: np.ndarray, n: int | None, seed: int, stream: str) -> np.ndarray:
+    """At most ``n`` of ``indices`` (all with None), drawn in a seeded order and returned sorted: a subset that
+    spans the classes even when a split lists them in blocks (the MNIST subset's test split starts with 100 zeros).
+
+        >>> seeded_subset(np.arange(10), 3, 0, "demo").tolist() == seeded_subset(np.arange(10), 3, 0, "demo").tolist()
+        True
+    """
+    if n is None or n >= len(indices):
+        return np.asarray(indices)
+    return np.sort(indices[torch.randperm(len(indices), generator=generator(seed, stream)).numpy()[:n]])
+
+
 @contextmanager
 def seeded_globals(seed: int) -> Iterator[None]:
     """Seed torch's and NumPy's global generators inside the block and restore them afterwards.

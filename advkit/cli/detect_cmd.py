@@ -115,12 +115,10 @@ def fit(
     config: ConfigOpt = None,
 ) -> None:
     """Train one autoencoder per layer on clean images (classifier frozen) and calibrate thresholds."""
-    import torch
-
     from advkit.detectors import DetectorSettings, LayerwiseDetector
     from advkit.detectors.taps import check_layer_names
     from advkit.models.hooks import require_hooks
-    from advkit.rng import generator
+    from advkit.rng import seeded_subset
     from advkit.runtime import ProgressEvent, resolve_device
 
     if out_path.suffix != ".safetensors":
@@ -145,9 +143,7 @@ def fit(
     params = parse_params(data_param or [], "--data-param")
     ds = _open_data(data, domain, params)
     check_compatible(wrapped, ds)
-    indices = ds.indices(split)
-    if n is not None and n < len(indices):
-        indices = np.sort(indices[torch.randperm(len(indices), generator=generator(seed, "detector-subset")).numpy()[:n]])
+    indices = seeded_subset(ds.indices(split), n, seed, "detector-subset")
     names = [part.strip() for item in (layers or []) for part in item.split(",") if part.strip()] or None
     if names:
         names = check_layer_names(wrapped.net, names)  # before any work: a typo fails at once, in one line; repeats go

@@ -50,7 +50,7 @@ def finetune(
     beta: Annotated[float, typer.Option("--beta", help="TRADES weight of the robustness term.")] = 6.0,
     select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust accuracy on val images against the method's threat (PGD for pgd/fast/trades, Pixle 5 x 5 for paper-*, clean accuracy for plain).")] = True,
     eval_attack: Annotated[list[str] | None, typer.Option("--eval-attack", help="Attacks for before/after (default: pixle and pgd).")] = None,
-    eval_n: Annotated[int, typer.Option("--eval-n", min=1, help="Images both models classify correctly, attacked before and after; the corruption row uses the first this many test images.")] = 100,
+    eval_n: Annotated[int, typer.Option("--eval-n", min=1, help="Images both models classify correctly, attacked before and after; the corruption row uses this many test images (a seeded subset).")] = 100,
     corruptions: Annotated[bool, typer.Option("--corruptions/--no-corruptions", help="Also compare accuracy under the 15 natural corruptions x 5 severities.")] = True,
     data_param: DataParamOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Report file (default: OUT with .h5).")] = None,
@@ -222,10 +222,13 @@ def _before_after(before: ModelWrapper, after: ModelWrapper, attacks: dict[str, 
         from advkit.perturbations import perturbation_names
         from advkit.perturbations.robustness import corruption_correct
 
+        from advkit.rng import seeded_subset
+
+        images = seeded_subset(test_idx, eval_n, seed, "corruption-subset")  # whether correct or not; all classes
         for name, m in models.items():
-            correct = corruption_correct(m, ds, test_idx[:eval_n], perturbation_names(), [1, 2, 3, 4, 5], seed=seed)
+            correct = corruption_correct(m, ds, images, perturbation_names(), [1, 2, 3, 4, 5], seed=seed)
             summary[f"{name}.corruption_accuracy"] = float(correct.mean())
-        summary["corruption_images"] = len(test_idx[:eval_n])  # the first --eval-n test images, whether correct or not
+        summary["corruption_images"] = len(images)
     summary.update(robustness_summary(columns, list(models), list(attacks)))
     drop = clean["before"] - clean["after"]
     summary["clean_accuracy_drop"] = drop
@@ -248,7 +251,7 @@ def _print(summary: dict[str, Any], attacks: list[str], method: str, path: Path,
     rows = [["clean accuracy" + (f" ({summary['test_images']} test images)" if "test_images" in summary else ""),
              summary["before.clean_accuracy"], summary["after.clean_accuracy"]]]
     if "before.corruption_accuracy" in summary:
-        images = f", first {summary['corruption_images']} test images" if "corruption_images" in summary else ""
+        images = f", {summary['corruption_images']} test images" if "corruption_images" in summary else ""
         rows.append([f"accuracy under corruptions (15 x 5{images})", summary["before.corruption_accuracy"],
                      summary["after.corruption_accuracy"]])
     rows.append(["images in the attack rows (both models correct)", n, n])

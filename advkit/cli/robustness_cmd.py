@@ -141,9 +141,13 @@ def _measure(wrapped: dict[str, ModelWrapper], ds: ImageDataset, names: list[str
              seed: int, batch_size: int) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
     """Per-sample correctness under every corruption and severity, and on the clean images, for each model."""
     from advkit.perturbations.robustness import corruption_correct, published_correct
+    from advkit.rng import seeded_subset
     from advkit.training import predict
 
-    index = ds.indices("test")[: n or None]  # not empty: robustness() checked it before any work
+    # not empty: robustness() checked it before any work. The published CIFAR-10-C arrays follow the test split's
+    # order, so they take its first n images; otherwise a seeded subset, which spans the classes of a split in blocks
+    test = ds.indices("test")
+    index = test[: n or None] if cifar10c is not None else seeded_subset(test, n or None, seed, "robustness-subset")
     columns: dict[str, Any] = {"index": index, "label": ds.labels[index]}
     accuracy: dict[str, np.ndarray] = {}
     clean: dict[str, float] = {}

@@ -151,3 +151,14 @@ def test_robustness_reads_the_published_cifar10c_arrays(cli: Cli, tmp_path: Path
     with pytest.raises(DatasetError, match="no jpeg_compression.npy"):
         published_correct(model, corrupted, labels[:10], ["fog", "jpeg_compression"], [1, 2], progress=events.append)
     assert events == []  # fog's severities were not evaluated first
+
+
+def test_robustness_measures_a_subset_that_spans_the_classes(cli: Cli, tmp_path: Path) -> None:
+    """It measured the first --n test images: on the MNIST subset, whose test split lists its classes in blocks,
+    --n 100 was digit 0 alone (and --n 500 digits 0-4)."""
+    assert cli("train", "--data", "mnist-subset", "--epochs", "1", "--out", "m.safetensors").code == 0
+    result = cli("robustness", "--model", "m.safetensors", "--data", "mnist-subset", "--corruption", "fog", "--severity", "1",
+                 "--n", "50", "--out", "r.h5")
+    assert result.code == 0, result.stderr
+    labels = Report(tmp_path / "r.h5").read("robustness").samples["label"]
+    assert len(labels) == 50 and len(np.unique(labels)) >= 8
