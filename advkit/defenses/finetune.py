@@ -13,7 +13,9 @@ gets the same per-epoch checkpoints, exact resume and reproducible data order as
 - ``fast`` (Wong et al., ICLR 2020, https://arxiv.org/abs/2001.03994): FGSM from a uniform random start, step
   1.25 eps.
 - ``trades`` (Zhang et al., ICML 2019, https://arxiv.org/abs/1901.08573): CE(clean) + beta * KL(f(x) || f(x'))
-  with x' from a KL-maximising PGD started at x + 0.001 N(0, 1).
+  with x' from a KL-maximising PGD started at x + 0.001 N(0, 1). The outer loss takes f(x) and f(x') from one
+  forward pass over both halves (DistributedDataParallel allows one per backward): a net with BatchNorm normalises
+  them together, where the reference code makes two passes.
 - ``plain``: cross-entropy only (the control: the same epochs without adversarial examples).
 
 The attacks inside training see the net in eval mode (batch-norm statistics are not updated by attack
@@ -81,6 +83,12 @@ class FinetuneMethod:
             raise SettingsError(f"unknown fine-tuning method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.fraction <= 1:
             raise SettingsError(f"fraction must lie in (0, 1], got {self.fraction}")
+        if self.method == "fast":  # Wong et al.: one step of 1.25 eps from a uniform start; other steps are a mistake
+            if self.steps not in (1, FinetuneMethod.steps) or self.alpha not in (None, 1.25 * self.eps):
+                raise SettingsError(f"fast takes one step of 1.25 eps (Wong et al.); steps={self.steps} and "
+                                    f"alpha={self.alpha} do not apply to it")
+            object.__setattr__(self, "steps", 1)
+            object.__setattr__(self, "alpha", 1.25 * self.eps)
         if self.alpha is None:
             object.__setattr__(self, "alpha", madry_step(self.eps, max(self.steps, 1)))
         finite = all(math.isfinite(v) for v in (self.eps, self.alpha, self.beta, self.fraction))  # NaN passes every comparison
@@ -119,8 +127,7 @@ class FinetuneObjective:
             return F.cross_entropy(logits, y), logits
         if method == "trades":
             return self._trades(model, x, y, index, epoch)
-        x_adv = self._pgd(model, x, y, index, epoch, steps=1 if method == "fast" else self.m.steps,
-                          alpha=1.25 * self.m.eps if method == "fast" else self.m.alpha)
+        x_adv = self._pgd(model, x, y, index, epoch, steps=self.m.steps, alpha=self.m.alpha)  # fast: 1 x 1.25 eps
         logits = model.logits(x_adv)
         return F.cross_entropy(logits, y), logits
 
@@ -143,6 +150,12 @@ class FinetuneObjective:
         u = counter_uniform(keys, torch.arange(x[0].numel(), device=x.device).expand(len(x), -1)).float().view_as(x)
         return (x + (2 * u - 1) * self.m.eps).clamp(0, 1)
 
+    def _trades_start(self, x: torch.Tensor, index: np.ndarray, epoch: int) -> torch.Tensor:
+        """TRADES' start x + 0.001 N(0, 1), each sample's noise from its own stream (not the batch's)."""
+        noise = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(key)))
+                             for key in self._seeds(index, epoch, "trades")]).to(x.device)
+        return (x + 0.001 * noise).clamp(0, 1)
+
     def _pgd(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, epoch: int, *, steps: int, alpha: float) -> torch.Tensor:
         """L-inf PGD from a uniform random start, on the CE loss, with the net in eval mode."""
         adv = self._uniform_start(x, index, epoch)
@@ -155,9 +168,7 @@ class FinetuneObjective:
         return adv.detach()
 
     def _trades(self, model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = self._seeds(index, epoch, "trades").to(x.device)
-        noise = torch.randn(x.shape, generator=torch.Generator(device=x.device).manual_seed(int(keys[0])), device=x.device)
-        adv = (x + 0.001 * noise).clamp(0, 1)
+        adv = self._trades_start(x, index, epoch)
         plain = model.unwrapped()
         with model.evaluating():  # attacks inside training see the net in eval mode
             clean_probs = torch.softmax(plain.logits(x), 1).detach()

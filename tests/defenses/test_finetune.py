@@ -32,7 +32,8 @@ def test_every_objective_trains(method: str, fresh_model: ModelWrapper, digits: 
     index = digits.indices("train")[:32]
     x, y = digits.batch(index)
     fresh_model.net.train()
-    loss, logits = FinetuneMethod(method, eps=0.2, steps=3).objective()(fresh_model, x, y, index, 0)
+    steps = {} if method == "fast" else {"steps": 3}  # fast takes one step
+    loss, logits = FinetuneMethod(method, eps=0.2, **steps).objective()(fresh_model, x, y, index, 0)
     loss.backward()
     assert torch.isfinite(loss) and logits.shape == (32, 10)
     assert fresh_model.net.training  # attacks borrowed eval mode and gave train mode back
@@ -57,6 +58,26 @@ def test_pgd_examples_stay_in_the_ball(fresh_model: ModelWrapper, digits: ImageD
     objective = FinetuneObjective(FinetuneMethod("pgd", eps=0.1, steps=5))
     adv = objective._pgd(fresh_model, x, y, index, 0, steps=5, alpha=0.05)
     assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+
+
+def test_trades_start_of_a_sample_does_not_depend_on_its_batch(digits: ImageDataset) -> None:
+    """One generator seeded from the batch's first sample drew the whole batch's noise."""
+    index = digits.indices("train")[:5]
+    x, _ = digits.batch(index)
+    objective = FinetuneObjective(FinetuneMethod("trades"))
+    whole, tail = objective._trades_start(x, index, 1), objective._trades_start(x[2:], index[2:], 1)
+    assert torch.equal(whole[2:], tail) and not torch.equal(whole, x)
+
+
+def test_fast_records_the_one_step_it_takes() -> None:
+    """--method fast ran one step of 1.25 eps but recorded --steps 7 and alpha 2.5 eps / 7, and ignored a given
+    --alpha or --steps."""
+    fast = FinetuneMethod("fast", eps=0.2)
+    assert (fast.steps, fast.alpha) == (1, 1.25 * 0.2)
+    assert fast.fingerprint()["finetune.steps"] == 1 and fast.fingerprint()["finetune.alpha"] == 1.25 * 0.2
+    for kwargs in ({"alpha": 0.01}, {"steps": 20}):
+        with pytest.raises(SettingsError, match="fast takes one step of 1.25 eps"):
+            FinetuneMethod("fast", eps=0.2, **kwargs)  # type: ignore[arg-type]
 
 
 def test_bad_settings() -> None:
@@ -225,3 +246,12 @@ def test_a_refused_state_file_leaves_no_half_started_run(cli: Cli, digits_checkp
     fixed = cli(*args, "--report", "ft.h5", "--eps", "0.1")
     assert fixed.code == 0, fixed.stderr
     assert [(r.id, r.status) for r in Report(tmp_path / "ft.h5").runs()] == [("finetune-plain", "complete")]
+
+
+def test_the_evaluation_pgd_takes_madrys_step() -> None:
+    """The before/after PGD took 40 steps of eps / 40, one eps of travel in all: on digits at eps 0.1 it succeeded
+    on 18% of the images where Madry's 2.5 eps / steps (training's and epoch selection's step) succeeds on 30%."""
+    from advkit.cli.finetune_cmd import _eval_attacks
+
+    pgd = _eval_attacks(["pgd"], 0.1)["pgd"]
+    assert pgd.params()["steps"] == 40 and pgd.params()["alpha"] == pytest.approx(2.5 * 0.1 / 40)
