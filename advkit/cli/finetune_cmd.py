@@ -90,7 +90,7 @@ def finetune(
         loaded = _checked_model(model, unsafe_pickle, dev)
         pre = loaded.preprocessing
         opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
-        ds = with_validation_split(opened, seed=seed)
+        ds = with_validation_split(opened, seed=seed) if select_best else opened  # --last trains on all train images
         ds.indices("test", required=True)  # before/after is measured on test images: fail now, not after training
         before = ModelWrapper(copy.deepcopy(loaded.net), pre).to(dev)  # the pre-trained model, kept as it is
         check_compatible(before, ds, quiet=not world.is_root)
@@ -200,13 +200,13 @@ def _require_gradients(model: ModelWrapper, ds: ImageDataset, spec: FinetuneMeth
     needing = [(f"--method {spec.method}", "--method paper-black or plain")] if spec.uses_gradients else []
     needing += [(f"attack {name}", "a gradient-free --eval-attack such as pixle or square") for name in filter(uses_gradients, attacks)]
     if needing:  # the probe tests the model, so one is enough: the message names the first thing that needs it
-        require_input_gradients(model, ds.batch(ds.indices("val")[:1])[0].to(model.device), *needing[0])
+        require_input_gradients(model, ds.batch(ds.indices("train")[:1])[0].to(model.device), *needing[0])
 
 
 def _dry_run(attacks: dict[str, Attack], model: ModelWrapper, ds: ImageDataset) -> None:
-    """Each evaluation attack on one val image, so what fails only when run (an RGB-only attack on gray data, a
+    """Each evaluation attack on one train image, so what fails only when run (an RGB-only attack on gray data, a
     setting torchattacks rejects when it builds the attack, ...) fails before training instead of after it."""
-    x, y = ds.batch(ds.indices("val")[:1])
+    x, y = ds.batch(ds.indices("train")[:1])
     for attack in attacks.values():
         attack(model, x, y)
 

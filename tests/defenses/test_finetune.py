@@ -255,3 +255,12 @@ def test_the_evaluation_pgd_takes_madrys_step() -> None:
 
     pgd = _eval_attacks(["pgd"], 0.1)["pgd"]
     assert pgd.params()["steps"] == 40 and pgd.params()["alpha"] == pytest.approx(2.5 * 0.1 / 40)
+
+
+def test_last_trains_on_the_whole_train_split(cli: Cli, digits_checkpoint: Path, digits: ImageDataset) -> None:
+    """--last selects no epoch, yet 10% of the train split was still carved off as val and never trained on."""
+    train = len(digits.indices("train"))
+    last = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--last", "--out", "l.safetensors")
+    assert last.code == 0 and f"({train} train images" in last.stderr, last.stderr
+    best = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--out", "b.safetensors")
+    assert best.code == 0 and f"({train} train images" not in best.stderr  # the val images come out of it
