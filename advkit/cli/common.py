@@ -127,7 +127,8 @@ def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[st
     Attack runs record ``attack`` (one name) and ``attack_params`` (every setting the attack ran with) rather
     than the raw ``NAME`` argument and ``--param`` flags, so that configs compare by effect; worst-case runs
     record the ``attacks`` and ``runs`` they combine and ``params_by_attack``; ``*_fingerprint`` keys record the
-    models' weights; a detect eval run records the attack run it measured as ``source``; a robustness run the
+    models' weights; a detect eval run records the attack run it measured as ``source`` (with when that run was
+    made, ``source_created``) and its detector file's ``detector_sha256``; a robustness run the
     resolved ``corruptions`` and ``severities`` beside its options. ``options`` are the command's own option names.
     """
     config = dict(config)
@@ -143,7 +144,10 @@ def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[st
                                     for k, v in settings.items() if k != "torchattacks"])
     if "runs" not in options:  # a worst-case run's combined runs (detect eval's --run is an option named runs)
         config.pop("runs", None)
-    if "source" in config and "detector_fingerprint" in config:  # a detect eval run: the attack run it measured
+    detect_eval = "detector_sha256" in config or "detector_fingerprint" in config  # (the key before 2026-12-03)
+    if "source" in config and detect_eval:  # a detect eval run: the attack run it measured
+        config.pop("detector_sha256", None)  # recorded facts about its inputs, checked on re-runs: not options
+        config.pop("source_created", None)
         source = str(config.pop("source"))
         key, value = ("runs", [source]) if config.get("adversarial") else ("attack", [source.removeprefix("attack-")])
         config.setdefault(key, value)

@@ -7,6 +7,7 @@ MagNet baselines) on adversarial images saved by ``advkit attack --save-images``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import Enum
 from pathlib import Path
@@ -350,12 +351,17 @@ def evaluate_cmd(
     chosen = (arch, arch_settings(arch, arch_param))
     det, meta, source = _load_detector(detector, model, chosen, unsafe_pickle, device)
     report = Report(out_path)
+    # what the measured images and detector were: a detector refitted under the same path, or an attack run
+    # replaced in --adversarial, is another config, not a run to skip as complete
+    detector_sha256 = hashlib.sha256(detector.read_bytes()).hexdigest()
+    made = {info.id: info.created for info in Report(adversarial).runs()} if adversarial is not None and adversarial.exists() else {}
 
     def planned(run_id: str) -> tuple[str, dict[str, Any]]:
         """The report run that measures attack run ``run_id``, and its config."""
         return (f"{run_prefix}-{run_id.removeprefix('attack-')}",
                 {**recorded_config(ctx.params, {"out_path", "runs", "attack", "run_prefix"}), "source": run_id,
-                 "detector_fingerprint": meta["fingerprint"]})
+                 "model_fingerprint": meta["fingerprint"], "detector_sha256": detector_sha256,
+                 **({"source_created": made[run_id]} if run_id in made else {})})
 
     names = list(dict.fromkeys(attack or []))
     if adversarial is None:  # every run this call writes is checked before the first attack (or the first evaluation)

@@ -263,7 +263,8 @@ def test_a_detect_eval_config_names_the_attack_it_measured() -> None:
 
     recorded = {"detector": "d.safetensors", "adversarial": None, "source": "attack-pgd", "detector_fingerprint": "f"}
     assert replayable(recorded) == {"detector": "d.safetensors", "adversarial": None, "attack": ["pgd"]}
-    from_report = {"detector": "d.safetensors", "adversarial": "a.h5", "source": "attack-pgd", "detector_fingerprint": "f"}
+    from_report = {"detector": "d.safetensors", "adversarial": "a.h5", "source": "attack-pgd", "model_fingerprint": "f",
+                   "detector_sha256": "0a", "source_created": "2026-12-03T12:00:00"}
     assert replayable(from_report) == {"detector": "d.safetensors", "adversarial": "a.h5", "runs": ["attack-pgd"]}
     # a config file written by hand for detect eval keeps its own --attack (it became attack's NAME argument)
     assert replayable({"attack": ["pgd"]}, {"attack", "detector"}) == {"attack": ["pgd"]}
@@ -313,3 +314,23 @@ def test_detect_eval_gives_the_same_result_for_the_same_samples_however_supplied
     assert np.array_equal(a.samples["index"], b.samples["index"]) and len(a.samples["index"]) >= 20
     assert np.array_equal(a.samples["test"], b.samples["test"]) and not a.samples["test"].all()
     assert {k: v for k, v in a.summary.items() if "seconds" not in k} == {k: v for k, v in b.summary.items() if "seconds" not in k}
+
+
+def test_detect_eval_does_not_take_a_refitted_detector_or_a_replaced_attack_run_for_done(cli, tmp_path: Path,
+                                                                                         digits_checkpoint: Path) -> None:
+    """Its config recorded the classifier's fingerprint as 'detector_fingerprint': after a refit under the same path,
+    or a replaced attack run in --adversarial, the same command said 'already complete' and kept the old AUROCs."""
+    fit = ["detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "200", "--epochs", "1", "--filters", "4",
+           "--out", "d.safetensors"]
+    attack = ["attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "30", "--save-images", "--out", "adv.h5"]
+    assert cli(*fit).code == 0 and cli(*attack, "--param", "eps=0.3").code == 0
+    evaluate = ["detect", "eval", "--detector", "d.safetensors", "--adversarial", "adv.h5", "--supervised", "none", "--out", "ev.h5"]
+    assert cli(*evaluate).code == 0
+    assert "already complete" in cli(*evaluate).stderr  # the same detector and images: nothing to redo
+    assert cli(*fit, "--seed", "1", "--overwrite").code == 0
+    refitted = cli(*evaluate)
+    assert refitted.code == 1 and "different config (detector_sha256:" in refitted.stderr, refitted.stderr
+    assert cli(*evaluate, "--overwrite").code == 0
+    assert cli(*attack, "--param", "eps=0.25", "--overwrite").code == 0
+    replaced = cli(*evaluate)
+    assert replaced.code == 1 and "different config (source_created:" in replaced.stderr, replaced.stderr
