@@ -382,16 +382,16 @@ def fmt(value: Any) -> str:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, literal: bool = False) -> Table:
     """A Rich table of ``fmt``-formatted cells; ``literal`` shows them as plain text (no markup, no emoji codes), for
     text advkit does not write itself, such as registry descriptions (``root/[train|val|test/]...``)."""
-    tab = Table(title=title, title_justify="left", header_style="bold")
+    tab = Table(title=Text(title) if literal and title else title, title_justify="left", header_style="bold")
     for col in columns:
-        tab.add_column(col, overflow="fold")
+        tab.add_column(Text(col) if literal else col, overflow="fold")
     for row in rows:
         tab.add_row(*(Text(fmt(v)) if literal else fmt(v) for v in row))
     return tab
 
 
-def kv_table(title: str | None, data: Mapping[str, Any]) -> Table:
-    return table(title, ["", "value"], [(k, v) for k, v in data.items()])
+def kv_table(title: str | None, data: Mapping[str, Any], *, literal: bool = False) -> Table:
+    return table(title, ["", "value"], [(k, v) for k, v in data.items()], literal=literal)
 
 
 def emit_json(data: Any) -> None:

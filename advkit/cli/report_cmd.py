@@ -68,11 +68,12 @@ def _details(data: Any) -> dict[str, Any]:
 
 
 def _print_details(detail: dict[str, Any]) -> None:
-    out.rule(f"run {detail['run']}")
-    out.print(kv_table(f"run {detail['run']}", {k: v for k, v in detail["attrs"].items() if k != "config"}))
-    out.print(kv_table("config", detail["config"]))
+    out.rule(escape(f"run {detail['run']}"))
+    # stored text is shown as written: Rich markup would eat "[block1]" in "ae[block1]", telling three rows apart
+    out.print(kv_table(f"run {detail['run']}", {k: v for k, v in detail["attrs"].items() if k != "config"}, literal=True))
+    out.print(kv_table("config", detail["config"], literal=True))
     if detail["summary"]:
-        out.print(kv_table("summary", detail["summary"]))
+        out.print(kv_table("summary", detail["summary"], literal=True))
     else:
         out.print(f"no summary yet: the run is {escape(str(detail['attrs'].get('status', 'not complete')))} (its summary is written when it finishes)")
     for name, columns in detail["tables"].items():
@@ -80,11 +81,11 @@ def _print_details(detail: dict[str, Any]) -> None:
         rows = list(zip(*(np.asarray(columns[k]).tolist() for k in keys)))
         shown = rows if len(rows) <= TABLE_ROWS else rows[:TABLE_ROWS]
         title = name if len(rows) <= TABLE_ROWS else f"{name} (first {TABLE_ROWS} of {len(rows)} rows; report export has all)"
-        out.print(table(title, keys, shown))
+        out.print(table(title, keys, shown, literal=True))
     rows = detail["per_class"]
     if rows:
         keys = list(rows[0])
-        out.print(table("per class", keys, [[r.get(k, float("nan")) for k in keys] for r in rows]))
+        out.print(table("per class", keys, [[r.get(k, float("nan")) for k in keys] for r in rows], literal=True))
 
 
 @app.command("compare")
@@ -204,7 +205,7 @@ def _show_all(report: Any, json_output: bool) -> None:
                     "summary": r.summary} for r in runs])
         return
     rows = [[r.id, r.kind, r.status, r.n_samples, r.created[:16].replace("T", " "), _headline(r.summary)] for r in runs]
-    out.print(table(f"{report.path}: {len(runs)} run(s)", ["run", "kind", "status", "samples", "created", "result"], rows))
+    out.print(table(f"{report.path}: {len(runs)} run(s)", ["run", "kind", "status", "samples", "created", "result"], rows, literal=True))
 
 
 def _headline(summary: dict[str, Any]) -> str:

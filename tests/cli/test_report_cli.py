@@ -194,3 +194,14 @@ def test_show_says_a_running_run_has_no_summary_yet(cli: Cli, tmp_path: Path) ->
     writer.close()  # interrupted: no finish
     shown = cli("report", "show", tmp_path / "r.h5", "attack-pixle")
     assert shown.code == 0 and "no summary yet: the run is running" in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_show_prints_stored_text_as_written(cli: Cli, tmp_path: Path) -> None:
+    """Rich markup ate '[block1]': a detect eval's results rows ae[block1], ae[block2] and ae all printed as 'ae'."""
+    report = Report(tmp_path / "d.h5")
+    with report.start_run("detect-x", kind="detect", config={"layers": "[block1]"}, seed=0) as run:
+        run.add_table("results", {"detector": np.array(["ae[block1]", "ae[block2]", "ae"]), "auroc": np.array([0.9, 0.8, 0.95])})
+        run.finish({"note": "see [bold]"})
+    shown = cli("report", "show", "d.h5", "detect-x")
+    assert shown.code == 0, shown.stderr
+    assert "ae[block1]" in shown.stdout and "ae[block2]" in shown.stdout and "see [bold]" in shown.stdout
