@@ -156,6 +156,8 @@ def replayable(config: dict[str, Any], options: Collection[str] = ()) -> dict[st
     for key, option in (("corruptions", "corruption"), ("severities", "severity")):
         if key in config and key not in options:
             config.setdefault(option, config.pop(key))
+    if "subset" not in options:  # how a robustness run chose its test images: recorded, not an option
+        config.pop("subset", None)
     for key in [k for k in config if k.endswith("_fingerprint")]:  # recorded weights, checked on re-runs: not options
         config.pop(key)
     return config

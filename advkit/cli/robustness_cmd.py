@@ -71,6 +71,8 @@ def robustness(
            "severities": severities}
     if cifar10c is not None:
         cfg["cifar10c"] = str(cifar10c.resolve())
+    else:  # which test images: before 2026-12-03 the first --n, so such a run is not this one's to reuse
+        cfg["subset"] = "seeded"
     png = check_figure_path(plot or out_path.with_suffix(".png"))
     report = Report(out_path)
     finished = None if overwrite else finished_run(report, run, cfg)

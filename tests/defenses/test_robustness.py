@@ -162,3 +162,7 @@ def test_robustness_measures_a_subset_that_spans_the_classes(cli: Cli, tmp_path:
     assert result.code == 0, result.stderr
     labels = Report(tmp_path / "r.h5").read("robustness").samples["label"]
     assert len(labels) == 50 and len(np.unique(labels)) >= 8
+    # a run of the first --n images (made before the change) is not taken for this one, and the config replays
+    config = cli("report", "show", "r.h5", "robustness", "--config")
+    (tmp_path / "r.toml").write_text(config.stdout)
+    assert "subset" in config.stdout and cli("robustness", "--config", "r.toml", "--out", "again.h5").code == 0
