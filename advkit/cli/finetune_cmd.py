@@ -98,7 +98,7 @@ def finetune(
         _dry_run(attacks, before, ds)
         selection = epoch_selection(spec, ds, before, seed=seed) if select_best else None
         criterion = selection.criterion if selection else "the last epoch (--last)"
-        validation = (f"the val split of {ds.name}" if ds is opened else
+        validation = ("none (--last)" if not select_best else f"the val split of {ds.name}" if ds is opened else
                       f"{VAL_FRACTION:.0%} of the train split of {ds.name} (stratified, seed {seed})")
 
         report_path = report or out_path.with_suffix(".h5")

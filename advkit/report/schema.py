@@ -34,7 +34,7 @@ COLUMN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 """Column names: Python identifiers, so they work as pandas columns and ``.npz`` keys."""
 
 STATUSES = ("running", "complete")
-KINDS = ("train", "attack", "transfer", "finetune", "robustness", "detect")
+KINDS = ("train", "attack", "worst-case", "transfer", "finetune", "robustness", "detect")
 """Kinds the advkit CLI writes; other identifiers are accepted for user-written runs."""
 
 ALLOWED_KINDS = "biufU"
@@ -88,10 +88,10 @@ SAMPLE_COLUMNS: dict[str, Column] = {
         _col("attacked", "bool", "b", "The attack ran on this sample (false for skipped ones, e.g. misclassified "
              "clean)."),
         _col("adv_pred", "int64", "iu", "Prediction on the adversarial image."),
-        _col("target", "int64", "iu", "Target class of a targeted attack; -1 when untargeted or not attacked."),
+        _col("target", "int64", "iu", "Target class of a targeted attack; -1 on rows not attacked. Absent from untargeted runs."),
         _col("success", "bool", "b", "The attack met its criterion, re-checked by an independent forward pass."),
         _col("queries", "int64", "iu", "Model queries spent on this sample."),
-        _col("iterations", "int64", "iu", "Attack iterations run on this sample; -1 where the attack does not report them (torchattacks attacks)."),
+        _col("iterations", "int64", "iu", "Attack iterations run on this sample; -1 where the attack does not report them (torchattacks attacks), 0 on rows not attacked."),
         _col("l0", "int64", "iu", "Number of pixels changed (a pixel counts once whatever its channels)."),
         _col("l2", "float32", "fiu", "L2 norm of the perturbation in [0, 1] pixel space."),
         _col("linf", "float32", "fiu", "L-infinity norm of the perturbation in [0, 1] pixel space."),

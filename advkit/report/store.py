@@ -1061,7 +1061,8 @@ class Report:
                        _summary(run, self._display))
 
     def runs(self) -> list[RunInfo]:
-        """All runs in the order they were started; running runs count their journaled samples."""
+        """All runs, in the order their ids were first added (a run replaced with --overwrite keeps its place); running
+        runs count their journaled samples."""
 
         def read() -> list[RunInfo]:
             with self._open() as f:

@@ -262,5 +262,6 @@ def test_last_trains_on_the_whole_train_split(cli: Cli, digits_checkpoint: Path,
     train = len(digits.indices("train"))
     last = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--last", "--out", "l.safetensors")
     assert last.code == 0 and f"({train} train images" in last.stderr, last.stderr
+    assert Report(Path("l.h5")).read("finetune-plain").summary["validation"] == "none (--last)"  # said "the val split of digits"
     best = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--out", "b.safetensors")
     assert best.code == 0 and f"({train} train images" not in best.stderr  # the val images come out of it
