@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
@@ -151,3 +153,25 @@ def suggest(name: str, choices: list[str]) -> str:
     """"; did you mean a, b?" for close matches of ``name``, else "; choose from ..." (for one-line errors)."""
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     return f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(choices)}"
+
+
+def parse_value(raw: str) -> Any:
+    """One ``key=value`` setting's value: JSON when it parses (numbers, booleans, lists), else Python's spelling
+    (``True``, ``None``, ``(1, 2)``), else the text itself (``8/255``, ``linf``).
+
+        >>> [parse_value(v) for v in ("10", "True", "(1, 2)", "8/255")]
+        [10, True, [1, 2], '8/255']
+    """
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+    if isinstance(value, tuple):
+        value = list(value)
+    scalar = (bool, int, float, str, type(None))
+    plain = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+    return value if plain else raw

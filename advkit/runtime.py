@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         raise AdvkitError(f"{path} is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    if len(os.fsencode(tmp.name)) > 255:  # a legal name near the limit: its sibling's name must fit too
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        tmp = path.with_name(f".{digest}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors writes 0600
@@ -36,7 +41,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise AdvkitError(f"could not write {path}: {reason}") from exc
     finally:
-        tmp.unlink(missing_ok=True)  # gone already once it replaced path
+        with contextlib.suppress(OSError):  # a second error here would hide the first, which says what went wrong
+            tmp.unlink(missing_ok=True)  # gone already once it replaced path
     return path
 
 

@@ -227,15 +227,20 @@ class _AttackProgress:
 
     def __init__(self, name: str, total: int, resumed: dict[str, np.ndarray] | None = None) -> None:
         self.name, self.total, self.started = name, total, time.perf_counter()
-        self.done = self.fresh = self.successes = 0
+        self.done = self.fresh = self.successes = self.scored = 0
         self.queries: list[int] = []
         if resumed is not None and len(resumed.get("index", ())):
             self._count({k: v[resumed["attacked"].astype(bool)] for k, v in resumed.items()})
 
     def _count(self, columns: dict[str, np.ndarray]) -> None:
+        from advkit.report.summary import scored
+
         self.done += len(columns["index"])
-        self.successes += int(columns["success"].sum())
-        self.queries.extend(columns["queries"][columns["success"].astype(bool)].tolist())
+        # over the samples the summary counts: with --include-misclassified, not the images already misclassified
+        hit = columns["success"].astype(bool) & scored(columns)
+        self.scored += int(scored(columns).sum())
+        self.successes += int(hit.sum())
+        self.queries.extend(columns["queries"][hit].tolist())
 
     def update(self, columns: dict[str, np.ndarray]) -> ProgressEvent:
         self._count(columns)
@@ -243,7 +248,8 @@ class _AttackProgress:
         rate = self.fresh / max(time.perf_counter() - self.started, 1e-9)
         median = float(np.median(self.queries)) if self.queries else float("nan")
         return ProgressEvent(f"attack {self.name}", self.done, self.total, {
-            "img/s": rate, "success": self.successes / self.done, "median queries (successes)": median,
+            "img/s": rate, "success": self.successes / self.scored if self.scored else float("nan"),
+            "median queries (successes)": median,
         })
 
 

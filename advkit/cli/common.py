@@ -5,7 +5,6 @@ Results go to stdout (a Rich table, or JSON with ``--json``); progress and logs 
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from rich.text import Text
 
 from advkit.cli.interrupts import raise_if_interrupted
 from advkit.errors import AdvkitError
-from advkit.registry import simple_types, union_members
+from advkit.registry import parse_value, simple_types, union_members
 from advkit.runtime import ProgressEvent, ProgressFn
 
 if TYPE_CHECKING:
@@ -317,24 +316,8 @@ def parse_params(pairs: Sequence[str], what: str = "--param") -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{what} takes key=value, got {pair!r}")
-        params[key.strip()] = _param_value(raw)
+        params[key.strip()] = parse_value(raw)
     return params
-
-
-def _param_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        pass
-    try:
-        value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return raw
-    if isinstance(value, tuple):
-        value = list(value)
-    scalar = (bool, int, float, str, type(None))
-    plain = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
-    return value if plain else raw
 
 
 def arch_settings(arch: str | None, pairs: Sequence[str] | None) -> dict[str, Any] | None:

@@ -152,6 +152,7 @@ def plot(
     from advkit.report.plots import plot_report
 
     check_choice(figure, FIGURE_NAMES, "--figure")
+    run = list(dict.fromkeys(run)) if run else run  # a repeated --run is drawn once
     result = plot_report(Report(path), out_dir, runs=run, figures=figure, max_images=max_images)
     if result.incomplete:
         warn(f"not complete, so not drawn (name them with --run to draw them): {', '.join(result.incomplete)}")
@@ -181,6 +182,7 @@ def export(
     from advkit.report.export import export as export_report, summary_json
 
     check_choice(format_, ("csv", "json"), "--format")
+    run = list(dict.fromkeys(run)) if run else run  # a repeated --run is exported once
     if format_ == "csv" and out_path == Path("-"):
         raise typer.BadParameter("- (standard output) is for --format json; CSV export writes a directory of files",
                                  param_hint="--out")

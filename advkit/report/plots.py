@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advkit.errors import AdvkitError, ReportError
+from advkit.registry import parse_value
 from advkit.report.schema import IMAGES, MOVES
 from advkit.report.summary import scored
 from advkit.runtime import write_atomically
@@ -156,7 +157,11 @@ def plot_norm_histograms(norms: Mapping[str, Mapping[str, np.ndarray]], path: Pa
     names = {"l0": "L0 (pixels changed)", "l2": "L2", "linf": "L-inf"}
     for ax, kind in zip(axes[0], kinds):
         present = {label: np.asarray(v[kind], np.float64) for label, v in norms.items() if kind in v and len(v[kind])}
+        present = {label: values[np.isfinite(values)] for label, values in present.items()}  # a NaN made every bin NaN
         every = np.concatenate(list(present.values()))
+        if not len(every):
+            ax.set_title(f"{names[kind]}: no finite values")
+            continue
         low, high = float(every.min()), float(every.max())
         bins = np.linspace(low, high if high > low else low + 1, 21)
         for label, values in present.items():
@@ -207,7 +212,7 @@ def plot_image_grid(
     fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n + 0.4), squeeze=False)
     diff = np.abs(adversarial - clean).max(axis=1)  # (N, C, H, W) -> (N, H, W)
     scale = float(diff.max()) or 1.0
-    headers = ["clean", "adversarial" + (" + moves" if moves is not None else ""), f"|difference| (max {scale:.2f})"]
+    headers = ["clean", "adversarial" + (" + moves" if moves is not None else ""), f"|difference| (max {scale:.3g})"]
     if extra is not None:
         headers.append(extra[0])
     for i in range(n):
@@ -337,14 +342,11 @@ def _config_list(run: RunData, key: str, item: type) -> list[Any]:
 
 
 def _data_params(values: Any) -> dict[str, Any]:
-    """A recorded ``data_param`` list of ``key=value`` strings -> options (JSON values where they parse)."""
+    """A recorded ``data_param`` list of ``key=value`` strings -> options, parsed as the CLI parsed them."""
     params: dict[str, Any] = {}
     for pair in values or []:
         key, _, raw = str(pair).partition("=")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
+        params[key.strip()] = parse_value(raw)
     return params
 
 
@@ -374,7 +376,8 @@ def _attack_runs(runs: list[RunData], result: PlotResult, figure: str) -> list[R
     """The attack runs with per-sample success and queries; the other attack runs are noted as left out of ``figure``."""
     attacks = [r for r in runs if r.kind == "attack"]
     chosen = [r for r in attacks if {"success", "queries"} <= set(r.samples)]
-    _note_left_out(result, figure, [f"{r.id}: no per-sample success and queries" for r in attacks if r not in chosen])
+    _note_left_out(result, figure, [f"{r.id}: no per-sample success and queries" for r in attacks
+                                    if not {"success", "queries"} <= set(r.samples)])
     return chosen
 
 
@@ -414,11 +417,12 @@ def _norms(runs: list[RunData], out: Path, result: PlotResult) -> None:
     result.written["norms"] = [plot_norm_histograms(norms, out / "perturbation-norms.png")]
 
 
-def _pick(run: RunData, success: np.ndarray, n: int) -> np.ndarray:
-    """Up to ``n`` rows to show: successful ones first, in index order."""
-    rows = np.flatnonzero(success)
+def _pick(success: np.ndarray, shown: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` of the ``shown`` rows: successful ones first, then failed ones, in index order (a row the attack
+    never ran on, such as an already misclassified image, is not a failure to show)."""
+    rows = np.flatnonzero(success & shown)
     if len(rows) < n:
-        rows = np.concatenate([rows, np.flatnonzero(~success)])
+        rows = np.concatenate([rows, np.flatnonzero(~success & shown)])
     return rows[:n]
 
 
@@ -458,7 +462,7 @@ def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader,
     s = full.samples
     if IMAGES not in s and moves is None:
         raise Unavailable("no adversarial images (run the attack with --save-images)")
-    rows = _pick(full, _column(full, "success", "b") & scored(full.samples), n)
+    rows = _pick(_column(full, "success", "b"), scored(full.samples), n)
     index = s["index"][rows]
     clean = _domain_images(full, loader(run, index))
     adv, arrows = None, None
@@ -525,7 +529,8 @@ def _transfer_images(run: RunData, out: Path, loader: ImageLoader, n: int) -> Pa
     s = run.samples
     direction = run.config_text("direction", "") or ""
     src, _, tgt = direction.partition("->")
-    rows = _pick(run, _column(run, "src_success", "b"), n)
+    success = _column(run, "src_success", "b")
+    rows = _pick(success, np.ones_like(success), n)  # every pair of a transfer run was attacked
     src_pred, tgt_pred = _column(run, "src_adv_pred", "iu")[rows], _column(run, "tgt_adv_pred", "iu")[rows]
     clean = loader(run, s["index"][rows])
     if src not in clean or tgt not in clean:

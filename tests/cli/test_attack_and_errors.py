@@ -394,3 +394,16 @@ def test_the_interrupt_message_says_what_a_re_run_does() -> None:
     assert _after_interrupt(["detect", "fit", "--model", "m"]).startswith("nothing half-done was kept")
     # detect eval writes each attack's run whole and a re-run skips those already complete (it promised nothing kept)
     assert _after_interrupt(["detect", "eval", "--attack", "pgd"]).startswith("the runs written before it are kept")
+
+
+def test_the_progress_bar_counts_success_like_the_summary() -> None:
+    """With --include-misclassified the bar's 'success' and median queries counted images the model already got
+    wrong (pgd showed 0.3 live and 0.16 in the table)."""
+    import numpy as np
+
+    from advkit.cli.attack_cmd import _AttackProgress
+
+    columns = {"index": np.arange(4), "label": np.array([0, 1, 2, 3]), "pred": np.array([0, 1, 9, 9]),
+               "attacked": np.ones(4, bool), "success": np.array([True, False, True, True]), "queries": np.array([3, 5, 1, 1])}
+    stats = _AttackProgress("pgd", 4).update(columns).stats
+    assert stats["success"] == 0.5 and stats["median queries (successes)"] == 3.0  # over the 2 clean-correct images

@@ -205,3 +205,11 @@ def test_show_prints_stored_text_as_written(cli: Cli, tmp_path: Path) -> None:
     shown = cli("report", "show", "d.h5", "detect-x")
     assert shown.code == 0, shown.stderr
     assert "ae[block1]" in shown.stdout and "ae[block2]" in shown.stdout and "see [bold]" in shown.stdout
+
+
+def test_a_repeated_run_is_drawn_and_exported_once(cli: Cli, attacked: Path, tmp_path: Path) -> None:
+    """--run X --run X crashed plot with numpy's 'truth value of an array is ambiguous' and exported X twice."""
+    plot = cli("report", "plot", attacked, "--run", "attack-pgd", "--run", "attack-pgd", "--figure", "cdf", "--out", "f")
+    assert plot.code == 0 and "Traceback" not in plot.stderr, plot.stderr
+    exported = cli("report", "export", attacked, "--format", "json", "--run", "attack-pgd", "--run", "attack-pgd", "--out", "-")
+    assert exported.code == 0 and len(exported.json()["runs"]) == 1, exported.stdout[:500]

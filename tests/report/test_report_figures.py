@@ -269,3 +269,26 @@ def test_images_the_model_got_wrong_are_no_success_in_any_view(tmp_path: Path, m
     queries, successes = drawn["cdf"]["attack-pixle"]  # type: ignore[index]
     assert queries.tolist() == [50, 50, 50] and successes.tolist() == [True, False, False]
     assert drawn["norms"]["attack-pixle"]["l0"].tolist() == [7]  # type: ignore[index]
+
+
+def test_figure_helpers_from_a_plots_review(tmp_path: Path) -> None:
+    """Image grids of a failed attack showed rows it never ran on (already misclassified images) as failures; the
+    recorded data_param 'thermal=True' failed to parse ('thermal must be a bool'); one NaN L2 emptied the panel."""
+    from advkit.report.plots import _data_params, _pick, plot_norm_histograms
+
+    failed, attacked = np.zeros(4, bool), np.array([True, False, True, True])
+    assert _pick(failed, attacked, 3).tolist() == [0, 2, 3]
+    assert _pick(np.array([False, False, True, False]), attacked, 2).tolist() == [2, 0]  # successes first
+    assert _data_params(["thermal=True", "size=(8, 8)", "eps=8/255"]) == {"thermal": True, "size": [8, 8], "eps": "8/255"}
+    path = plot_norm_histograms({"r": {"l2": np.array([0.5, np.nan, 0.0, 1.0])}}, tmp_path / "n.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_file_name_near_the_limit_is_written(tmp_path: Path) -> None:
+    """write_atomically's temporary sibling is about 12 bytes longer than the file: a legal 250-byte name failed,
+    and the error named the hidden temporary file."""
+    from advkit.runtime import write_atomically
+
+    path = tmp_path / ("s" * 244 + ".csv")
+    write_atomically(path, lambda tmp: tmp.write_text("a,b\n"))
+    assert path.read_text() == "a,b\n" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
