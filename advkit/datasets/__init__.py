@@ -58,8 +58,10 @@ def _create(registry: Registry[Dataset], name: str, spec: str, params: dict[str,
     return registry.create(name, **params)
 
 
-def open_images(spec: str, domain: str | None = None, **params: Any) -> ImageDataset:
+def open_images(spec: str, domain: str | None = None, /, **params: Any) -> ImageDataset:
     """Open a dataset and pick one domain: ``domain`` is required for paired data ("rgb" or "ir")."""
+    if "domain" in params:  # a reader option of that name would collide with the side: it gave a TypeError
+        raise DatasetError(f"choose the side of {spec} with --domain {params['domain']}, not as a data parameter")
     ds = open_dataset(spec, **params)
     if isinstance(ds, PairedDataset):
         if domain is None:

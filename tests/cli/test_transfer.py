@@ -87,7 +87,7 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
     rgb, ir = domain_models["rgb"], domain_models["ir"]
     cases = [
         (["--source-model", rgb, "--target-model", ir, "--data", "digits"], "single domain"),
-        (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "the source model takes 1-channel images but the rgb side has 3 channels"),
+        (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "the source model was trained on ir images but would get rgb ones; check --direction"),
         (["--source-model", rgb, "--target-model", digits_checkpoint, *DATA, "--direction", "rgb->ir"], "takes 8x8"),
         (["--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd"], "does not move pixels"),
         (["--source-model", rgb, "--target-model", ir, *DATA, "--direction", "rgb->ir", "--split", "val"], "has no val samples"),
@@ -108,3 +108,29 @@ def test_a_model_attacked_on_the_other_domain_gets_a_warning(cli: Cli, domain_mo
     assert "was trained on rgb images (its checkpoint says) but gets the ir images" in across.stderr
     own = cli("attack", "fgsm", "--model", domain_models["rgb"], *DATA, "--domain", "rgb", "--n", "5", "--out", "own.h5", "--json")
     assert own.code == 0 and "across domains" not in own.stderr, own.stderr
+
+
+def test_a_data_parameter_named_domain_is_one_line() -> None:
+    """--data-param domain=rgb crashed attack, train and robustness with 'got multiple values for argument domain'."""
+    from advkit.datasets import open_images
+    from advkit.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="choose the side of synthetic-rgbir with --domain rgb, not as a data parameter"):
+        open_images("synthetic-rgbir", domain="rgb")
+
+
+def test_transfer_warns_when_the_data_names_the_classes_otherwise(cli, domain_models: dict[str, Path], tmp_path: Path) -> None:
+    """transfer silenced check_compatible's class-name warning with the domain one it handles itself: models given
+    data whose classes are named in another order ran without a word (attack warns)."""
+    from dataclasses import replace
+
+    from advkit.datasets import open_dataset
+    from advkit.datasets.synthetic import write_paired
+
+    ds = open_dataset("synthetic-rgbir", n_per_class=60)
+    renamed = write_paired(replace(ds, class_names=list(reversed(ds.class_names))), tmp_path / "renamed", "D")
+    result = cli("transfer", "--source-model", domain_models["rgb"], "--target-model", domain_models["ir"], "--data",
+                 f"paired-d:{renamed}", "--direction", "rgb->ir", "--n", "3", "--no-controls", "--param", "restarts=1",
+                 "--param", "max_iterations=2", "--out", "t.h5")
+    assert result.code == 0, result.stderr
+    assert "warning: the source model names its class 0" in result.stderr, result.stderr
