@@ -230,12 +230,12 @@ def test_the_progress_bar_median_is_the_reports_queries_median() -> None:
     from advkit.report import attack_summary
 
     progress = _AttackProgress("pixle", 6)
-    batches = [{"index": np.arange(3), "success": np.array([True, False, True]), "queries": np.array([4, 500, 10])},
-               {"index": np.arange(3, 6), "success": np.array([False, True, False]), "queries": np.array([500, 6, 500])}]
+    clean = {"label": np.zeros(3, np.int64), "pred": np.zeros(3, np.int64)}  # journaled batches carry both
+    batches = [{"index": np.arange(3), "success": np.array([True, False, True]), "queries": np.array([4, 500, 10]), **clean},
+               {"index": np.arange(3, 6), "success": np.array([False, True, False]), "queries": np.array([500, 6, 500]), **clean}]
     for batch in batches:
         event = progress.update(batch)
     merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    merged.update(label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
     assert event.stats["median queries (successes)"] == attack_summary(merged)["queries_median"] == 6
     # resumed after the first batch (plus an unattacked row): the bar's numbers still cover all attacked samples
     journal = {k: np.concatenate([v, [0]]) for k, v in batches[0].items()} | {"attacked": np.array([True] * 3 + [False])}
