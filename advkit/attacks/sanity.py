@@ -119,9 +119,8 @@ def threat_model(attack_name: str, params: Mapping[str, Any] | None = None) -> t
 
 
 _L0 = frozenset({"pixle", "ta-pixle", "onepixel", "white-pixle", "white-pixle-sorted", "jsma", "sparsefool"})
-# attack_mix_flags compares the pixel-moving ones only: the other L0 attacks change pixel values under budgets of
-# their own (JSMA's share gamma, OnePixel's pixel count, SparseFool's none), so pixle beating jsma says nothing
-_PIXEL_MOVES = frozenset({"pixle", "ta-pixle", "white-pixle", "white-pixle-sorted"})
+# attack_mix_flags compares the pixel-moving ones only (pixel_budget): the other L0 attacks change pixel values
+# under budgets of their own (JSMA's share gamma, OnePixel's pixel count, SparseFool's none)
 _L2 = frozenset({"pgdl2", "pgdrsl2", "cw", "deepfool"})
 _L1 = frozenset({"eadl1", "eaden"})
 _NORM_PARAM = frozenset({"square", "apgd", "apgdt", "fab", "autoattack"})
@@ -146,13 +145,18 @@ def attack_mix_flags(robust_accuracy: Mapping[str, float],
     groups: dict[tuple[str, Any], tuple[dict[str, float], dict[str, float]]] = {}
     for name, value in robust_accuracy.items():
         key = threat_model(name, params.get(name))
-        if key is not None and (key[0] != "l0" or name in _PIXEL_MOVES):
+        if key is not None and key[0] == "l0":  # only pixel movers with the same pixel budget compare
+            budget = pixel_budget(name, params.get(name) or {})
+            key = None if budget is None else ("l0", budget)
+        if key is not None:
             groups.setdefault(key, ({}, {}))[0 if uses_gradients(name) else 1][name] = float(value)
     compared = [(key, min(black.items(), key=lambda kv: kv[1]), min(white.items(), key=lambda kv: kv[1]))
                 for key, (white, black) in groups.items() if white and black]
     if not compared:
         return {}
     (norm, eps), black, white = min(compared, key=lambda group: group[1][1] - group[2][1])
+    if norm == "l0":
+        norm, eps = f"l0 <= {eps} pixels", None
     return {
         "sanity.black_box_beats_white_box": bool(black[1] < white[1]),
         "sanity.black_box_robust_accuracy": black[1],
@@ -161,6 +165,39 @@ def attack_mix_flags(robust_accuracy: Mapping[str, float],
         "sanity.white_box_attack": white[0],
         "sanity.threat_model": norm if eps is None else f"{norm} eps {eps}",
     }
+
+
+def pixel_budget(attack_name: str, params: Mapping[str, Any]) -> int | None:
+    """Most pixels a pixel-moving attack may change in an image, from its recorded settings; None when the
+    attack moves no pixels or a setting is a fraction of the image (the budget then depends on its size).
+
+    Pixle keeps one patch per restart (its greedy variant one per iteration; ``swap`` also rewrites the
+    sources); WhitePixle ``pixels_per_iteration`` per accepted candidate over every restart; the sorted variant
+    up to ``attack_limit``. Two L0 attacks compare only at the same budget, as L-inf attacks at the same eps.
+
+        >>> pixel_budget("pixle", {"x_dimensions": [1, 2], "y_dimensions": [1, 2], "restarts": 10, "max_iterations": 5})
+        40
+        >>> pixel_budget("white-pixle", {"pixels_per_iteration": [1, 1], "restarts": 2, "max_iterations": 5})
+        10
+    """
+    def count(key: str, default: Any) -> int | None:
+        value = params.get(key, default)
+        value = value[-1] if isinstance(value, (list, tuple)) else value
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    if attack_name in ("pixle", "ta-pixle"):
+        steps = ("max_iterations", 10) if params.get("update_each_iteration") else ("restarts", 20)
+        x, y, patches = count("x_dimensions", 10), count("y_dimensions", 10), count(*steps)
+        if x is None or y is None or patches is None:
+            return None
+        return x * y * patches * (2 if params.get("swap") else 1)
+    if attack_name == "white-pixle":
+        factors = [count("pixels_per_iteration", 1), count("restarts", 20), count("max_iterations", 100)]
+        return None if None in factors else factors[0] * factors[1] * factors[2]  # type: ignore[operator]
+    if attack_name == "white-pixle-sorted":
+        limit = count("attack_limit", None)
+        return None if limit is None else limit * (2 if params.get("swap") else 1)
+    return None
 
 
 def warnings_for(summary: Mapping[str, Any], attack_names: Iterable[str] = ()) -> list[str]:

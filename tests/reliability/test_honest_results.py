@@ -12,7 +12,7 @@ from torch import nn
 
 from advkit.attacks import create_attack
 from advkit.attacks.runner import select_samples
-from advkit.attacks.sanity import attack_mix_flags, model_flags, threat_model, warnings_for
+from advkit.attacks.sanity import attack_mix_flags, model_flags, pixel_budget, threat_model, warnings_for
 from advkit.datasets import ImageDataset
 from advkit.models import ModelWrapper, load_checkpoint
 from advkit.report import Report
@@ -98,15 +98,23 @@ def test_black_box_beating_white_box_is_judged_within_a_threat_model() -> None:
     # different budgets, or an L0 attack against an L-inf one, are not comparable: no flag at all
     assert attack_mix_flags({"square": 0.2, "pgd": 0.5}, {"square": {"eps": 0.3}, "pgd": {"eps": 0.1}}) == {}
     assert attack_mix_flags({"pixle": 0.0, "fgsm": 0.9}) == {}
-    assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.4})["sanity.black_box_beats_white_box"] is True
+    # pixel movers compare only at the same pixel budget (the demo's pixle moves up to 300 pixels, white-pixle 10)
+    ten = {"pixle": {"x_dimensions": [1, 1], "y_dimensions": [1, 1], "restarts": 10}, "white-pixle": {"restarts": 2, "max_iterations": 5}}
+    assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.4}, ten)["sanity.black_box_beats_white_box"] is True
+    demo = {"pixle": {"x_dimensions": [2, 10], "y_dimensions": [2, 10], "restarts": 3, "max_iterations": 4},
+            "white-pixle": {"pixels_per_iteration": [1, 1], "restarts": 2, "max_iterations": 5}}
+    assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.5}, demo) == {}
+    assert attack_mix_flags({"pixle": 0.0, "white-pixle": 0.4}, {"pixle": {"x_dimensions": [0.1, 0.2]}}) == {}  # a fraction: no budget
+    assert pixel_budget("pixle", {"x_dimensions": [1, 3], "y_dimensions": [2, 2], "restarts": 4, "max_iterations": 7, "update_each_iteration": True, "swap": True}) == 84
+    assert pixel_budget("white-pixle-sorted", {"attack_limit": 0.1}) is None and pixel_budget("jsma", {}) is None
     # L0 attacks that change pixel values have budgets of their own: pixle beating jsma says nothing of masking
     assert attack_mix_flags({"pixle": 0.0, "jsma": 0.3}) == {} and attack_mix_flags({"onepixel": 0.1, "sparsefool": 0.5}) == {}
     assert threat_model("square", {"norm": "L2", "eps": 0.5}) == threat_model("pgdl2", {"eps": 0.5})
     # the warning names the two attacks it compared and their threat model, not only the numbers
-    flags = attack_mix_flags({"pixle": 0.0, "white-pixle": 0.1, "pgd": 0.0, "square": 0.3}, same)
-    assert (flags["sanity.black_box_attack"], flags["sanity.white_box_attack"], flags["sanity.threat_model"]) == ("pixle", "white-pixle", "l0")
+    flags = attack_mix_flags({"pixle": 0.0, "white-pixle": 0.1, "pgd": 0.0, "square": 0.3}, {**same, **ten})
+    assert (flags["sanity.black_box_attack"], flags["sanity.white_box_attack"], flags["sanity.threat_model"]) == ("pixle", "white-pixle", "l0 <= 10 pixels")
     assert warnings_for(flags) == ["gradient-free pixle left robust accuracy 0, below the 0.1 of white-pixle, the best "
-                                   "gradient attack of the same threat model (l0): a sign of gradient masking"]
+                                   "gradient attack of the same threat model (l0 <= 10 pixels): a sign of gradient masking"]
     assert attack_mix_flags({"square": 0.2, "pgd": 0.5}, same)["sanity.threat_model"] == "linf eps 0.1"
 
 
