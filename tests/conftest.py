@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 from advkit.cli import main
 from advkit.datasets import ImageDataset, open_dataset
 from advkit.models import ModelWrapper, create_architecture
+from advkit.report import Report, RunData
 from advkit.training import TrainSettings, fit_preprocessing, train_classifier
 
 
@@ -84,3 +87,34 @@ def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if exc.code:
             raise RuntimeError(f"training the fixture model failed with exit code {exc.code}") from None
     return path
+
+
+FinishingElsewhere = Callable[..., Callable[[], None]]
+
+
+@pytest.fixture
+def finishing_elsewhere() -> Iterator[FinishingElsewhere]:
+    """``finishing_elsewhere(path, run)`` writes ``run`` (read from another report) into the report at ``path`` as a
+    second process running the same command would: started at once, so it holds the report's lock, and finished half
+    a second later from a thread (joined when the test ends). With ``delay=None`` no thread finishes it: the returned
+    function does, for a test to call at the moment it wants (from a patched step of the command)."""
+    threads: list[threading.Thread] = []
+
+    def start(path: Path, run: RunData, delay: float | None = 0.5) -> Callable[[], None]:
+        writer = Report(path).start_run(run.id, kind=run.kind, config=run.config, seed=run.attrs["seed"],
+                                        command=run.attrs["command"])
+
+        def finish() -> None:
+            writer.append(run.samples)
+            for name, columns in run.tables.items():
+                writer.add_table(name, columns)
+            writer.finish(run.summary)
+
+        if delay is not None:
+            threads.append(threading.Thread(target=lambda: (time.sleep(delay), finish())))
+            threads[-1].start()
+        return finish
+
+    yield start
+    for thread in threads:
+        thread.join()

@@ -16,7 +16,7 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, arch_settings, check_compatible,
-    command_line, emit_json, finished_run, has_preprocessing, kv_table, log, log_complete, no_preprocessing, out, parse_params, plain,
+    emit_json, finished_run, has_preprocessing, kv_table, log, log_complete, no_preprocessing, out, parse_params, plain,
     progress_bar, recorded_config, start_or_finished, table, warn,
 )
 from advkit.cli.train_cmd import Domain
@@ -281,11 +281,10 @@ def _worst_case_run(report: Report, run: str | None, names: list[str], cfg: dict
     for name in names:
         summary[f"robust_accuracy.{name}"] = attack_summary(per_attack[name])["robust_accuracy"]
     summary.update(attack_mix_flags({name: summary[f"robust_accuracy.{name}"] for name in names}, cfg["params_by_attack"]))
-    run_id = f"{run or 'attack'}-worst-case"
-    finished = None if overwrite else finished_run(report, run_id, cfg)
-    if finished is not None:
-        return finished
-    with report.start_run(run_id, kind="worst-case", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as writer:
+    writer, finished = start_or_finished(report, f"{run or 'attack'}-worst-case", "worst-case", cfg, seed, overwrite)
+    if writer is None:  # complete already, also when the same command finished it while this one waited for the lock
+        return dict(finished or {})
+    with writer:
         writer.append(combined)
         writer.finish(summary)
     return summary

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advkit.cli.interrupts import raise_if_interrupted
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, ReportError
 from advkit.registry import parse_value, simple_types, union_members
 from advkit.runtime import ProgressEvent, ProgressFn
 
@@ -223,22 +223,33 @@ def log_complete(run_id: str, report_path: str | Path) -> None:
     log(f"run {run_id} in {report_path} is already complete with this config (--overwrite redoes it)")
 
 
-def start_or_finished(report: Any, run_id: str, kind: str, cfg: dict[str, Any], seed: int, overwrite: bool
-                      ) -> tuple[Any, dict[str, Any] | None]:
+def start_or_finished(report: Any, run_id: str, kind: str, cfg: dict[str, Any], seed: int, overwrite: bool,
+                      run_option: str | None = None) -> tuple[Any, dict[str, Any] | None]:
     """A writer for the run, or (None, its summary) when the same run is already complete, also when the same
-    command finished it while this one waited for the report's lock."""
-    from advkit.errors import ReportError
-
+    command finished it while this one waited for the report's lock. attack, transfer, robustness and detect eval write
+    their runs through this, so a second identical process either finds the run done or stops with one line (``... is being written by another
+    advkit process (pid N)``); a refusal's advice for a distinct run names ``run_option`` when given (the store's is
+    ``--run NAME``)."""
     finished = None if overwrite else finished_run(report, run_id, cfg)
     if finished is not None:
         return None, finished
     try:
         return report.start_run(run_id, kind=kind, config=cfg, seed=seed, command=command_line(), overwrite=overwrite), None
-    except ReportError:
+    except ReportError as exc:
         finished = None if overwrite else finished_run(report, run_id, cfg)
         if finished is None:
-            raise
+            if run_option is None:
+                raise
+            raise run_advice(exc, run_option) from None
         return None, finished
+
+
+def run_advice(exc: ReportError, run_option: str) -> ReportError:
+    """``exc`` (a refusal of the report store) with its advice for a distinct run naming ``run_option`` (detect eval's
+    ``--run-prefix PREFIX``) instead of ``--run NAME``."""
+    from advkit.report.store import RUN_ADVICE
+
+    return type(exc)(str(exc).replace(RUN_ADVICE, run_option)) if RUN_ADVICE in str(exc) else exc
 
 
 def plain(value: Any) -> Any:

@@ -18,7 +18,8 @@ import typer
 
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
-    arch_settings, emit_json, finished_run, kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config, table,
+    arch_settings, emit_json, finished_run, kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config,
+    run_advice, start_or_finished, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -54,6 +55,9 @@ class Protocol(str, Enum):
     known = "known"
     unknown = "unknown"
 
+
+RUN_OPTION = "--run-prefix PREFIX"
+"""How detect eval names a distinct run, in refusals' advice (its --run picks attack runs of --adversarial)."""
 
 DetectorOpt = Annotated[Path, typer.Option("--detector", help="Detector file written by advkit detect fit.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Checkpoint (default: the one the detector was fitted for).")]
@@ -400,6 +404,10 @@ def evaluate_cmd(
         adaptive_rows = _adaptive(det, x[ev.test_mask], y[ev.test_mask], adaptive_eps, adaptive_steps, step, adaptive_weight,
                                   adaptive_n, seed) if adaptive else []
         png = _write_run(report, name, cfg, seed, overwrite, ev, idx, y.numpy(), clean_f, adv_f, adaptive_rows, out_path)
+        if png is None:  # the same command in another process finished this run first
+            log_complete(name, out_path)
+            done.append(name)
+            continue
         results[run_id] = {"run": name, "roc_png": str(png), "n": int(len(idx)), "notes": ev.notes,
                            "rows": [vars(r) for r in ev.rows], "adaptive": adaptive_rows}
         if not json_output:
@@ -446,11 +454,13 @@ def _check_runs(report: Any, runs: list[tuple[str, dict[str, Any]]], seed: int, 
         try:
             report.check_start(run_id, kind="detect", config=cfg, seed=seed, overwrite=overwrite)
         except ReportError as exc:  # the store's advice names attack's --run; detect eval names its runs by prefix
-            raise ReportError(str(exc).replace("--run NAME", "--run-prefix PREFIX")) from None
+            raise run_advice(exc, RUN_OPTION) from None
 
 
 def _write_run(report: Any, name: str, cfg: dict[str, Any], seed: int, overwrite: bool, ev: Evaluation, idx: np.ndarray,
-               labels: np.ndarray, clean_f: Any, adv_f: Any, adaptive_rows: list[dict[str, Any]], out_path: Path) -> Path:
+               labels: np.ndarray, clean_f: Any, adv_f: Any, adaptive_rows: list[dict[str, Any]], out_path: Path) -> Path | None:
+    """Write the run and its ROC PNG (returned); None, writing nothing, when the same run is already complete (another
+    process running the same command finished it while this one evaluated or waited for the report's lock)."""
     from advkit.report.plots import plot_roc
 
     columns: dict[str, Any] = {"index": idx, "label": labels, "pred": clean_f.pred, "adv_pred": adv_f.pred,
@@ -459,7 +469,10 @@ def _write_run(report: Any, name: str, cfg: dict[str, Any], seed: int, overwrite
         for score_name, values in scores.items():
             columns[_column(f"score_{part}_{score_name}")[:64]] = values
     summary: dict[str, Any] = {}
-    with report.start_run(name, kind="detect", config=cfg, seed=seed, command=command_line(), overwrite=overwrite) as run:
+    writer, _ = start_or_finished(report, name, "detect", cfg, seed, overwrite, RUN_OPTION)
+    if writer is None:
+        return None
+    with writer as run:
         run.append(columns)
         rows = ev.rows
         run.add_table("results", {"section": [r.section for r in rows], "detector": [r.detector for r in rows],

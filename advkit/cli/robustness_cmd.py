@@ -9,8 +9,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json,
-    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, warn,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, emit_json, log, log_complete,
+    out, parse_params, progress_bar, recorded_config, require_preprocessing, start_or_finished, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 
@@ -75,14 +75,13 @@ def robustness(
         cfg["subset"] = "seeded"
     png = check_figure_path(plot or out_path.with_suffix(".png"))
     report = Report(out_path)
-    finished = None if overwrite else finished_run(report, run, cfg)
-    if finished is not None:  # re-running a finished command measures nothing again, but draws and shows it as the first
-        log_complete(run, out_path)
-        _show(report.read(run).samples, finished, names, severities, png, f"{Path(model).name} on {ds.name}", out_path,
-              json_output)
-        return
     # the run is opened before the work, so a bad --out or --run fails at once
-    writer = report.start_run(run, kind="robustness", config=cfg, seed=seed, command=command_line(), overwrite=overwrite)
+    writer, finished = start_or_finished(report, run, "robustness", cfg, seed, overwrite)
+    if writer is None:  # re-running a finished command (also one another process just finished) measures nothing
+        log_complete(run, out_path)  # again, but draws and shows it as the first did
+        _show(report.read(run).samples, dict(finished or {}), names, severities, png, f"{Path(model).name} on {ds.name}",
+              out_path, json_output)
+        return
     try:
         columns, accuracy, clean = _measure(wrapped, ds, names, severities, n, cifar10c, seed, batch_size)
     except BaseException:

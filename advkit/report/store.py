@@ -231,6 +231,10 @@ def config_difference(old: dict[str, Any], new: dict[str, Any], recorded_in: Pat
     return _first_difference({**old, **renamed, **restated}, new)
 
 
+RUN_ADVICE = "--run NAME"
+"""How the store's refusals tell a user to make a distinct run; commands whose runs another option names (detect eval's
+``--run-prefix``) put theirs in its place (:func:`advkit.cli.common.run_advice`)."""
+
 RESTATED_KEYS = ("params_by_attack",)
 """Keys newer advkit records that restate settings checked elsewhere (a worst-case run's attack settings are in the
 configs of its attack runs): an older record without them is still the same run."""
@@ -1210,7 +1214,7 @@ class Report:
     def _conflict(self, run_id: str, old: dict[str, Any], kind: str, config: dict[str, Any],
                   seed: int) -> str | None:
         """Why the stored run is not this run (first difference), or None if it is the same run."""
-        hint = "; pass --run NAME or --overwrite"
+        hint = f"; pass {RUN_ADVICE} or --overwrite"
         if old["kind"] != kind:
             return f"{self._display} already has run {run_id!r} of kind {old['kind']!r}, not {kind!r}{hint}"
         diff = config_difference(json.loads(old["config"]), config, self._real)
@@ -1240,7 +1244,7 @@ class Report:
             return None
         conflict = self._conflict(run_id, old, kind, config, seed)
         if old["status"] == "complete":
-            return conflict or f"{self._display} already has a complete run {run_id!r}; use --run NAME for a new run or --overwrite"
+            return conflict or f"{self._display} already has a complete run {run_id!r}; use {RUN_ADVICE} for a new run or --overwrite"
         return conflict if old["status"] == "running" else None
 
     def _start(self, lock: _WriteLock, run_id: str, kind: str, config_text: str, config: dict[str, Any],

@@ -315,6 +315,23 @@ def test_the_same_command_finishing_first_elsewhere_is_taken_as_done(cli: Cli, d
     changed = dict(cfg, n=5)
     with pytest.raises(ReportError, match="different config"):  # another config still clashes
         common.start_or_finished(report, "attack-fgsm", "attack", changed, 0, False)
+    with pytest.raises(ReportError, match=r"\(n: 4 vs 5 now\); pass --run-prefix PREFIX or --overwrite$"):  # detect eval's
+        common.start_or_finished(report, "attack-fgsm", "attack", changed, 0, False, "--run-prefix PREFIX")  # option
+
+
+def test_a_multi_attack_worst_case_finishing_first_elsewhere_is_taken_as_done(cli: Cli, digits_checkpoint: Path,
+                                                                             tmp_path: Path, finishing_elsewhere: Any) -> None:
+    # two identical `advkit attack A B`: the one that waited for the lock to write the worst-case run stopped with
+    # "already has a complete run 'attack-worst-case'; use --run NAME for a new run or --overwrite"
+    args = ["attack", "fgsm", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "4", "--json"]
+    assert cli(*args, "--out", "first.h5").code == 0 and cli(*args, "--out", "r.h5").code == 0
+    with h5py.File(tmp_path / "r.h5", "r+") as f:  # its attack runs are done; its worst case is being written elsewhere
+        del f["runs/attack-worst-case"]
+    worst = Report(tmp_path / "first.h5").read("attack-worst-case")
+    finishing_elsewhere(tmp_path / "r.h5", worst)
+    second = cli(*args, "--out", "r.h5")
+    assert second.code == 0, second.stderr
+    assert second.json()["attacks"]["worst case"] == worst.summary == Report(tmp_path / "r.h5").read("attack-worst-case").summary
 
 
 def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -334,3 +334,21 @@ def test_detect_eval_does_not_take_a_refitted_detector_or_a_replaced_attack_run_
     assert cli(*attack, "--param", "eps=0.25", "--overwrite").code == 0
     replaced = cli(*evaluate)
     assert replaced.code == 1 and "different config (source_created:" in replaced.stderr, replaced.stderr
+
+
+def test_the_same_eval_finishing_first_elsewhere_is_taken_as_done(cli, tmp_path: Path, digits_checkpoint: Path,
+                                                                 finishing_elsewhere, monkeypatch: pytest.MonkeyPatch) -> None:
+    # two identical evals on one report: the second to write its run stopped with "already has a complete run
+    # 'detect-fgsm'; use --run NAME ...", an option that in detect eval picks attack runs
+    from advkit.detectors import evaluate as evaluate_module
+
+    fit = ["detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "200", "--epochs", "1", "--filters", "4",
+           "--out", "d.safetensors"]
+    evaluate = ["detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--n", "30", "--supervised", "none"]
+    assert cli(*fit).code == 0 and cli(*evaluate, "--out", "first.h5").code == 0
+    finish = finishing_elsewhere(tmp_path / "r.h5", Report(tmp_path / "first.h5").read("detect-fgsm"), delay=None)
+    real = evaluate_module.evaluate
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: (finish(), real(*a, **k))[1])  # done while this evaluates
+    second = cli(*evaluate, "--out", "r.h5")
+    assert second.code == 0 and "run detect-fgsm in r.h5 is already complete" in second.stderr, second.stderr
+    assert Report(tmp_path / "r.h5").read("detect-fgsm").summary == Report(tmp_path / "first.h5").read("detect-fgsm").summary

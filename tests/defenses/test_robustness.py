@@ -65,6 +65,19 @@ def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> No
     assert bad.code == 2
 
 
+def test_the_same_command_finishing_first_elsewhere_is_taken_as_done(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
+                                                                     finishing_elsewhere: Callable[..., None]) -> None:
+    # two identical commands on one report: the one that waited for the lock found the run complete and stopped with
+    # "already has a complete run 'robustness'; use --run NAME for a new run or --overwrite"
+    args = ["robustness", "--model", digits_checkpoint, "--data", "digits", "--corruption", "fog", "--severity", "1",
+            "--n", "10", "--json"]
+    assert cli(*args, "--out", "first.h5").code == 0
+    finishing_elsewhere(tmp_path / "r.h5", Report(tmp_path / "first.h5").read("robustness"))
+    second = cli(*args, "--out", "r.h5")
+    assert second.code == 0 and "is already complete with this config" in second.stderr, second.stderr
+    assert second.json()["clean_accuracy"] == Report(tmp_path / "first.h5").read("robustness").summary["clean_accuracy"]
+
+
 def test_mce_says_which_corruptions_it_leaves_out(cli: Cli, digits_checkpoint: Path) -> None:
     """Found by a sweep: a corruption the baseline makes no error on has no CE and silently left the mean."""
     args = ["--model", digits_checkpoint, "--baseline", digits_checkpoint, "--data", "digits", "--n", "3",
