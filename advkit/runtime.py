@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -18,11 +19,15 @@ import torch
 from advkit.errors import AdvkitError
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+def write_atomically(path: str | Path, write: Callable[[Path], object], *, replace: bool = True) -> Path:
     """Write the file ``path`` whole or not at all: ``write(tmp)`` fills a hidden sibling with the same suffix (so
     writers that go by the extension pick the right format) and this process's id (so two processes never share
     it), which then replaces ``path``. On failure the sibling is removed; a folder at ``path`` is a one-line error
-    before anything is written, and a file system that refuses the write (full, read-only) one after."""
+    before anything is written, and a file system that refuses the write (full, read-only) one after.
+
+    With ``replace=False`` an existing ``path`` is never replaced, not even one that another process created while
+    ``write`` ran: the sibling is linked to ``path`` only if there is none, else FileExistsError (and nothing changes).
+    """
     from safetensors import SafetensorError
 
     path = Path(path)
@@ -36,7 +41,9 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors writes 0600
-        tmp.replace(path)
+        _publish(tmp, path, replace)
+    except FileExistsError:
+        raise
     except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save and safetensors wrap the OS's error
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise AdvkitError(f"could not write {path}: {reason}") from exc
@@ -44,6 +51,21 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(OSError):  # a second error here would hide the first, which says what went wrong
             tmp.unlink(missing_ok=True)  # gone already once it replaced path
     return path
+
+
+def _publish(tmp: Path, path: Path, replace: bool) -> None:
+    """Put the written ``tmp`` at ``path``: replacing what is there, or (``replace=False``) only where nothing is."""
+    if replace:
+        tmp.replace(path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if path exists: no other process's file is ever replaced
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+    except OSError:  # a file system without hard links: the check and the rename are two steps there
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        tmp.replace(path)
 
 
 def _default_mode() -> int:

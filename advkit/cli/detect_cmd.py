@@ -161,8 +161,11 @@ def fit(
     config = recorded_config(ctx.params, {"out_path"})  # model and data spelled as absolute paths
     det.meta.update({"model": config.get("model"), "data": config.get("data"), "domain": domain, "data_param": params,
                      "arch": arch, "arch_kwargs": arch_kwargs, "command": command_line(), "config": config})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    det.save(out_path)
+    try:
+        det.save(out_path, overwrite=overwrite)
+    except FileExistsError:  # written by another process (another fit?) after the check above: it is not replaced
+        raise AdvkitError(f"{out_path} appeared while this detector was fitted (another advkit detect fit?) and was left "
+                          "as it is; pass --overwrite to replace it") from None
     summary = {
         "detector": str(out_path), "model": source, "data": ds.name, "layers": det.layers,
         "shapes": ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in det.shapes.items()), "kind": kind.value, "epochs": epochs,

@@ -308,8 +308,9 @@ class LayerwiseDetector:
 
     # ------------------------------------------------------------------------------------------- save / load
 
-    def save(self, path: str | Path) -> None:
-        """Write the detector as one safetensors file (weights, fitting features, JSON metadata); never pickle."""
+    def save(self, path: str | Path, *, overwrite: bool = True) -> None:
+        """Write the detector as one safetensors file (weights, fitting features, JSON metadata); never pickle. With
+        ``overwrite=False`` an existing file, also one another process wrote meanwhile, stays: FileExistsError."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -329,7 +330,7 @@ class LayerwiseDetector:
         meta = {"format": FORMAT, "format_version": 2 if self.scores_logvar else 1, "layers": self.layers,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}, "settings": asdict(self.settings), **self.meta}
         state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={_META_KEY: json.dumps(meta)}))
+        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={_META_KEY: json.dumps(meta)}), replace=overwrite)
 
     @staticmethod
     def read_meta(path: str | Path) -> dict[str, Any]:

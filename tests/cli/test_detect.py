@@ -352,3 +352,28 @@ def test_the_same_eval_finishing_first_elsewhere_is_taken_as_done(cli, tmp_path:
     second = cli(*evaluate, "--out", "r.h5")
     assert second.code == 0 and "run detect-fgsm in r.h5 is already complete" in second.stderr, second.stderr
     assert Report(tmp_path / "r.h5").read("detect-fgsm").summary == Report(tmp_path / "first.h5").read("detect-fgsm").summary
+
+
+def test_a_fit_does_not_replace_a_detector_written_meanwhile(cli, tmp_path: Path, digits_checkpoint: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # two fits to one --out: both found no file before fitting, and the later one silently replaced the other's
+    from advkit.detectors import LayerwiseDetector
+
+    real = LayerwiseDetector.fit.__func__
+
+    def fit_while_another_finishes(cls, *args, **kwargs):
+        detector = real(cls, *args, **kwargs)
+        (tmp_path / "d.safetensors").write_bytes(b"the other fit's detector")
+        return detector
+
+    monkeypatch.setattr(LayerwiseDetector, "fit", classmethod(fit_while_another_finishes))
+    fit = ["detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "200", "--epochs", "1", "--filters", "4",
+           "--out", "d.safetensors"]
+    raced = cli(*fit)
+    error = raced.stderr.splitlines()[-1]
+    assert raced.code == 1 and error.startswith("error: d.safetensors appeared while this detector was fitted"), raced.stderr
+    assert error.endswith("pass --overwrite to replace it") and raced.stderr.count("error") == 1
+    assert (tmp_path / "d.safetensors").read_bytes() == b"the other fit's detector"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors"]  # no temporary file left
+    replaced = cli(*fit, "--overwrite")
+    assert replaced.code == 0 and LayerwiseDetector.read_meta(tmp_path / "d.safetensors")["n_fit"] > 0, replaced.stderr
