@@ -8,7 +8,8 @@ run's ``model_correct`` (N, corruptions, severities)) becomes one CSV column per
 
 JSON: for each run, the fields of a RobustBench model entry that a report can answer (model, dataset,
 threat model, clean and robust accuracy as fractions in [0, 1], attack settings) plus the run's full
-summary, config, seed, command, versions and git commit.
+summary, config, seed, command, versions and git commit. A worst-case run's threat model and eps are those its
+attacks share (``mixed`` and null where they differ), and its attack entry lists them with their settings.
 
     >>> import tempfile, pathlib
     >>> from advkit.report import Report
@@ -196,9 +197,40 @@ def _attack_of(data: RunData) -> tuple[str | None, dict[str, Any]]:
     return attack, params
 
 
+def _worst_case_of(data: RunData) -> dict[str, dict[str, Any]] | None:
+    """The settings of each attack a worst-case run combines (its config's ``params_by_attack``, else ``{}`` each),
+    checked, in the order of ``attacks``; None for any other run."""
+    names = data.config.get("attacks")
+    if data.kind != "worst-case" or names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ReportError(f"run {data.id}: config 'attacks' is {names!r}, expected a list of attack names")
+    by_attack = data.config.get("params_by_attack") or {}
+    if not isinstance(by_attack, dict) or not all(isinstance(by_attack.get(name, {}), dict) for name in names):
+        raise ReportError(f"run {data.id}: config 'params_by_attack' is {by_attack!r}, expected an object per attack")
+    return {name: by_attack.get(name, {}) for name in names}
+
+
+def _threat_fields(data: RunData, attack: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``threat_model``, ``eps`` and ``attack`` of a run's entry. A worst-case run's are those its attacks share:
+    ``threat_model`` is ``mixed`` when they differ, and ``eps`` null unless all have the same one."""
+    by_attack = _worst_case_of(data)
+    if by_attack is None:
+        return {"threat_model": threat_model(attack, params) if attack else None,
+                "eps": check_number(data.id, "config 'attack_params.eps'", params.get("eps")),
+                "attack": {"name": attack, "params": params} if attack else None}
+    models = {threat_model(name, settings) for name, settings in by_attack.items()}
+    budgets = {check_number(data.id, f"config 'params_by_attack.{name}.eps'", settings.get("eps"))
+               for name, settings in by_attack.items()}
+    return {"threat_model": models.pop() if len(models) == 1 else "mixed" if models else None,
+            "eps": budgets.pop() if len(budgets) == 1 else None,
+            "attack": {"name": "worst-case", "attacks": list(by_attack), "params": by_attack}}
+
+
 def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
     config, summary = data.config, data.summary
     attack, params = _attack_of(data)
+    threat = _threat_fields(data, attack, params)
     clean = next((data.number(k) for k in ("clean_accuracy", "test_accuracy") if k in summary), None)
     robust = data.number("robust_accuracy")
     model = config.get("model") or config.get("source_model") or summary.get("checkpoint")
@@ -214,12 +246,12 @@ def _run_entry(report: Report, data: RunData) -> dict[str, Any]:
         "model": model,
         "dataset": dataset,
         "domain": config.get("domain"),
-        "threat_model": threat_model(attack, params) if attack else None,
-        "eps": check_number(data.id, "config 'attack_params.eps'", params.get("eps")),
+        "threat_model": threat["threat_model"],
+        "eps": threat["eps"],
         "clean_accuracy": clean,
         "robust_accuracy": robust,
         "n_samples": data.n_samples,
-        "attack": {"name": attack, "params": params} if attack else None,
+        "attack": threat["attack"],
         "seed": data.attrs.get("seed"),
         "command": data.attrs.get("command"),
         "git_sha": data.attrs.get("git_sha"),

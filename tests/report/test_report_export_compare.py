@@ -314,6 +314,26 @@ def test_json_entry_of_a_finetune_run_describes_the_fine_tuned_model(tmp_path: P
     assert (entry["model"], entry["clean_accuracy"]) == ("after.safetensors", 0.41)  # not the model it started from
 
 
+def test_json_entry_of_a_worst_case_run_has_its_attacks_threat_model_and_eps(tmp_path: Path) -> None:
+    """A worst-case run records its attacks as attacks and params_by_attack, not attack and attack_params: its entry
+    had threat_model, eps and attack null although the report holds them."""
+    report = Report(tmp_path / "r.h5")
+    runs = {"linf": (["fgsm", "pgd"], {"fgsm": {"eps": 0.3}, "pgd": {"eps": 0.3, "steps": 10}}),
+            "budgets": (["fgsm", "pgd"], {"fgsm": {"eps": 0.1}, "pgd": {"eps": 0.3}}),
+            "mixed": (["pixle", "pgd"], {"pixle": {"restarts": 5}, "pgd": {"eps": 0.3}})}
+    for run_id, (names, by_attack) in runs.items():
+        config = {"model": "m", "data": "digits", "attacks": names, "params_by_attack": by_attack}
+        with report.start_run(run_id, kind="worst-case", config=config) as writer:
+            writer.append({"index": np.arange(3), "label": np.zeros(3, int), "success": np.ones(3, bool)})
+            writer.finish({"clean_accuracy": 1.0, "robust_accuracy": 0.0})
+    entries = {e["run"]: e for e in summary_json(report)["runs"]}
+    assert (entries["linf"]["threat_model"], entries["linf"]["eps"]) == ("Linf", 0.3)
+    assert entries["linf"]["attack"] == {"name": "worst-case", "attacks": ["fgsm", "pgd"], "params": runs["linf"][1]}
+    assert (entries["budgets"]["threat_model"], entries["budgets"]["eps"]) == ("Linf", None)  # no one eps: none given
+    assert (entries["mixed"]["threat_model"], entries["mixed"]["eps"]) == ("mixed", None)
+    assert all(e["n_samples"] == 3 and e["robust_accuracy"] == 0.0 for e in entries.values())
+
+
 def test_compare_says_which_runs_are_not_complete(tmp_path: Path, cli) -> None:
     report = Report(tmp_path / "r.h5")
     _attack(report, "done", np.arange(6), np.ones(6, bool))
