@@ -10,7 +10,7 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,38 +19,81 @@ import torch
 from advkit.errors import AdvkitError
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], object], *, replace: bool = True) -> Path:
+Writer = Callable[[Path], object]
+"""Fills the file it is given (a temporary sibling of the file being written)."""
+
+
+def write_atomically(path: str | Path, write: Writer, *, replace: bool = True) -> Path:
     """Write the file ``path`` whole or not at all: ``write(tmp)`` fills a hidden sibling with the same suffix (so
     writers that go by the extension pick the right format) and this process's id (so two processes never share
-    it), which then replaces ``path``. On failure the sibling is removed; a folder at ``path`` is a one-line error
-    before anything is written, and a file system that refuses the write (full, read-only) one after.
+    it), which then replaces ``path``. On failure the sibling is removed; a folder at ``path`` or a name too long for
+    its file system is a one-line error before anything is written, and a file system that refuses the write (full,
+    read-only) one after.
 
     With ``replace=False`` an existing ``path`` is never replaced, not even one that another process created while
     ``write`` ran: the sibling is linked to ``path`` only if there is none, else FileExistsError (and nothing changes).
     """
-    from safetensors import SafetensorError
+    return write_all_atomically([(path, write)], replace=replace)[0]
 
-    path = Path(path)
+
+def write_all_atomically(files: Sequence[tuple[str | Path, Writer]], *, replace: bool = True) -> list[Path]:
+    """Write several files as :func:`write_atomically` writes one, and all of them or none: every ``write(tmp)`` fills
+    its sibling first, and only once all have succeeded do the siblings replace their paths. A failure part-way (a
+    writer's error, a full disk, a name too long) removes every sibling and leaves every path as it was; only the
+    renames at the end, which write no data, could still fail between two files."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, write in files:
+            path = _target(Path(path))
+            staged.append((path, _sibling(path)))
+            with _one_line(path):
+                write(staged[-1][1])
+                staged[-1][1].chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors: 0600
+        for path, tmp in staged:
+            with _one_line(path):
+                _publish(tmp, path, replace)
+    finally:
+        for _, tmp in staged:
+            with contextlib.suppress(OSError):  # a second error here would hide the first, which says what went wrong
+                tmp.unlink(missing_ok=True)  # gone already once it replaced its path
+    return [path for path, _ in staged]
+
+
+def _target(path: Path) -> Path:
+    """``path``, with its folder made, once it is known to be a file name its file system takes, and not a folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(os.fsencode(path.name)) > limit:  # found before any file is written, not when the file is renamed
+        raise AdvkitError(f"could not write {path}: its name is longer than the {limit} bytes a file name can have there")
     if path.is_dir():
         raise AdvkitError(f"{path} is a folder, not a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sibling(path: Path) -> Path:
+    """The hidden temporary file ``path`` is written as: same folder and suffix, this process's id in its name."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     if len(os.fsencode(tmp.name)) > 255:  # a legal name near the limit: its sibling's name must fit too
         digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
         tmp = path.with_name(f".{digest}.tmp-{os.getpid()}{path.suffix}")
+    return tmp
+
+
+@contextlib.contextmanager
+def _one_line(path: Path) -> Iterator[None]:
+    """A refused write of ``path`` as one AdvkitError; FileExistsError (``replace=False`` found a file) passes."""
+    from safetensors import SafetensorError
+
     try:
-        write(tmp)
-        tmp.chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors writes 0600
-        _publish(tmp, path, replace)
+        yield
     except FileExistsError:
         raise
     except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save and safetensors wrap the OS's error
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise AdvkitError(f"could not write {path}: {reason}") from exc
-    finally:
-        with contextlib.suppress(OSError):  # a second error here would hide the first, which says what went wrong
-            tmp.unlink(missing_ok=True)  # gone already once it replaced path
-    return path
 
 
 def _publish(tmp: Path, path: Path, replace: bool) -> None:

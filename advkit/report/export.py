@@ -34,7 +34,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ import numpy as np
 
 from advkit.errors import ReportError
 from advkit.report.store import IMAGES, Report, RunData, check_number, check_text, missing_run
-from advkit.runtime import write_atomically
+from advkit.runtime import write_all_atomically, write_atomically
 
 FORMATS = ("csv", "json")
 MAX_FLAT_VALUES = 256
@@ -104,25 +104,31 @@ def flat_columns(samples: dict[str, np.ndarray], where: str = "") -> tuple[dict[
 
 def write_csv(columns: dict[str, np.ndarray], path: Path) -> None:
     """Write equal-length 1-D columns as a CSV file with a header row (atomically)."""
+    write_atomically(path, _csv_writer(columns, path))
+
+
+def _csv_writer(columns: dict[str, np.ndarray], path: Path) -> Callable[[Path], None]:
+    """What writes equal-length 1-D columns, with a header row, as the CSV file ``path`` (into the file it is given)."""
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise ReportError(f"cannot write {path}: columns have different lengths {sorted(lengths)}")
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(list(columns))
             for row in zip(*(v.tolist() for v in columns.values())):
                 writer.writerow([_cell(v) for v in row])
 
-    write_atomically(path, write)
+    return write
 
 
 def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None, *, overwrite: bool = False) -> ExportResult:
     """One CSV per run (``<report stem>-<run>.csv`` in ``out_dir``), one row per sample.
 
     Tables of a run (e.g. ``history``, ``moves``, ROC curves) go to ``<report stem>-<run>-<table>.csv``. Existing
-    files are replaced only with ``overwrite``, and then every file is checked before the first is written.
+    files are replaced only with ``overwrite``, and then every file is checked before the first is written. The files
+    are written all or none: a failure part-way (a full disk, a name too long) leaves every file as it was.
     """
     result = ExportResult()
     stem, planned = report.path.stem, []
@@ -139,9 +145,7 @@ def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None,
             planned.append((Path(out_dir) / f"{stem}-{run_id}-{name}.csv", table_columns, f"table {name!r} of run {run_id!r}"))
     _check_unique(planned)
     check_targets(report, [path for path, _, _ in planned], overwrite)
-    for path, columns, _ in planned:
-        write_csv(columns, path)
-        result.paths.append(path)
+    result.paths = write_all_atomically([(path, _csv_writer(columns, path)) for path, columns, _ in planned])
     return result
 
 

@@ -191,6 +191,42 @@ def test_atomic_writes_leave_nothing_when_the_writer_fails(tmp_path: Path) -> No
     assert seen[0] == f".keep.tmp-{os.getpid()}.json"
 
 
+def test_a_csv_export_that_fails_part_way_leaves_every_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each CSV was replaced as soon as it was written, so a failure at a later one (a full disk, a name too long for
+    the file system) left an export of some runs, or of some new and some old files, beside a one-line error."""
+    import errno
+
+    from advkit.report import export as export_module
+
+    stem = "s" * 150  # r-<run>.csv fits in 255 bytes, r-<run>-history.csv does not
+    report = Report(tmp_path / f"{stem}.h5")
+    with report.start_run("r" * 100, kind="train", config={}) as writer:
+        writer.append({"index": np.arange(3), "label": np.arange(3)})
+        writer.add_table("history", {"epoch": np.array([1, 2])})
+        writer.finish({})
+    with pytest.raises(AdvkitError, match=r"-history.csv: its name is longer than the 255 bytes a file name can have"):
+        export(report, "csv", tmp_path / "long")
+    assert list((tmp_path / "long").iterdir()) == []
+
+    report = Report(tmp_path / "r.h5")
+    _attack(report, "a", np.arange(3), np.ones(3, bool))
+    _attack(report, "b", np.arange(3), np.zeros(3, bool))
+    before = {p.name: p.stat().st_ino for p in export(report, "csv", tmp_path / "csv").paths}
+    _attack(report, "c", np.arange(3), np.ones(3, bool))
+    real, cells = export_module._cell, []
+
+    def full_disk(value: object) -> str:
+        cells.append(value)
+        if len(cells) > 60:  # 24 cells a file: in the third one
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(value)
+
+    monkeypatch.setattr(export_module, "_cell", full_disk)
+    with pytest.raises(AdvkitError, match=r"could not write .*r-c.csv: No space left on device$"):
+        export(report, "csv", tmp_path / "csv", overwrite=True)
+    assert {p.name: p.stat().st_ino for p in (tmp_path / "csv").iterdir()} == before  # none replaced, no temporaries
+
+
 @pytest.mark.parametrize(("summary", "params", "message"), [
     ({"robust_accuracy": "high"}, {}, "run a: summary 'robust_accuracy' is 'high', expected a number"),
     ({"clean_accuracy": [1, 2]}, {}, "run a: summary 'clean_accuracy' is array([1, 2]), expected a number"),
