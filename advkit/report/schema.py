@@ -123,7 +123,7 @@ RUN_ATTRS: tuple[Attr, ...] = (
     Attr("finished", "str", "When the run was completed, ISO 8601 UTC; empty while running."),
     Attr("versions", "json", "Versions of python, advkit, torch, numpy, h5py and torchattacks (when installed)."),
     Attr("git_sha", "str", "Commit of the advkit source tree if it is a git checkout, else `unknown`."),
-    Attr("schema_version", "int", "Schema version the run was written with."),
+    Attr("schema_version", "int", "Schema version the run was written with; a run of a newer (or unknown) one is refused when read or resumed."),
 )
 
 ROOT_ATTRS: tuple[Attr, ...] = (

@@ -638,11 +638,19 @@ def _check_root(f: h5py.File, display: str) -> None:
     version = _native(f.attrs.get("schema_version"))
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise ReportError(f"{display}: attribute 'schema_version' at / is {type(version).__name__}, expected int")
-    if isinstance(version, int) and version > schema.SCHEMA_VERSION:
-        raise ReportError(f"{display} uses report schema {version}; this advkit reads up to "
-                          f"{schema.SCHEMA_VERSION}: upgrade advkit")
+    if version is not None:
+        _check_schema_version(version, display)
     if not isinstance(f.get("runs"), h5py.Group):
         raise ReportError(f"{display}: /runs is missing or not a group")
+
+
+def _check_schema_version(version: int, what: str) -> None:
+    """Refuse a file or run (``what`` names it) written with a report schema this advkit does not know."""
+    if version > schema.SCHEMA_VERSION:
+        raise ReportError(f"{what} uses report schema {version}; this advkit reads up to "
+                          f"{schema.SCHEMA_VERSION}: upgrade advkit")
+    if version < 1:
+        raise ReportError(f"{what} uses report schema {version}, which no advkit writes (versions start at 1)")
 
 
 def _run_attrs(group: h5py.Group, display: str) -> dict[str, Any]:
@@ -666,6 +674,7 @@ def _run_attrs(group: h5py.Group, display: str) -> dict[str, Any]:
     if attrs["status"] not in schema.STATUSES:
         raise ReportError(f"{display}: {group.name} has status {attrs['status']!r}, expected one of "
                           f"{', '.join(schema.STATUSES)}")
+    _check_schema_version(attrs["schema_version"], f"{display}: run {group.name.rsplit('/', 1)[-1]!r}")
     return attrs
 
 

@@ -134,6 +134,27 @@ def test_report_mistakes_are_one_line(cli: Cli, attacked: Path) -> None:
     assert cli("report", "export", attacked, "--format", "json", "--out", "s.json", "--overwrite").code == 0
 
 
+def test_a_run_of_a_newer_schema_is_refused_in_one_line(cli: Cli, attacked: Path, digits_checkpoint: Path) -> None:
+    """The file's schema_version was checked, each run's never: a run written by a newer advkit was shown, compared,
+    exported and resumed as if this advkit knew its layout."""
+    import h5py
+
+    with h5py.File(attacked, "r+") as f:
+        f["runs/attack-pgd"].attrs["schema_version"] = np.int64(2)
+    refused = "r.h5: run 'attack-pgd' uses report schema 2; this advkit reads up to 1: upgrade advkit"
+    for args in [("report", "show", attacked), ("report", "show", attacked, "attack-pgd"),
+                 ("report", "compare", f"{attacked}:attack-pixle,attack-pgd"),
+                 ("report", "export", attacked, "--format", "json", "--out", "-"), ("report", "export", attacked),
+                 ("attack", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "12", "--param", "eps=0.3",
+                  "--param", "steps=5", "--out", attacked, "--run", "attack-pgd")]:
+        result = cli(*args)
+        assert result.code == 1 and result.stderr.strip().splitlines()[-1].endswith(refused), (args, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1 and not result.stdout, result.stderr
+    assert not Path("r-csv").exists()
+    other = cli("report", "show", attacked, "attack-pixle", "--json")  # the file's other runs still read by name
+    assert other.code == 0 and other.json()["run"] == "attack-pixle", other.stderr
+
+
 def test_pixle_runs_record_their_moves_and_plot_them(cli: Cli, digits_checkpoint: Path) -> None:
     """`advkit attack pixle` stores each sample's move program; replayed on the clean image it gives the stored
     adversarial image, and `report plot` draws the grid from the moves even without --save-images."""

@@ -76,6 +76,31 @@ def test_newer_schema_is_refused(report: Report, report_path: Path) -> None:
         report.runs()
 
 
+@pytest.mark.parametrize(("version", "message"), [
+    (2, r"report\.h5: run 'r' uses report schema 2; this advkit reads up to 1: upgrade advkit$"),
+    (0, r"report\.h5: run 'r' uses report schema 0, which no advkit writes \(versions start at 1\)$"),
+])
+def test_a_run_of_an_unknown_schema_is_refused(report: Report, report_path: Path, columns: ColumnsFn, version: int,
+                                               message: str) -> None:
+    """Each run records the schema it was written with, but only the file's was checked: a run of a newer schema
+    (say, one copied into this file by h5py) was read, resumed and exported as if it were of this one."""
+    with report.start_run("r", kind="attack", config={}) as run:
+        run.append(columns([0, 1, 2]))
+        run.finish()
+    report.start_run("running", kind="attack", config={}).close()
+    with h5py.File(report_path, "r+") as f:
+        f["runs/r"].attrs["schema_version"] = np.int64(version)
+    before = report_path.read_bytes()
+    attempts = [report.runs, lambda: report.read("r"), lambda: report.start_run("r", kind="attack", config={}),
+                lambda: report.start_run("r", kind="attack", config={}, overwrite=True),
+                lambda: report.check_start("r", kind="attack", config={})]
+    for attempt in attempts:
+        with pytest.raises(ReportError, match=message):
+            attempt()
+    _assert_untouched(report_path, before)
+    assert report.read("running").status == "running"  # reading another run by name still works
+
+
 def _damage(path: Path, edit: Callable[[h5py.Group], None]) -> None:
     with h5py.File(path, "r+") as f:
         edit(f["runs/r"])
