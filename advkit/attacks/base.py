@@ -191,6 +191,9 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     supports_targeted: ClassVar[bool] = True
+    # whether per-sample results are the same at any batch size (per-sample seeds); reports record the batch size
+    # of attacks that are not, so a replay or resume runs the same attack
+    batch_invariant: ClassVar[bool] = True
 
     def params(self) -> dict[str, Any]:
         """The attack's settings (recorded in reports)."""

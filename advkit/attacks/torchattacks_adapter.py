@@ -157,6 +157,8 @@ def check_setting(name: str, key: str, value: Any) -> None:
 class TorchattacksAttack(Attack):
     """A torchattacks attack run through advkit (see the module docstring for accounting and seeding)."""
 
+    batch_invariant = False  # randomised attacks run batched draw from one seed per batch
+
     def __init__(self, *, name: str, class_name: str, settings: dict[str, Any]) -> None:
         self.name = name  # type: ignore[misc]
         self.class_name = class_name

@@ -124,8 +124,9 @@ def attack(
             base_config = recorded_config(ctx.params, {"batch_size", "names", "param", "run", "out_path"}, {"model": wrapped})
             flags = _sanity_flags(wrapped, ds, plan, names)
             report = Report(out_path)
-            configs = {name: {**base_config, "attack": name, "attack_params": attack_obj.params()} for name, attack_obj in attacks.items()}
-            worst = _worst_case_config(base_config, configs, run)
+            configs = {name: {**base_config, **_batching(attack_obj, batch_size=batch_size), "attack": name, "attack_params": attack_obj.params()}
+                       for name, attack_obj in attacks.items()}
+            worst = _worst_case_config({**base_config, **_batching(*attacks.values(), batch_size=batch_size)}, configs, run)
         _check_report(report, [(_run_id(run, name, len(names)), "attack", cfg) for name, cfg in configs.items()]
                       + ([(f"{run or 'attack'}-worst-case", "worst-case", worst)] if len(names) > 1 else []),
                       seed, overwrite, world)
@@ -251,6 +252,12 @@ class _AttackProgress:
             "img/s": rate, "success": self.successes / self.scored if self.scored else float("nan"),
             "median queries (successes)": median,
         })
+
+
+def _batching(*attacks: Attack, batch_size: int) -> dict[str, int]:
+    """``{"batch_size": ...}`` for a run config when one of ``attacks`` gives other results at another batch size
+    (torchattacks' randomised ones), so that replaying or resuming the run attacks in the same batches; else {}."""
+    return {} if all(attack.batch_invariant for attack in attacks) else {"batch_size": batch_size}
 
 
 def _worst_case_config(base_config: dict[str, Any], configs: dict[str, dict[str, Any]], run: str | None) -> dict[str, Any]:

@@ -203,6 +203,22 @@ def test_a_worst_case_run_replays_with_each_attacks_settings(cli: Cli, digits_ch
 
 
 
+def test_a_batch_dependent_attack_replays_and_resumes_at_its_batch_size(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
+    """PGD's random start is drawn once per batch: a replay at the default --batch-size gave other adversarial images
+    for 8 of 10 samples, and a re-run at another --batch-size showed the stored run as its own result."""
+    args = ["--model", digits_checkpoint, "--data", "digits", "--n", "10", "--param", "pgd.eps=0.05"]
+    first = cli("attack", "pgd", "pixle", *args, "--param", "pixle.restarts=2", "--batch-size", "2", "--save-images", "--out", "a.h5")
+    assert first.code == 0, first.stderr
+    report = Report(tmp_path / "a.h5")
+    assert report.read("attack-pgd").config["batch_size"] == 2 and report.read("attack-worst-case").config["batch_size"] == 2
+    assert "batch_size" not in report.read("attack-pixle").config  # advkit's attacks give the same results at any
+    (tmp_path / "pgd.toml").write_text(cli("report", "show", "a.h5", "attack-pgd", "--config").stdout)
+    assert cli("attack", "--config", "pgd.toml", "--save-images", "--out", "b.h5").code == 0
+    a, b = (Report(tmp_path / f).read("attack-pgd", images=True) for f in ("a.h5", "b.h5"))
+    assert a.config == b.config and np.array_equal(a.samples["adv_images"], b.samples["adv_images"])
+    other = cli("attack", "pgd", "pixle", *args, "--param", "pixle.restarts=2", "--batch-size", "3", "--save-images", "--out", "a.h5")
+    assert other.code == 1 and "(batch_size: 2 vs 3 now)" in other.stderr, other.stderr
+
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_a_command_that_does_not_shard_is_refused_under_torchrun(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  rank: str) -> None:
