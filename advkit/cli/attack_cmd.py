@@ -58,7 +58,7 @@ def attack(
     include_misclassified: Annotated[bool, typer.Option("--include-misclassified/--no-include-misclassified", help="Also attack samples the model already gets wrong (recorded per sample; the success rate and costs count correctly classified samples only).")] = False,
     targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,
-    max_queries: Annotated[int | None, typer.Option("--max-queries", help="Per-sample budget of model evaluations.")] = None,
+    max_queries: Annotated[int | None, typer.Option("--max-queries", help="Per-sample budget of model evaluations; a sample that spends it without success counts as robust (a warning says how many).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images attacked together (advkit's attacks give the same results at any batch size, up to floating point: docs/methods.md).")] = 128,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report to write or resume.")] = Path("advkit-report.h5"),
     run: Annotated[str | None, typer.Option("--run", help="Run name (several attacks: prefix of their run names).")] = None,
@@ -208,9 +208,11 @@ def _attack_run(
                         attacked = True
                         show(progress.update(merged))
         with world.together():
-            summary = {**attack_summary(writer.samples()), **(sanity or {})} if writer else {}
+            samples = writer.samples() if writer else {}
+            summary = {**attack_summary(samples), **(sanity or {})} if writer else {}
             if writer:
                 writer.finish(summary)
+                _warn_out_of_budget(attack_obj, samples, max_queries)
         return summary
     except AdvkitError:
         if writer and not attacked:  # e.g. settings torchattacks refuses: no half-made run for the fixed command to trip on
@@ -219,6 +221,19 @@ def _attack_run(
     finally:
         if writer:
             writer.close()
+
+
+def _warn_out_of_budget(attack_obj: Attack, samples: dict[str, np.ndarray], max_queries: int | None) -> None:
+    """Say how many attacked samples used their whole ``--max-queries`` budget without success: they count as robust,
+    which is the budget's verdict, not the model's (a fixed-step PGD of more steps than the budget fools nothing)."""
+    if max_queries is None or not len(samples.get("index", ())):
+        return
+    spent = samples["attacked"].astype(bool) & ~samples["success"].astype(bool) & (samples["queries"] >= max_queries)
+    if spent.any():
+        how = ("torchattacks attacks stop where the budget runs out and keep the clean image"
+               if not attack_obj.batch_invariant else "the attack stopped there")
+        warn(f"{attack_obj.name}: {int(spent.sum())} of {int(samples['attacked'].sum())} attacked samples ran out of "
+             f"--max-queries {max_queries} without success and count as robust ({how})")
 
 
 class _AttackProgress:

@@ -54,6 +54,18 @@ def test_bad_targets_are_one_line_errors(cli: Cli, digits_checkpoint: Path) -> N
     assert zero.code == 2 and "max-queries" in zero.stderr
 
 
+def test_samples_that_spend_the_query_budget_are_counted_in_a_warning(cli: Cli, digits_checkpoint: Path) -> None:
+    """PGD of 10 steps under a budget of 9 is aborted on every sample and keeps the clean image: robust accuracy 1,
+    more 'robust' than a 1-step PGD, and nothing said so."""
+    args = ["--model", digits_checkpoint, "--data", "digits", "--n", "6", "--param", "pgd.eps=0.2", "--param", "pgd.steps=10"]
+    capped = cli("attack", "pgd", *args, "--max-queries", "9", "--out", "capped.h5", "--json")
+    assert capped.code == 0, capped.stderr
+    assert capped.json()["robust_accuracy"] == 1.0
+    assert "pgd: 6 of 6 attacked samples ran out of --max-queries 9 without success and count as robust" in capped.stderr
+    enough = cli("attack", "pgd", *args, "--max-queries", "11", "--out", "enough.h5")
+    assert enough.code == 0 and "ran out of --max-queries" not in enough.stderr, enough.stderr
+
+
 def test_several_attacks_give_a_per_sample_worst_case(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     result = cli("attack", "fgsm", "pixle", "--model", digits_checkpoint, "--data", "digits", "--n", "30",
                  "--param", "fgsm.eps=0.05", *[p.replace("restarts", "pixle.restarts") if p.startswith("restarts") else p for p in PIXLE[:2]],
