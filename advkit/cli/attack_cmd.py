@@ -54,7 +54,7 @@ def attack(
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset to attack.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to attack: test, val, train or all.")] = "test",
     n: Annotated[int | None, typer.Option("--n", "--num-samples", help="Samples to attack (0 = all); use --num-samples under torchrun.")] = 100,
-    per_class: Annotated[int | None, typer.Option("--per-class", help="At most this many samples of each class.")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", help="At most this many samples of each class, within --n (--n 0: no cap).")] = None,
     include_misclassified: Annotated[bool, typer.Option("--include-misclassified/--no-include-misclassified", help="Also attack samples the model already gets wrong (recorded per sample; the success rate and costs count correctly classified samples only).")] = False,
     targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,
@@ -110,6 +110,8 @@ def attack(
             plan = select_samples(wrapped, ds, split=split, n=None if n == 0 else n, per_class=per_class, seed=seed,
                                   only_correct=not include_misclassified, target=parse_target(targeted, ds.class_names))
             _require_gradients(wrapped, ds, plan, names)
+            if world.is_root and per_class and n and len(plan.attack_index) >= n and per_class * len(ds.class_names) > n:
+                warn(f"--n {n} stopped the selection before --per-class {per_class} of every class; pass --n 0 for all of them")
             if len(plan.attack_index):  # a targeted mode or image shape an attack lacks: before the first attack runs
                 first = ds.batch(plan.attack_index[:1])[0].to(dev)
                 for attack_obj in attacks.values():

@@ -30,6 +30,10 @@ def test_per_class_selection(cli: Cli, digits_checkpoint: Path, tmp_path: Path) 
     assert (samples["pred"][skipped] != samples["label"][skipped]).all()
     summary = Report(tmp_path / "r.h5").read("attack-fgsm").summary
     assert summary["robust_accuracy"] * summary["n"] == pytest.approx(summary["n_attacked"] - summary["n_success"])
+    assert "stopped the selection" not in result.stderr
+    # --per-class 3 under --n 20 cannot give 3 of each of 10 classes: the cap is said, not left to be found in the report
+    capped = cli("attack", "fgsm", "--model", digits_checkpoint, "--data", "digits", "--n", "20", "--per-class", "3", "--out", "c.h5")
+    assert capped.code == 0 and "--n 20 stopped the selection before --per-class 3 of every class" in capped.stderr, capped.stderr
 
 
 @pytest.mark.parametrize("mode", ["random", "least-likely", "7"])
