@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 from difflib import SequenceMatcher
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -24,7 +26,7 @@ from advkit.cli import (
 )
 from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
-from advkit.cli.common import err, warn
+from advkit.cli.common import err, out, warn
 from advkit.cli.interrupts import catching_interrupts, interrupt_pending
 from advkit.distributed import prints_errors, world_rank
 from advkit.errors import AdvkitError, one_line
@@ -36,6 +38,33 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    """Eager callback of ``--version``: the installed package's version, then stop."""
+    if value:
+        out.print(f"advkit {advkit_version()}", highlight=False)
+        raise typer.Exit()
+
+
+def advkit_version() -> str:
+    """The version in the installed package's metadata (pyproject.toml's), or "unknown" when it is not installed."""
+    try:
+        return version("advkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="Print advkit's version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error instead of its one line "
+                                        "(accepted anywhere on the command line; or set ADVKIT_DEBUG=1).")] = False,
+) -> None:
+    """Options for every command (main() takes --debug out of the arguments before the commands see them)."""
+
+
 app.command("attack")(attack_cmd.attack)
 app.command("train")(train_cmd.train)
 app.command("transfer")(transfer_cmd.transfer)

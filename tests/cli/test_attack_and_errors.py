@@ -182,6 +182,22 @@ def test_data_params_are_checked_against_the_reader(cli: Cli, digits_checkpoint:
         assert result.code == 1 and result.stderr.strip().splitlines() == [f"error: {message}"], result.stderr
 
 
+def test_version_prints_the_package_version(cli: Cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.code == 0 and result.stdout == f"advkit {version('advkit')}\n", (result.stdout, result.stderr)
+
+
+def test_debug_is_in_the_help_and_shows_the_traceback(cli: Cli) -> None:
+    shown = cli("--help").stdout
+    assert "--debug" in shown and "--version" in shown, shown
+    from advkit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no such checkpoint"):  # the exception itself, not its one line
+        cli("--debug", "attack", "pgd", "--model", "nope.safetensors", "--data", "digits")
+
+
 def test_bare_command_groups_show_their_help(cli: Cli) -> None:
     result = cli("report")
     shown = result.stdout + result.stderr
