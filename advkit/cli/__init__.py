@@ -6,6 +6,7 @@ ADVKIT_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -26,7 +27,7 @@ from advkit.cli import (
 )
 from advkit.cli import demo_cmd
 from advkit.cli import detect_cmd
-from advkit.cli.common import err, out, warn
+from advkit.cli.common import err, out, unwrap_paragraphs, warn
 from advkit.cli.interrupts import catching_interrupts, interrupt_pending
 from advkit.distributed import prints_errors, world_rank
 from advkit.errors import AdvkitError, one_line
@@ -76,6 +77,24 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(detect_cmd.app, name="detect")
 app.command("demo")(demo_cmd.demo)
+
+DEBUG_EPILOG = "A mistake prints one error line; add --debug to see its traceback."
+
+
+def _tidy_help(group: typer.Typer) -> None:
+    """Every command's and group's help with its paragraphs unwrapped (the terminal wraps them, not the docstring's
+    line breaks), and each command's help ending on how to see a traceback."""
+    for command in group.registered_commands:
+        command.help = unwrap_paragraphs(command.help or inspect.getdoc(command.callback) or "")
+        command.epilog = command.epilog or DEBUG_EPILOG
+    for sub in group.registered_groups:
+        info = sub.typer_instance.info if sub.typer_instance else sub
+        info.help = unwrap_paragraphs(str(sub.help or info.help or ""))
+        if sub.typer_instance:
+            _tidy_help(sub.typer_instance)
+
+
+_tidy_help(app)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:

@@ -5,6 +5,7 @@ Results go to stdout (a Rich table, or JSON with ``--json``); progress and logs 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -339,6 +340,28 @@ def arch_settings(arch: str | None, pairs: Sequence[str] | None) -> dict[str, An
         raise typer.BadParameter("needs --arch NAME (a checkpoint written by advkit records its own settings)",
                                  param_hint="--arch-param")
     return parse_params(pairs, "--arch-param")
+
+
+def unwrap_paragraphs(text: str) -> str:
+    r"""Help text with each paragraph on one line, so the terminal wraps it: Typer's Rich help keeps a docstring's
+    source line breaks, which broke sentences mid-line. Blank lines still separate paragraphs, and lines starting
+    with ``- `` stay list items; text after a ``\f`` (click's end of help) is dropped.
+
+        >>> unwrap_paragraphs("One sentence\n    over two lines.\n\n    Then a list:\n    - an item\n    - another")
+        'One sentence over two lines.\n\nThen a list:\n- an item\n- another'
+    """
+    paragraphs = inspect.cleandoc(text).partition("\f")[0].split("\n\n")
+    return "\n\n".join(_unwrap_lines(p.splitlines()) for p in paragraphs if p.strip())
+
+
+def _unwrap_lines(lines: list[str]) -> str:
+    joined: list[str] = []
+    for line in (line.strip() for line in lines):
+        if joined and not line.startswith("- "):
+            joined[-1] = f"{joined[-1]} {line}"
+        else:
+            joined.append(line)
+    return "\n".join(joined)
 
 
 # ---- shared option types -------------------------------------------------------------------------------------

@@ -198,6 +198,34 @@ def test_debug_is_in_the_help_and_shows_the_traceback(cli: Cli) -> None:
         cli("--debug", "attack", "pgd", "--model", "nope.safetensors", "--data", "digits")
 
 
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_docstring(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typer's help kept a docstring's source line breaks ("Re-running an" / "interrupted command"); on a wide
+    terminal every paragraph, and every subcommand's summary in its group's list, is now one line."""
+    import inspect
+
+    from typer.main import get_command
+
+    from advkit.cli import app
+
+    def walk(command: Any, path: list[str]) -> Any:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    def one_line(text: str) -> str:
+        return " ".join(text.split())
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    for path, command in walk(get_command(app), []):
+        lines = [one_line(line.strip("│ ")) for line in cli(*path, "--help").stdout.splitlines()]
+        paragraphs = inspect.cleandoc(command.help or "").split("\n\n")
+        summaries = [inspect.cleandoc(sub.help or "").split("\n\n")[0] for sub in getattr(command, "commands", {}).values()]
+        for paragraph in paragraphs + summaries:
+            assert any(one_line(paragraph) in line for line in lines), (path, paragraph)
+        if not getattr(command, "commands", None):
+            assert "add --debug to see its traceback" in [line for line in lines if line][-1], path
+
+
 def test_bare_command_groups_show_their_help(cli: Cli) -> None:
     result = cli("report")
     shown = result.stdout + result.stderr
