@@ -70,6 +70,22 @@ def test_list_commands(cli: Cli) -> None:
     assert len(cli("list", "perturbations", "--json").json()) == 15
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # `--json true` took `true` as the filter and printed [] with exit 0
+    (["models", "--json", "true"], "error: no architecture matches 'true' (--json takes no value: the word after it is "
+     "the filter); choose from "),
+    (["models", "resnt*"], "error: no architecture matches 'resnt*'; did you mean resnet20, resnet18?"),
+    (["attacks", "pgdd"], "error: no attack matches 'pgdd'; did you mean pgd"),
+    (["perturbations", "fogg", "--json"], "error: no perturbation matches 'fogg'; did you mean fog?"),
+    (["datasets", "cifar"], "error: no dataset or format matches 'cifar'; did you mean cifar10, cifar100?"),
+])
+def test_a_list_filter_that_matches_nothing_says_so(cli: Cli, args: list[str], message: str) -> None:
+    result = cli("list", *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 1 and result.stdout == "" and len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert cli("list", "datasets", "cifar*", "--json").json()["datasets"] == []  # a filter matching formats only is fine
+
+
 def _table_cells(stdout: str) -> dict[str, str]:
     """name -> description of the Rich tables in ``stdout``, the wrapped lines of a cell joined, whitespace dropped."""
     cells: dict[str, str] = {}
