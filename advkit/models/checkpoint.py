@@ -120,6 +120,8 @@ def load_checkpoint(
         raise CheckpointError(f"no such checkpoint: {text}")
     elif path.is_dir():
         raise CheckpointError(f"{text} is a folder, not a checkpoint file")
+    elif (what := _known_other_format(_head(path))) is not None:
+        raise CheckpointError(not_a_checkpoint(text, what))
     elif path.suffix == ".safetensors":
         loaded = _load_safetensors(path, architecture, arch_kwargs)
     elif _is_torchscript(path):
@@ -262,7 +264,7 @@ def _load_torch(path: Path, architecture: str | None, arch_kwargs: dict[str, Any
     except pickle.UnpicklingError as exc:
         blocked = _blocked_global(exc, path)
         if blocked is None:
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt pickle data)") from None
+            raise _unreadable(path, "corrupt pickle data") from None
         if not unsafe_pickle:
             raise CheckpointError(
                 f"{path} holds pickled Python objects ({blocked}); loading it would run code from the "
@@ -271,7 +273,7 @@ def _load_torch(path: Path, architecture: str | None, arch_kwargs: dict[str, Any
         warnings.warn(f"unpickling {path} with --unsafe-pickle: this runs any code the file contains", stacklevel=2)
         obj = _unsafe_load(path)
     except Exception as exc:  # weights_only runs no code, so whatever the parser raises (KeyError, struct.error...) is the file's
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        raise _unreadable(path, _first_line(exc)) from None
     if isinstance(obj, nn.Module):
         return LoadedModel(obj, Preprocessing(), type(obj).__name__, {}, "pickle", str(path))
     if not isinstance(obj, dict):
@@ -298,6 +300,52 @@ def _tensors(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(f"{path} state_dict has non-tensor entries: {_few([str(b) for b in bad])}")
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefixes
+
+
+CHECKPOINT_FORMATS = "safetensors, torch.save (.pt/.pth) or TorchScript"
+# first bytes of files people pass as --model by mistake (a report, an image, an array), and what they are
+_SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (advkit reports are HDF5: read them with advkit report show)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x93NUMPY", "a NumPy array (.npy)"),
+)
+
+
+def not_a_checkpoint(spec: str, what: str) -> str:
+    return f"{spec} is {what}, not a model checkpoint ({CHECKPOINT_FORMATS})"
+
+
+def _head(path: Path, size: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""  # the loader that reads it next says why
+
+
+def _known_other_format(head: bytes) -> str | None:
+    """What a file that is surely no checkpoint is, from its first bytes (its signature); None otherwise."""
+    return next((what for magic, what in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    """torch.load's failure, told as what the file is when it is no torch.save file at all: text, or bytes that
+    are neither a zip archive nor a pickle (torch.save writes one of them); else as a damaged checkpoint."""
+    head = _head(path)
+    if head and b"\x00" not in head and _is_utf8(head):
+        return CheckpointError(not_a_checkpoint(str(path), "a text file"))
+    if head and not head.startswith((b"PK", b"\x80")):
+        return CheckpointError(not_a_checkpoint(str(path), "a file of no known format"))
+    return CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason})")
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut at the end of the sample
+    return True
 
 
 def _blocked_global(exc: Exception, path: Path) -> str | None:

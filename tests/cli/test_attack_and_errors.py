@@ -141,7 +141,11 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     _one_line_error(cli("train", "--config", "bad.toml", "--data", "digits", "--out", "x.safetensors"), 2, "unknown key(s) epochz")
     (tmp_path / "broken.toml").write_text("epochs = = 3\n")
     _one_line_error(cli("train", "--config", "broken.toml"), 2, "not valid toml")
-    _one_line_error(cli("models", "info", tmp_path / "garbage.h5"), 1, "not a readable")
+    _one_line_error(cli("models", "info", tmp_path / "garbage.h5"), 1, "garbage.h5 is a text file, not a model checkpoint")
+    with h5py.File(tmp_path / "report.h5", "w") as f:  # a report given as --model was "corrupt pickle data"
+        f.create_group("runs")
+    _one_line_error(cli("attack", "pgd", "--model", "report.h5", "--data", "digits"), 1,
+                    "report.h5 is an HDF5 file (advkit reports are HDF5: read them with advkit report show), not a model checkpoint")
     _one_line_error(cli("data", "info", "cifar10:" + str(tmp_path)), 1, "")
 
 

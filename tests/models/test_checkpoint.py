@@ -7,6 +7,7 @@ import pickle
 import textwrap
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -139,12 +140,22 @@ def test_bad_files_give_one_line_errors(net: torch.nn.Module, tmp_path: Path) ->
     text, junk = tmp_path / "notes.txt", tmp_path / "junk.pt"
     text.write_text("hello\n")  # the legacy-format parser fails with a KeyError on it
     junk.write_bytes(b"junk")  # ... and with a struct.error on this
-    cases = {
+    report, image = tmp_path / "report.pt", tmp_path / "figure.safetensors"  # files passed as checkpoints by mistake
+    with h5py.File(report, "w") as f:
+        f.create_group("runs")
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    damaged = tmp_path / "damaged.pt"  # a torch.save archive cut short: a damaged checkpoint, not another format
+    torch.save(net.state_dict(), damaged)
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    cases = {  # a file that is no checkpoint says what it is; it was "not a readable PyTorch checkpoint (corrupt pickle data)"
         tmp_path / "missing.pt": "no such checkpoint",
         truncated: "not a readable safetensors",
-        garbage: "not a readable PyTorch checkpoint",
-        text: "not a readable PyTorch checkpoint",
-        junk: "not a readable PyTorch checkpoint",
+        garbage: "garbage.pt is a file of no known format, not a model checkpoint",
+        text: "notes.txt is a text file, not a model checkpoint",
+        junk: "junk.pt is a text file, not a model checkpoint",
+        report: "report.pt is an HDF5 file \\(advkit reports are HDF5: read them with advkit report show\\), not a model checkpoint",
+        image: "figure.safetensors is a PNG image, not a model checkpoint",
+        damaged: "damaged.pt is not a readable PyTorch checkpoint",
         tmp_path: "is a folder",
     }
     for path, message in cases.items():
