@@ -17,7 +17,7 @@ from typing import Any
 
 from advkit.datasets.base import SPLITS, ImageDataset, PairedDataset, make_split, to_tensor
 from advkit.errors import DatasetError
-from advkit.registry import Registry, check_settings
+from advkit.registry import Registry, check_settings, suggest
 
 Dataset = ImageDataset | PairedDataset
 
@@ -48,7 +48,16 @@ def open_dataset(spec: str, **params: Any) -> Dataset:
         return _create(FORMATS, detect_format(path), spec, {"path": path, **params})
     if sep and len(fmt) > 1:
         raise DatasetError(FORMATS.unknown_message(fmt))
-    raise DatasetError(f"{DATASETS.unknown_message(spec)}, and no file or folder {spec!r} exists")
+    if spec in FORMATS:  # `--data cifar10`: a format named without the files to read
+        raise DatasetError(_format_without_path(spec))
+    raise DatasetError(f"unknown dataset {spec!r}, and no file or folder {spec!r} exists{suggest(spec, DATASETS.names())}")
+
+
+def _format_without_path(fmt: str) -> str:
+    from advkit.datasets.readers import where_to_get
+
+    return (f"{fmt} is a format, not a named dataset: give its files as {fmt}:PATH; it reads "
+            f"{FORMATS.entry(fmt).summary.rstrip('.')}{where_to_get(fmt)}")
 
 
 def _create(registry: Registry[Dataset], name: str, spec: str, params: dict[str, Any]) -> Dataset:

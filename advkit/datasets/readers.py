@@ -461,6 +461,19 @@ CIFAR_DOWNLOADS: dict[str, tuple[str, str, str]] = {
 }
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
+SOURCES: dict[str, str] = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the CIFAR-10 python version, unpacked)",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar.html (the CIFAR-100 python version, unpacked)",
+    "mnist-idx": "https://yann.lecun.com/exdb/mnist/ (or Fashion-MNIST's idx files)",
+    "svhn": "http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits)",
+}
+"""Where the public data each of these formats reads is published, for the errors about missing files."""
+
+
+def where_to_get(fmt: str) -> str:
+    """"; get the files from URL" for a format with a public source, else ""."""
+    return f"; get the files from {SOURCES[fmt]}" if fmt in SOURCES else ""
+
 # the only globals a pickled dict of numpy arrays needs; everything else (os.system, eval, ...) is refused
 _PICKLE_ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -537,10 +550,12 @@ def _cifar_root(path: Path, folder: str) -> Path:
     return path / folder if (path / folder).is_dir() else path
 
 
-def _require_files(root: Path, names: Sequence[str], what: str) -> None:
+def _require_files(root: Path, names: Sequence[str], what: str, fmt: str) -> None:
+    if not root.exists():
+        raise DatasetError(f"no folder {root}: a {what} folder holds {_few(list(names), 7)}{where_to_get(fmt)}")
     missing = [name for name in names if not (root / name).is_file()]
     if missing:
-        raise DatasetError(f"{root} is not a complete {what} folder: missing {_few(missing, 7)}")
+        raise DatasetError(f"{root} is not a complete {what} folder: missing {_few(missing, 7)}{where_to_get(fmt)}")
 
 
 def carve_val(split: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
@@ -584,7 +599,7 @@ def _fixed_split_dataset(
 def read_cifar10(path: Path, val_fraction: float = 0.0, seed: int = 0) -> ImageDataset:
     """CIFAR-10 python pickles (data_batch_1..5, test_batch, batches.meta), 32x32 RGB, 10 classes."""
     root = _cifar_root(Path(path), CIFAR_DOWNLOADS["cifar10"][2])
-    _require_files(root, [*CIFAR10_TRAIN, "test_batch", "batches.meta"], "CIFAR-10")
+    _require_files(root, [*CIFAR10_TRAIN, "test_batch", "batches.meta"], "CIFAR-10", "cifar10")
     names = _decode_names(
         load_array_pickle(root / "batches.meta").get("label_names"), root / "batches.meta", "label_names"
     )
@@ -600,7 +615,7 @@ def read_cifar100(path: Path, labels: str = "fine", val_fraction: float = 0.0, s
     if labels not in ("fine", "coarse"):
         raise DatasetError(f"CIFAR-100 labels are 'fine' (100 classes) or 'coarse' (20), not {labels!r}")
     root = _cifar_root(Path(path), CIFAR_DOWNLOADS["cifar100"][2])
-    _require_files(root, ["train", "test", "meta"], "CIFAR-100")
+    _require_files(root, ["train", "test", "meta"], "CIFAR-100", "cifar100")
     names = _decode_names(
         load_array_pickle(root / "meta").get(f"{labels}_label_names"), root / "meta", f"{labels}_label_names"
     )
@@ -744,7 +759,7 @@ def _mnist_root(path: Path) -> Path:
     for candidate in (path, path / "raw", path / "MNIST" / "raw"):  # torchvision keeps them in MNIST/raw
         if _idx_files(candidate):
             return candidate
-    raise DatasetError(f"no MNIST idx files (train-images-idx3-ubyte[.gz], ...) in {path}")
+    raise DatasetError(f"no MNIST idx files (train-images-idx3-ubyte[.gz], ...) in {path}{where_to_get('mnist-idx')}")
 
 
 @FORMATS.register("mnist-idx", tags=("gray",))
@@ -825,7 +840,7 @@ def read_svhn(path: Path, extra: bool = False, val_fraction: float = 0.0, seed: 
     else:
         wanted = [n for n in _SVHN_FILES if (path / n).is_file() and (extra or not n.startswith("extra"))]
         if not wanted:
-            raise DatasetError(f"no SVHN files (train_32x32.mat, test_32x32.mat) in {path}")
+            raise DatasetError(f"no SVHN files (train_32x32.mat, test_32x32.mat) in {path}{where_to_get('svhn')}")
         parts = [(_SVHN_FILES[n], *_read_svhn_mat(path / n)) for n in wanted]
     meta = {"format": "svhn", "url": "http://ufldl.stanford.edu/housenumbers/"}
     return _fixed_split_dataset(f"svhn:{path}", parts, [str(d) for d in range(10)], "rgb", val_fraction, seed, meta)

@@ -174,6 +174,22 @@ def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: lis
     assert lines[0].startswith("error: ") and message in lines[0] and lines[0].endswith("--help)"), lines[0]
 
 
+@pytest.mark.parametrize(("spec", "message"), [
+    # a format named without its files, and a named dataset's folder that is missing: what to give, where to get it
+    ("cifar10", "cifar10 is a format, not a named dataset: give its files as cifar10:PATH; it reads CIFAR-10 python "
+     "pickles (data_batch_1..5, test_batch, batches.meta), 32x32 RGB, 10 classes; get the files from "
+     "https://www.cs.toronto.edu/~kriz/cifar.html (the CIFAR-10 python version, unpacked)"),
+    ("cifar10:missing", "no folder missing: a CIFAR-10 folder holds data_batch_1, data_batch_2, data_batch_3, "
+     "data_batch_4, data_batch_5, test_batch, batches.meta; get the files from https://www.cs.toronto.edu/~kriz/cifar.html"),
+    # the suggestion ends the line (it read "did you mean digits?, and no file or folder ...")
+    ("digitz", "unknown dataset 'digitz', and no file or folder 'digitz' exists; did you mean digits?"),
+])
+def test_dataset_mistakes_say_what_is_missing_and_how_to_get_it(cli: Cli, spec: str, message: str) -> None:
+    result = cli("data", "info", spec)
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
 @pytest.mark.parametrize(("param", "message"), [
     ("foo=1", "digits (--data-param) has no setting foo; choose from test_fraction, val_fraction, seed"),
     ("val_fraction=abc", "digits (--data-param): val_fraction must be a float, got 'abc'"),
