@@ -17,7 +17,7 @@ import typer
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, arch_settings, check_compatible,
     emit_json, finished_run, has_preprocessing, kv_table, log, log_complete, no_preprocessing, out, parse_params, plain,
-    progress_bar, recorded_config, start_or_finished, table, warn,
+    progress_bar, recorded_config, split_choice, start_or_finished, table, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -52,9 +52,9 @@ def attack(
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory; give it with --data (neither: the built-in MNIST CNN on mnist-subset).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset name, FORMAT:PATH or PATH; give it with --model (neither: mnist-subset).")] = None,
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset to attack.")] = None,
-    split: Annotated[str, typer.Option("--split", help="Split to attack: test, val, train or all.")] = "test",
+    split: Annotated[str, typer.Option("--split", callback=split_choice, help="Split to attack: test, val, train or all.")] = "test",
     n: Annotated[int | None, typer.Option("--n", "--num-samples", help="Samples to attack (0 = all); use --num-samples under torchrun.")] = 100,
-    per_class: Annotated[int | None, typer.Option("--per-class", help="At most this many samples of each class, within --n (--n 0: no cap).")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="At most this many samples of each class, within --n (--n 0: no cap).")] = None,
     include_misclassified: Annotated[bool, typer.Option("--include-misclassified/--no-include-misclassified", help="Also attack samples the model already gets wrong (recorded per sample; the success rate and costs count correctly classified samples only).")] = False,
     targeted: Annotated[str | None, typer.Option("--targeted", help="random, least-likely, or a class index/name.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value, or NAME.key=value for one of several attacks.")] = None,

@@ -311,6 +311,36 @@ def check_choice(values: str | Sequence[str] | None, choices: Sequence[str], opt
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
 
 
+@contextmanager
+def usage_mistakes() -> Iterator[None]:
+    """Around library settings built straight from option values (a learning rate, an optimizer, a method): a
+    refusal (AdvkitError) is a bad option value, so a usage mistake (exit 2) like click's own checks."""
+    try:
+        yield
+    except AdvkitError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def split_choice(value: str) -> str:
+    """Callback of a ``--split`` option: one of the split names (usage, exit 2); whether the data has it is checked later."""
+    from advkit.datasets.base import SPLITS
+
+    check_choice(value, (*SPLITS, "all"), "--split")
+    return value
+
+
+def device_spelling(value: str) -> str:
+    """Callback of ``--device``: a device name torch can parse (usage, exit 2); resolve_device checks that it is here."""
+    import torch
+
+    if value not in ("", "auto"):
+        try:
+            torch.device(value)
+        except RuntimeError:
+            raise typer.BadParameter(f"unknown device {value!r}; use cpu, cuda, cuda:N or auto") from None
+    return value
+
+
 def command_line() -> str:
     """The command as typed, for the report."""
     return shlex.join(["advkit", *sys.argv[1:]])
@@ -370,7 +400,7 @@ ConfigOpt = Annotated[
     typer.Option("--config", callback=load_config, is_eager=True, help="Read option values from a .toml/.yaml/.json file; flags override."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of every random choice; the same seed gives the same report.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (cuda when present).")]
+DeviceOpt = Annotated[str, typer.Option("--device", callback=device_spelling, help="cpu, cuda, cuda:N or auto (cuda when present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout instead of tables.")]
 UnsafePickleOpt = Annotated[
     bool, typer.Option("--unsafe-pickle", help="Allow checkpoints that unpickle Python objects (runs code from the file!).")

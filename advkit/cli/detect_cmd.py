@@ -19,7 +19,7 @@ import typer
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
     arch_settings, emit_json, finished_run, kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config,
-    run_advice, start_or_finished, table,
+    run_advice, split_choice, start_or_finished, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -98,7 +98,7 @@ def fit(
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint or module:factory; give it with --data (neither: the built-in MNIST CNN on mnist-subset).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset of clean training images; give it with --model (neither: mnist-subset).")] = None,
     domain: Annotated[str | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset: rgb or ir.")] = None,
-    split: Annotated[str, typer.Option("--split", help="Split of clean images to fit on.")] = "train",
+    split: Annotated[str, typer.Option("--split", callback=split_choice, help="Split of clean images to fit on.")] = "train",
     layers: Annotated[list[str] | None, typer.Option("--layers", help="Layer to tap (repeat, or comma-separate); default: stem + conv stages.")] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="Autoencoder: wae (WAE-MMD, the paper's), ae or vae.")] = Kind.wae,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the clean images (the paper: 150).")] = 20,
@@ -557,7 +557,7 @@ def score(
     detector: DetectorOpt,
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files (png, jpg, tif, npy) to score.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Score images of a dataset instead (see --split, --n).")] = None,
-    split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "test",
+    split: Annotated[str, typer.Option("--split", callback=split_choice, help="Split of --data.")] = "test",
     adversarial: Annotated[Path | None, typer.Option("--adversarial", help="Score the successful adversarial images of a report.")] = None,
     runs: Annotated[list[str] | None, typer.Option("--run", help="Attack run(s) of --adversarial (default: all).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="At most this many images from --data or --adversarial.")] = 20,

@@ -12,7 +12,8 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path, warn,
+    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path,
+    usage_mistakes, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -38,8 +39,8 @@ def finetune(
     out_path: Annotated[Path, typer.Option("--out", help="Fine-tuned checkpoint to write.")],
     method: Annotated[str, typer.Option("--method", help="paper-white, paper-black, pgd, fast, trades or plain.")] = "paper-white",
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 5,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="The paper's protocol uses 32.")] = 32,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="The paper's protocol uses 32.")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Adam/SGD learning rate (default: 3e-3 for paper-*, else 1e-3).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam, adamw or sgd.")] = "adam",
     schedule: Annotated[str | None, typer.Option("--schedule", help="onecycle, cosine or constant (default: constant for paper-*, else cosine).")] = None,
@@ -76,14 +77,15 @@ def finetune(
     from advkit.runtime import resolve_device
     from advkit.training import TrainSettings, train_classifier
 
-    dev = resolve_device(device)
-    world = init_world(dev)
-    dev = rank_device(dev)
-    with world.together():  # a mistake on one rank stops every rank, printed once
+    with usage_mistakes():  # a method, budget or learning rate the fine-tuning refuses is a bad option value
         spec = FinetuneMethod(method, fraction, eps, alpha, steps, beta, seed)
         default_lr, default_schedule = default_optimisation(method)
         settings = TrainSettings(epochs, batch_size, default_lr if lr is None else lr, optimizer, 0.9, 0.0,
                                  schedule or default_schedule, 0, False, seed)
+    dev = resolve_device(device)
+    world = init_world(dev)
+    dev = rank_device(dev)
+    with world.together():  # a mistake on one rank stops every rank, printed once
         names = list(dict.fromkeys(eval_attack or EVAL_DEFAULTS))  # a repeated --eval-attack runs once
         attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
         state_path = training_state_path(out_path, overwrite, report)

@@ -12,7 +12,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log, log_complete,
-    out, parse_params, progress_bar, recorded_config,
+    out, parse_params, progress_bar, recorded_config, usage_mistakes,
 )
 from advkit.errors import AdvkitError
 
@@ -28,9 +28,9 @@ def train(
     out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors or .pt).")],
     arch: Annotated[str, typer.Option("--arch", help="Architecture (advkit list models).")] = "small-cnn",
     domain: Annotated[Domain | None, typer.Option("--domain", help="Side of a paired RGB-IR dataset.")] = None,
-    channels: Annotated[int | None, typer.Option("--channels", help="Net input channels (default: the data's; 3 replicates gray/IR).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    channels: Annotated[int | None, typer.Option("--channels", min=1, help="Net input channels (default: the data's; 3 replicates gray/IR).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam, adamw or sgd.")] = "adam",
     schedule: Annotated[str, typer.Option("--schedule", help="onecycle, cosine or constant.")] = "onecycle",
@@ -56,8 +56,9 @@ def train(
     from advkit.runtime import resolve_device
     from advkit.training import TrainSettings, fit_preprocessing, train_classifier
 
+    with usage_mistakes():  # a learning rate, optimizer or schedule the training refuses is a bad option value
+        settings = TrainSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, translate, hflip, seed)
     dev = resolve_device(device)
-    settings = TrainSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, translate, hflip, seed)
     state_path = training_state_path(out_path, overwrite, report)
     ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     pre = fit_preprocessing(ds, channels=channels, normalise=normalise)

@@ -9,7 +9,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, emit_json,
-    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, start_or_finished, table,
+    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, split_choice, start_or_finished, table,
 )
 from advkit.errors import AdvkitError
 
@@ -30,7 +30,7 @@ def transfer(
     data: Annotated[str, typer.Option("--data", help="Paired RGB-IR dataset (name, FORMAT:PATH or PATH).")],
     attack_name: Annotated[str, typer.Option("--attack", help="pixle, white-pixle or white-pixle-sorted.")] = "white-pixle",
     direction: Annotated[str, typer.Option("--direction", help="rgb->ir (source model is RGB), ir->rgb, or both.")] = "both",
-    split: Annotated[str, typer.Option("--split", help="Pairs to use: test, val, train or all.")] = "test",
+    split: Annotated[str, typer.Option("--split", callback=split_choice, help="Pairs to use: test, val, train or all.")] = "test",
     n: Annotated[int | None, typer.Option("--n", "--num-samples", min=0, help="Pairs per direction (0 = all kept pairs).")] = 100,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value.")] = None,
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="The additive (FGSM, PGD) controls; the random-move control always runs.")] = True,
@@ -56,7 +56,8 @@ def transfer(
     if direction not in DIRECTIONS:
         raise typer.BadParameter(f"choose from {', '.join(DIRECTIONS)}", param_hint="--direction")
     if attack_name not in MOVE_ATTACKS:
-        raise AdvkitError(f"--attack {attack_name} does not move pixels; transfer replays moves of {', '.join(MOVE_ATTACKS)}")
+        raise typer.BadParameter(f"{attack_name} does not move pixels; transfer replays moves of {', '.join(MOVE_ATTACKS)}",
+                                 param_hint="--attack")
     dev = resolve_device(device)
     settings = {**DEFAULT_PARAMS.get(attack_name, {}), **parse_params(param or [])}
     attack = create_attack(attack_name, **settings)

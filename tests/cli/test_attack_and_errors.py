@@ -166,6 +166,21 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     (["finetune", "--model", "m.safetensors", "--data", "digits", "--eval-n", "0"], "Invalid value for '--eval-n'"),
     (["train", "--data", "digits", "--out", "m.safetensors", "--report", "m.safetensors"], "would both be m.safetensors"),
     (["attack", "--seed", "-1"], "Invalid value for '--seed'"),
+    # bad option values that were exit 1 in some commands and 2 in others; now usage mistakes everywhere
+    (["train", "--data", "digits", "--out", "m.safetensors", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["finetune", "--model", "m.safetensors", "--data", "digits", "--out", "f.safetensors", "--batch-size", "0"],
+     "Invalid value for '--batch-size'"),
+    (["train", "--data", "digits", "--out", "m.safetensors", "--lr", "0"], "learning rate must be positive and finite, got 0.0"),
+    (["train", "--data", "digits", "--out", "m.safetensors", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["finetune", "--model", "m.safetensors", "--data", "digits", "--out", "f.safetensors", "--method", "pgdd"],
+     "unknown fine-tuning method 'pgdd'"),
+    (["finetune", "--model", "m.safetensors", "--data", "digits", "--out", "f.safetensors", "--fraction", "2"],
+     "fraction must lie in (0, 1], got 2.0"),
+    (["attack", "--device", "gpu"], "Invalid value for '--device': unknown device 'gpu'; use cpu, cuda, cuda:N or auto"),
+    (["robustness", "--model", "m.safetensors", "--data", "digits", "--device", "gpu"], "unknown device 'gpu'"),
+    (["attack", "--split", "testing"], "Invalid value for --split: 'testing' is not one of train, val, test, all"),
+    (["detect", "fit", "--split", "testing"], "'testing' is not one of train, val, test, all"),
+    (["attack", "--per-class", "0"], "Invalid value for '--per-class'"),
 ])
 def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: list[str], message: str) -> None:
     result = cli(*args)

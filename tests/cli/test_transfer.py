@@ -89,13 +89,14 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
         (["--source-model", rgb, "--target-model", ir, "--data", "digits"], "single domain"),
         (["--source-model", ir, "--target-model", rgb, *DATA, "--direction", "rgb->ir"], "the source model was trained on ir images but would get rgb ones; check --direction"),
         (["--source-model", rgb, "--target-model", digits_checkpoint, *DATA, "--direction", "rgb->ir"], "takes 8x8"),
-        (["--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd"], "does not move pixels"),
         (["--source-model", rgb, "--target-model", ir, *DATA, "--direction", "rgb->ir", "--split", "val"], "has no val samples"),
     ]
     for args, message in cases:
         result = cli("transfer", *args)
         assert result.code == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--direction", "up").code == 2
+    mover = cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--attack", "pgd")  # an option's choices: usage
+    assert mover.code == 2 and "Invalid value for --attack: pgd does not move pixels" in mover.stderr, mover.stderr
     zero = cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--control-eps", "0")  # blamed PGD's alpha
     assert zero.code == 2 and "--control-eps: must be in (0, 1]" in zero.stderr.replace("'", ""), zero.stderr
 

@@ -108,7 +108,7 @@ def test_finetune_cli_reports_before_and_after(cli: Cli, digits_checkpoint: Path
     assert extra["test_accuracy"] == pytest.approx(summary["after.clean_accuracy"]) and extra["dataset"] == "digits"
     assert extra["test_accuracy"] != load_checkpoint(digits_checkpoint).extra["test_accuracy"]
     bad = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--fraction", "1.5", "--out", "x.safetensors")
-    assert bad.code == 1 and "fraction" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.code == 2 and "fraction" in bad.stderr and "Traceback" not in bad.stderr  # a bad option value: usage
     # no test images to measure before/after on: refused before training (it trained, then crashed in torch.cat)
     empty = cli("finetune", "--model", digits_checkpoint, "--data", "digits", "--data-param", "test_fraction=0",
                 "--method", "plain", "--epochs", "1", "--out", "e.safetensors")
