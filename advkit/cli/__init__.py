@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 import warnings
 from difflib import SequenceMatcher
@@ -179,8 +180,21 @@ def _usage_error(exc: ClickException) -> int:
         exc.possibilities = [p for p in close if SequenceMatcher(None, name, p.lstrip("-")).ratio() >= 0.6]  # type: ignore[attr-defined]
     context = getattr(exc, "ctx", None)
     hint = f" (see {context.command_path} --help)" if context is not None else ""
-    _print_error(f"{exc.format_message()}{hint}")
+    _print_error(f"{plain_choice_wording(exc.format_message())}{hint}")
     return exc.exit_code
+
+
+# how Typer (through pydantic) words a value outside an Enum option's choices
+_PYDANTIC_CHOICE = re.compile(r"Value error, (.*?) is not one of ((?:'[^']*'(?:, )?)+)\.")
+
+
+def plain_choice_wording(message: str) -> str:
+    """A choice error in the words of advkit's own (check_choice), not pydantic's.
+
+        >>> plain_choice_wording("Invalid value for '--kind': Value error, 'BAD' is not one of 'wae', 'ae', 'vae'.")
+        "Invalid value for '--kind': 'BAD' is not one of wae, ae, vae"
+    """
+    return _PYDANTIC_CHOICE.sub(lambda m: f"{m[1]} is not one of " + m[2].replace("'", ""), message)
 
 
 def _print_error(text: str) -> None:

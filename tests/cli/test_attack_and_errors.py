@@ -181,6 +181,9 @@ def test_user_mistakes_are_one_line_errors(cli: Cli, digits_checkpoint: Path, tm
     (["attack", "--split", "testing"], "Invalid value for --split: 'testing' is not one of train, val, test, all"),
     (["detect", "fit", "--split", "testing"], "'testing' is not one of train, val, test, all"),
     (["attack", "--per-class", "0"], "Invalid value for '--per-class'"),
+    # an Enum option's choices in advkit's words (was "Value error, 'BAD' is not one of 'wae', 'ae', 'vae'.")
+    (["detect", "fit", "--kind", "BAD"], "Invalid value for '--kind': 'BAD' is not one of wae, ae, vae (see"),
+    (["attack", "--domain", "nir"], "Invalid value for '--domain': 'nir' is not one of rgb, ir (see"),
 ])
 def test_usage_mistakes_are_one_line_errors_with_a_help_hint(cli: Cli, args: list[str], message: str) -> None:
     result = cli(*args)
