@@ -304,6 +304,24 @@ def training_state_path(out_path: Path, overwrite: bool, report: Path | None = N
     return state_path
 
 
+def start_training_run(report: Any, run_id: str, state_path: Path, **kwargs: Any) -> Any:
+    """``report.start_run`` for train and finetune. A clash with the run of an interrupted training whose state is
+    at ``state_path`` is not solved by another ``--run``, as the store advises: that state, of other settings, would
+    still be the one resumed. The advice names what works."""
+    from advkit.errors import ReportError
+    from advkit.report.store import RUN_ADVICE
+
+    hint = f"; pass {RUN_ADVICE} or --overwrite"  # how the store ends a clash with a stored run
+    try:
+        return report.start_run(run_id, **kwargs)
+    except ReportError as exc:
+        if not state_path.exists() or hint not in str(exc):
+            raise
+        advice = (f"; {state_path} holds that interrupted training: re-run it with its own settings to resume it, "
+                  "pass --overwrite to start over, or write another --out")
+        raise ReportError(str(exc).replace(hint, advice)) from None
+
+
 def check_choice(values: str | Sequence[str] | None, choices: Sequence[str], option: str) -> None:
     """A usage mistake (exit 2, like any bad option value) unless every value is one of ``choices``."""
     for value in [values] if isinstance(values, str) else values or []:

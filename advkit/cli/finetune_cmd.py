@@ -12,8 +12,8 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, table, training_state_path,
-    usage_mistakes, warn,
+    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, start_training_run, table,
+    training_state_path, usage_mistakes, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -124,8 +124,8 @@ def finetune(
     train_args: dict[str, Any] = dict(preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
                                       validate=selection.score if selection else None, fingerprint=spec.fingerprint(), world=world)
     with world.together():  # a report rank 0 cannot start stops the other ranks before they train
-        opened_run = Report(report_path).start_run(run_id, kind="finetune", config=cfg, seed=seed, command=command_line(),
-                                                   overwrite=overwrite) if world.is_root else None
+        opened_run = start_training_run(Report(report_path), run_id, state_path, kind="finetune", config=cfg, seed=seed,
+                                        command=command_line(), overwrite=overwrite) if world.is_root else None
     if opened_run is None:  # other torchrun ranks train their share; rank 0 evaluates and writes
         try:
             train_classifier(loaded.net, ds, settings, **train_args)

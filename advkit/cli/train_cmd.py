@@ -12,7 +12,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log, log_complete,
-    out, parse_params, progress_bar, recorded_config, usage_mistakes,
+    out, parse_params, progress_bar, recorded_config, start_training_run, usage_mistakes,
 )
 from advkit.errors import AdvkitError
 
@@ -76,8 +76,9 @@ def train(
         log_complete(run, report_path)
         _print(finished, arch, ds.name, report_path, run, json_output)
         return
-    with Report(report_path).start_run(
-        run, kind="train", config=recorded_config(ctx.params), seed=seed, command=command_line(), overwrite=overwrite
+    with start_training_run(
+        Report(report_path), run, state_path, kind="train", config=recorded_config(ctx.params), seed=seed,
+        command=command_line(), overwrite=overwrite,
     ) as writer:
         log(f"training {arch} on {ds.name} ({ds.domain}, {len(ds.indices('train'))} train images) on {dev}")
         began = time.perf_counter()

@@ -165,6 +165,32 @@ def test_existing_checkpoint_is_not_overwritten(cli: Cli, tmp_path: Path) -> Non
     assert (tmp_path / "m.safetensors").read_bytes() == b"precious"
 
 
+def test_an_interrupted_training_with_other_settings_is_advised_what_works(cli: Cli, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clash with the interrupted run advised "--run NAME", which then failed on the training state: it holds
+    the other settings whatever the run is called."""
+    from advkit import training
+
+    real_epoch = training._train_epoch
+
+    def stopped_in_epoch_2(*args: Any) -> Any:
+        if args[6] == 1:  # the epoch index: Ctrl-C after the first epoch's state was written
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(training, "_train_epoch", stopped_in_epoch_2)
+    args = ["train", "--data", "digits", "--out", "m.safetensors"]
+    assert cli(*args, "--epochs", "3").code == 130 and (tmp_path / "m.safetensors.state.pt").exists()
+    monkeypatch.setattr(training, "_train_epoch", real_epoch)
+    other = cli(*args, "--epochs", "2")
+    assert other.code == 1 and "--run NAME" not in other.stderr, other.stderr
+    assert other.stderr.strip().splitlines() == [
+        "error: m.h5 already has run 'train' with a different config (epochs: 3 vs 2 now); m.safetensors.state.pt holds "
+        "that interrupted training: re-run it with its own settings to resume it, pass --overwrite to start over, or "
+        "write another --out"], other.stderr
+    assert cli(*args, "--epochs", "2", "--overwrite").code == 0  # what it advises works
+
+
 def test_an_out_that_cannot_be_written_fails_before_training(cli: Cli, tmp_path: Path) -> None:
     """A folder named like the checkpoint trained every epoch, then failed, leaving a state file and a running run."""
     (tmp_path / "dir.safetensors").mkdir()
