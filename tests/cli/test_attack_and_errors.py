@@ -486,6 +486,35 @@ def test_ctrl_c_in_the_interpreters_exit_prints_no_noise() -> None:
     assert done.stderr == "" and "architectures" in done.stdout  # the whole table, flushed
 
 
+@pytest.mark.parametrize(("module", "message"), [
+    ("advkit.cli", "interrupted while loading advkit: nothing was started"),  # while the CLI loads (torch)
+    ("advkit.models.architectures", "interrupted: nothing half-done was kept; re-run the same command to start over"),
+])
+def test_ctrl_c_in_python_run_by_c_code_during_an_import_exits_130_in_one_line(module: str, message: str) -> None:
+    """Torch's and matplotlib's extensions run Python from C++ while they are imported; a KeyboardInterrupt raised
+    there cannot unwind through it: it aborted the process ("terminate called after throwing an instance of
+    'pybind11::error_already_set'", exit 134), or was printed as a traceback and dropped. Here C code (PyRun) runs
+    the Python that gets the Ctrl-C, while advkit loads or while ``list models`` first imports its module."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import ctypes, importlib.abc, sys\n"
+              "sys.argv = ['advkit', 'list', 'models']\n"
+              "class Interrupting(importlib.abc.MetaPathFinder):\n"
+              "    def find_spec(self, name, path, target=None):\n"
+              f"        if name == {module!r}:\n"
+              "            sys.meta_path.remove(self)\n"
+              "            ctypes.pythonapi.PyRun_SimpleString(b'import os, signal, time\\n'\n"
+              "                                                b'os.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(5)\\n')\n"
+              "sys.meta_path.insert(0, Interrupting())\n"
+              "from advkit.__main__ import run\n"
+              "run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    assert (done.returncode, done.stderr, done.stdout) == (130, f"{message}\n", ""), done.stderr
+
+
 def test_the_interrupt_message_says_what_a_re_run_does() -> None:
     from advkit.cli import _after_interrupt
 
