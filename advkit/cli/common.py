@@ -245,12 +245,13 @@ def start_or_finished(report: Any, run_id: str, kind: str, cfg: dict[str, Any], 
         return None, finished
 
 
-def run_advice(exc: ReportError, run_option: str) -> ReportError:
-    """``exc`` (a refusal of the report store) with its advice for a distinct run naming ``run_option`` (detect eval's
-    ``--run-prefix PREFIX``) instead of ``--run NAME``."""
+def run_advice(exc: ReportError, instead: str, advice: str | None = None) -> ReportError:
+    """``exc`` (a refusal of the report store) with its ``advice`` (default: the store's ``--run NAME``) replaced by
+    ``instead``: detect eval names its ``--run-prefix PREFIX``, train and finetune what resumes their state."""
     from advkit.report.store import RUN_ADVICE
 
-    return type(exc)(str(exc).replace(RUN_ADVICE, run_option)) if RUN_ADVICE in str(exc) else exc
+    advice = advice or RUN_ADVICE
+    return type(exc)(str(exc).replace(advice, instead)) if advice in str(exc) else exc
 
 
 def plain(value: Any) -> Any:
@@ -308,18 +309,16 @@ def start_training_run(report: Any, run_id: str, state_path: Path, **kwargs: Any
     """``report.start_run`` for train and finetune. A clash with the run of an interrupted training whose state is
     at ``state_path`` is not solved by another ``--run``, as the store advises: that state, of other settings, would
     still be the one resumed. The advice names what works."""
-    from advkit.errors import ReportError
     from advkit.report.store import RUN_ADVICE
 
-    hint = f"; pass {RUN_ADVICE} or --overwrite"  # how the store ends a clash with a stored run
     try:
         return report.start_run(run_id, **kwargs)
     except ReportError as exc:
-        if not state_path.exists() or hint not in str(exc):
+        if not state_path.exists():
             raise
         advice = (f"; {state_path} holds that interrupted training: re-run it with its own settings to resume it, "
                   "pass --overwrite to start over, or write another --out")
-        raise ReportError(str(exc).replace(hint, advice)) from None
+        raise run_advice(exc, advice, f"; pass {RUN_ADVICE} or --overwrite") from None  # how the store ends a clash
 
 
 def check_choice(values: str | Sequence[str] | None, choices: Sequence[str], option: str) -> None:

@@ -461,18 +461,19 @@ CIFAR_DOWNLOADS: dict[str, tuple[str, str, str]] = {
 }
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
-SOURCES: dict[str, str] = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (the CIFAR-10 python version, unpacked)",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar.html (the CIFAR-100 python version, unpacked)",
-    "mnist-idx": "https://yann.lecun.com/exdb/mnist/ (or Fashion-MNIST's idx files)",
-    "svhn": "http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits)",
+SOURCES: dict[str, tuple[str, str]] = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar.html", "the CIFAR-10 python version, unpacked"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar.html", "the CIFAR-100 python version, unpacked"),
+    "mnist-idx": ("https://yann.lecun.com/exdb/mnist/", "or Fashion-MNIST's idx files"),
+    "svhn": ("http://ufldl.stanford.edu/housenumbers/", "format 2, cropped digits"),
 }
-"""Where the public data each of these formats reads is published, for the errors about missing files."""
+"""Where the public data each of these formats reads is published (page, which files): recorded as a dataset's
+``url`` and named by the errors about missing files."""
 
 
 def where_to_get(fmt: str) -> str:
-    """"; get the files from URL" for a format with a public source, else ""."""
-    return f"; get the files from {SOURCES[fmt]}" if fmt in SOURCES else ""
+    """"; get the files from URL (which)" for a format with a public source, else ""."""
+    return f"; get the files from {SOURCES[fmt][0]} ({SOURCES[fmt][1]})" if fmt in SOURCES else ""
 
 # the only globals a pickled dict of numpy arrays needs; everything else (os.system, eval, ...) is refused
 _PICKLE_ALLOWED = {
@@ -605,7 +606,7 @@ def read_cifar10(path: Path, val_fraction: float = 0.0, seed: int = 0) -> ImageD
     )
     parts = [(SPLITS["train"], *_cifar_batch(root / f, "labels")) for f in CIFAR10_TRAIN]
     parts.append((SPLITS["test"], *_cifar_batch(root / "test_batch", "labels")))
-    meta = {"format": "cifar10", "url": "https://www.cs.toronto.edu/~kriz/cifar.html"}
+    meta = {"format": "cifar10", "url": SOURCES["cifar10"][0]}
     return _fixed_split_dataset(f"cifar10:{path}", parts, names, "rgb", val_fraction, seed, meta)
 
 
@@ -620,7 +621,7 @@ def read_cifar100(path: Path, labels: str = "fine", val_fraction: float = 0.0, s
         load_array_pickle(root / "meta").get(f"{labels}_label_names"), root / "meta", f"{labels}_label_names"
     )
     parts = [(SPLITS[s], *_cifar_batch(root / s, f"{labels}_labels")) for s in ("train", "test")]
-    meta = {"format": "cifar100", "labels": labels, "url": "https://www.cs.toronto.edu/~kriz/cifar.html"}
+    meta = {"format": "cifar100", "labels": labels, "url": SOURCES["cifar100"][0]}
     return _fixed_split_dataset(f"cifar100:{path}", parts, names, "rgb", val_fraction, seed, meta)
 
 
@@ -789,7 +790,7 @@ def read_mnist_idx(path: Path, val_fraction: float = 0.0, seed: int = 0) -> Imag
     # 10 classes (MNIST, Fashion-MNIST, a subset of them), or up to the largest label for EMNIST's 26, 47 or 62
     count = _learned_classes(np.concatenate([p[2] for p in parts]), root, "is a labels file damaged?", floor=10)
     names = [str(i) for i in range(count)]
-    meta = {"format": "mnist-idx", "url": "https://yann.lecun.com/exdb/mnist/"}
+    meta = {"format": "mnist-idx", "url": SOURCES["mnist-idx"][0]}
     return _fixed_split_dataset(f"mnist-idx:{path}", parts, names, "gray", val_fraction, seed, meta)
 
 
@@ -842,7 +843,7 @@ def read_svhn(path: Path, extra: bool = False, val_fraction: float = 0.0, seed: 
         if not wanted:
             raise DatasetError(f"no SVHN files (train_32x32.mat, test_32x32.mat) in {path}{where_to_get('svhn')}")
         parts = [(_SVHN_FILES[n], *_read_svhn_mat(path / n)) for n in wanted]
-    meta = {"format": "svhn", "url": "http://ufldl.stanford.edu/housenumbers/"}
+    meta = {"format": "svhn", "url": SOURCES["svhn"][0]}
     return _fixed_split_dataset(f"svhn:{path}", parts, [str(d) for d in range(10)], "rgb", val_fraction, seed, meta)
 
 
