@@ -40,8 +40,12 @@ def write_all_atomically(files: Sequence[tuple[str | Path, Writer]], *, replace:
     """Write several files as :func:`write_atomically` writes one, and all of them or none: every ``write(tmp)`` fills
     its sibling first, and only once all have succeeded do the siblings replace their paths. A failure part-way (a
     writer's error, a full disk, a name too long) removes every sibling and leaves every path as it was; only the
-    renames at the end, which write no data, could still fail between two files."""
+    renames at the end, which write no data, could still fail between two files.
+
+    With ``replace=False``, a file found at one of the paths at the end (another process made it meanwhile) raises
+    FileExistsError after removing the files this call had already published: still all or none, and never theirs."""
     staged: list[tuple[Path, Path]] = []
+    published: list[Path] = []
     try:
         for path, write in files:
             path = _target(Path(path))
@@ -51,7 +55,14 @@ def write_all_atomically(files: Sequence[tuple[str | Path, Writer]], *, replace:
                 staged[-1][1].chmod(path.stat().st_mode & 0o7777 if path.exists() else _default_mode())  # safetensors: 0600
         for path, tmp in staged:
             with _one_line(path):
-                _publish(tmp, path, replace)
+                try:
+                    _publish(tmp, path, replace)
+                except FileExistsError:
+                    for mine in published:  # new files of ours only: with replace=False nothing was replaced
+                        with contextlib.suppress(OSError):
+                            mine.unlink()
+                    raise
+            published.append(path)
     finally:
         for _, tmp in staged:
             with contextlib.suppress(OSError):  # a second error here would hide the first, which says what went wrong

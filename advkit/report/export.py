@@ -30,11 +30,12 @@ attacks share (``mixed`` and null where they differ), and its attack entry lists
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,20 @@ def export_csv(report: Report, out_dir: Path, runs: Sequence[str] | None = None,
             planned.append((Path(out_dir) / f"{stem}-{run_id}-{name}.csv", table_columns, f"table {name!r} of run {run_id!r}"))
     _check_unique(planned)
     check_targets(report, [path for path, _, _ in planned], overwrite)
-    result.paths = write_all_atomically([(path, _csv_writer(columns, path)) for path, columns, _ in planned])
+    with _appeared_meanwhile():
+        result.paths = write_all_atomically([(path, _csv_writer(columns, path)) for path, columns, _ in planned],
+                                            replace=overwrite)
     return result
+
+
+@contextlib.contextmanager
+def _appeared_meanwhile() -> Iterator[None]:
+    """A file that another process created after :func:`check_targets` looked, as one line: it is never replaced."""
+    try:
+        yield
+    except FileExistsError as exc:
+        raise ReportError(f"{exc.filename} appeared while exporting (another export?) and was left as it is; nothing "
+                          "was written; pass --overwrite to replace") from None
 
 
 def _check_unique(planned: Sequence[tuple[Path, Any, str]]) -> None:
@@ -291,7 +304,8 @@ def export_json(report: Report, path: Path, runs: Sequence[str] | None = None, *
     check_targets(report, [Path(path)], overwrite)
     document = summary_json(report, runs)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    return ExportResult([write_atomically(path, lambda tmp: tmp.write_text(text))])
+    with _appeared_meanwhile():
+        return ExportResult([write_atomically(path, lambda tmp: tmp.write_text(text), replace=overwrite)])
 
 
 def export(report: Report, fmt: str, out: Path | None = None, runs: Sequence[str] | None = None, *,

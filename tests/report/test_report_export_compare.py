@@ -227,6 +227,45 @@ def test_a_csv_export_that_fails_part_way_leaves_every_file_as_it_was(tmp_path: 
     assert {p.name: p.stat().st_ino for p in (tmp_path / "csv").iterdir()} == before  # none replaced, no temporaries
 
 
+def test_an_export_never_replaces_a_file_another_process_created_meanwhile(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files were checked to be absent before writing, then replaced at the end: another export (or any process)
+    that created one meanwhile lost it without --overwrite. Now nothing of theirs is replaced and nothing of ours
+    is left: the export is still all or none."""
+    from advkit.report import export as export_module
+
+    report = Report(tmp_path / "r.h5")
+    for run in ("a", "b", "c"):
+        _attack(report, run, np.arange(3), np.ones(3, bool))
+    real = export_module._csv_writer
+
+    def racing(columns: dict, path: Path):  # type: ignore[no-untyped-def]
+        write = real(columns, path)
+
+        def write_then_race(tmp: Path) -> None:
+            write(tmp)
+            if path.name == "r-c.csv":  # after all checks passed, while this export writes
+                (tmp_path / "csv" / "r-b.csv").write_text("theirs")
+        return write_then_race
+
+    monkeypatch.setattr(export_module, "_csv_writer", racing)
+    with pytest.raises(ReportError, match=r"r-b.csv appeared while exporting \(another export\?\) and was left as it "
+                                          r"is; nothing was written; pass --overwrite to replace$"):
+        export(report, "csv", tmp_path / "csv")
+    assert [(p.name, p.read_text()) for p in (tmp_path / "csv").iterdir()] == [("r-b.csv", "theirs")]
+
+    def race_then_write(path: Path, write, *, replace: bool) -> Path:  # type: ignore[no-untyped-def]
+        Path(path).write_text("theirs")
+        return write_atomically(path, write, replace=replace)
+
+    monkeypatch.setattr(export_module, "write_atomically", race_then_write)
+    with pytest.raises(ReportError, match=r"r.json appeared while exporting"):
+        export(report, "json", tmp_path / "r.json")
+    assert (tmp_path / "r.json").read_text() == "theirs"
+    assert export(report, "json", tmp_path / "r.json", overwrite=True).paths == [tmp_path / "r.json"]
+    assert json.loads((tmp_path / "r.json").read_text())
+
+
 @pytest.mark.parametrize(("summary", "params", "message"), [
     ({"robust_accuracy": "high"}, {}, "run a: summary 'robust_accuracy' is 'high', expected a number"),
     ({"clean_accuracy": [1, 2]}, {}, "run a: summary 'clean_accuracy' is array([1, 2]), expected a number"),
