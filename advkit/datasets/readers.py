@@ -1123,7 +1123,7 @@ def _scan_c(csv_path: Path) -> list[_Pair]:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [({k.strip(): (v or "") for k, v in row.items() if k}, reader.line_num) for row in reader]
+            rows = [(row, reader.line_num) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read manifest {csv_path}: {exc}") from exc
     missing = [c for c in _MANIFEST_COLUMNS if c not in columns]
@@ -1131,6 +1131,13 @@ def _scan_c(csv_path: Path) -> list[_Pair]:
         raise DatasetError(f"{csv_path}: missing columns {', '.join(missing)}; need id,label,[split,]rgb,ir")
     if not rows:
         raise DatasetError(f"{csv_path}: the manifest lists no samples")
+    # DictReader keeps a row's extra fields under None: an unquoted comma in a path or id, or box values under a
+    # header without box columns, would otherwise shift or drop fields silently (empty extras lose nothing)
+    long = [line for row, line in rows if any(v.strip() for v in row.get(None, []))]
+    if long:
+        raise DatasetError(f"{csv_path}: line(s) {_few([str(n) for n in long])} have more fields than the header "
+                           f"({','.join(columns)}); quote fields that hold commas")
+    rows = [({k.strip(): (v or "") for k, v in row.items() if k is not None}, line) for row, line in rows]
     short = [line for row, line in rows if any(not row.get(c, "").strip() for c in _MANIFEST_COLUMNS)]
     if short:  # a row with too few fields: its paths would be the manifest's folder
         raise DatasetError(f"{csv_path}: line(s) {_few([str(n) for n in short])} leave {', '.join(_MANIFEST_COLUMNS)} "
@@ -1269,7 +1276,15 @@ def _paired_files(
     if any(p.box is not None for p in pairs):
         _check_boxes(pairs, rgb_probes, ir_probes)  # first: a box inside the images also fits in int64
         boxes = np.array([p.box if p.box is not None else (-1, -1, -1, -1) for p in pairs], dtype=np.int64)
-    resized = _check_pair_sizes(pairs, native_sizes(rgb_probes, boxes), native_sizes(ir_probes, boxes), options.align)
+    # whole images, not crop boxes: one box on a 32x32 RGB and a 16x16 IR image crops two different scenes
+    rgb_sizes, ir_sizes = native_sizes(rgb_probes), native_sizes(ir_probes)
+    resized = _check_pair_sizes(pairs, rgb_sizes, ir_sizes, options.align)
+    boxed = [p.sample_id for p, r, i in zip(pairs, rgb_sizes, ir_sizes) if p.box is not None and r != i]
+    if boxed:
+        raise DatasetError(
+            f"crop boxes on pairs of different sizes (ids {_few(boxed)}): a box is in one image's pixels; resize the "
+            "IR files to their RGB partners' size, or drop the boxes"
+        )
     rgb = ImageFiles(
         [p.rgb for p in pairs], channels=3, size=options.target, role="rgb", boxes=boxes, probes=rgb_probes, root=root
     )

@@ -250,6 +250,30 @@ def test_manifest_errors(tmp_path: Path, rows: list[str], header: str, message: 
         open_dataset(f"paired-c:{root}")
 
 
+def test_manifest_rows_longer_than_the_header_are_refused(tmp_path: Path) -> None:
+    _png(tmp_path / "img" / "r.png", np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    _png(tmp_path / "img" / "i.png", np.zeros((4, 4), np.uint8))
+    # box values under a header without box columns were dropped: the pair loaded uncropped
+    root = _manifest(tmp_path, ["a,x,train,img/r.png,img/i.png,0,0,2,2", "b,x,test,img/r.png,img/i.png"])
+    with pytest.raises(DatasetError, match=r"line\(s\) 2 have more fields than the header"):
+        open_dataset(f"paired-c:{root}")
+    # an empty trailing field loses nothing
+    root = _manifest(tmp_path, ["a,x,train,img/r.png,img/i.png,", "b,x,test,img/r.png,img/i.png"])
+    assert open_dataset(f"paired-c:{root}").rgb.shape == (2, 4, 4, 3)
+
+
+def test_manifest_boxes_on_pairs_of_different_sizes_are_refused(tmp_path: Path) -> None:
+    _png(tmp_path / "img" / "r.png", np.zeros((32, 32, 3), np.uint8))
+    _png(tmp_path / "img" / "i.png", np.zeros((16, 16), np.uint8))
+    rows = ["a,x,train,img/r.png,img/i.png,0,0,8,8", "b,x,test,img/r.png,img/i.png,8,8,16,16"]
+    root = _manifest(tmp_path, rows, header="id,label,split,rgb,ir,x0,y0,x1,y1")
+    # the same box on a 32x32 and a 16x16 image crops two different scenes: it loaded as an aligned pair
+    with pytest.raises(DatasetError, match="pair size mismatch: RGB 32x32 vs IR 16x16 for id a"):
+        open_dataset(f"paired-c:{root}")
+    with pytest.raises(DatasetError, match=r"crop boxes on pairs of different sizes \(ids a, b\)"):
+        open_dataset(f"paired-c:{root}", align="resize")
+
+
 # -------------------------------------------------------------------------------------------------- arrays (D)
 
 
