@@ -1475,7 +1475,8 @@ def _typed(
 
 
 def _array_ir(arrays: dict[str, np.ndarray], path: Path, meta: dict[str, str]) -> np.ndarray:
-    """IR as (N, H, W, 1): a trailing 3-channel axis must be gray; floats are rescaled by meta ir_range."""
+    """IR as (N, H, W, 1): a trailing 3-channel axis must be gray. With meta ir_range, IR of any type becomes float32
+    rescaled from [lo, hi] to [0, 1]; without it float IR must be in [0, 1] and integer IR keeps its type's range."""
     ir = _typed(
         arrays,
         "ir",
@@ -1488,13 +1489,15 @@ def _array_ir(arrays: dict[str, np.ndarray], path: Path, meta: dict[str, str]) -
         if not (np.array_equal(ir[..., 0], ir[..., 1]) and np.array_equal(ir[..., 0], ir[..., 2])):
             raise DatasetError(f"{path}: key 'ir' has 3 different channels; IR must be 1 channel (or 3 identical ones)")
         ir = ir[..., :1]
-    if ir.dtype.kind == "f":
+    # integer IR too: 12-bit values in uint16 divided by 65535 would make every image nearly black
+    if ir.dtype.kind == "f" or "ir_range" in meta:
         ir = _unit_range(ir, meta.get("ir_range"), path)
     return np.ascontiguousarray(ir)
 
 
 def _unit_range(ir: np.ndarray, ir_range: str | None, path: Path) -> np.ndarray:
-    """Float IR into [0, 1]: rescaled from meta's ir_range [lo, hi] when given, else it must already be there."""
+    """IR into float32 [0, 1]: rescaled from meta's ir_range [lo, hi] when given, else (float) it must be there."""
+    raw_lo = raw_hi = 0.0
     if ir_range is not None:
         try:
             lo, hi = (float(v) for v in json.loads(ir_range))
@@ -1502,15 +1505,21 @@ def _unit_range(ir: np.ndarray, ir_range: str | None, path: Path) -> np.ndarray:
             raise DatasetError(f"{path}: meta ir_range must be [lo, hi], got {ir_range}") from exc
         if not (math.isfinite(lo) and math.isfinite(hi - lo) and hi > lo):  # [0, Infinity] would make all IR 0
             raise DatasetError(f"{path}: meta ir_range needs finite lo < hi, got {ir_range}")
-        ir = ((ir - lo) / (hi - lo)).astype(np.float32)
+        if ir.size:  # the values as stored, for the message below
+            raw_lo, raw_hi = float(ir.min()), float(ir.max())
+        ir = (ir.astype(np.float32, copy=False) - lo) / (hi - lo)  # float32 first: exact for uint8/uint16
     if not np.isfinite(ir).all():  # NaN passes both range checks below
         raise DatasetError(f"{path}: float IR holds NaN or infinite values")
-    lo_val, hi_val = float(ir.min()), float(ir.max())
+    lo_val, hi_val = (float(ir.min()), float(ir.max())) if ir.size else (0.0, 0.0)
     if lo_val < -1e-6 or hi_val > 1 + 1e-6:
+        if ir_range is not None:
+            raise DatasetError(
+                f"{path}: IR values {raw_lo:.6g}..{raw_hi:.6g} reach outside meta ir_range {ir_range}; fix the range"
+            )
         raise DatasetError(
             f"{path}: float IR must lie in [0, 1] (got {lo_val:.3g}..{hi_val:.3g}); add meta ir_range [lo, hi]"
         )
-    return np.clip(ir, 0.0, 1.0)
+    return np.clip(ir, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def _resize_all(images: np.ndarray, size: tuple[int, int], path: Path) -> np.ndarray:

@@ -310,6 +310,17 @@ def test_h5_float_ir_rescaled_by_meta_range(tmp_path: Path) -> None:
     assert ds.meta["ir_kind"] == "lwir" and list(ds.class_names) == ["cold", "hot"]
 
 
+def test_npz_integer_ir_rescaled_by_meta_range(tmp_path: Path) -> None:
+    """12-bit values in uint16 were divided by 65535 despite ir_range [0, 4095]: every IR image nearly black."""
+    twelve_bit = np.linspace(0, 4095, 4 * 36).round().astype(np.uint16).reshape(4, 6, 6)
+    np.savez(tmp_path / "x.npz", **_arrays(ir=twelve_bit, meta=np.array(json.dumps({"ir_range": [0, 4095]}))))
+    ds = open_dataset(f"paired-d:{tmp_path / 'x.npz'}")
+    assert ds.ir.dtype == np.float32 and float(ds.ir.max()) == 1.0
+    assert np.allclose(ds.ir[..., 0], twelve_bit / 4095.0, atol=1e-6)
+    x, _ = ds.domain("ir").batch([3])
+    assert abs(float(x.max()) - 1.0) < 1e-6
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -320,6 +331,10 @@ def test_h5_float_ir_rescaled_by_meta_range(tmp_path: Path) -> None:
         ({"split": np.array([0, 1, 2, 7])}, "key 'split' must hold 0"),
         ({"ir": np.full((4, 6, 6), 3.0, np.float32)}, "float IR must lie in"),
         ({"ir": np.full((4, 6, 6), np.nan, np.float32)}, "float IR holds NaN or infinite values"),  # passed the range check
+        ({"ir": np.full((4, 6, 6), 5000, np.uint16), "meta": np.array(json.dumps({"ir_range": [0, 4095]}))},
+         r"bad\.npz: IR values 5000\.\.5000 reach outside meta ir_range \[0, 4095\]; fix the range$"),
+        ({"ir": np.full((4, 6, 6), 3.0, np.float32), "meta": np.array(json.dumps({"ir_range": [0, 2]}))},
+         r"IR values 3\.\.3 reach outside meta ir_range \[0, 2\]"),
         ({"ir": np.zeros((4, 5, 5), np.uint8)}, "RGB 6x6 vs IR 5x5"),
         ({"ids": np.array(["a", "a", "b", "c"])}, "distinct strings"),
         ({"meta": np.array("{not json")}, "not valid JSON"),
