@@ -159,11 +159,21 @@ def _pixel_type(dtype: np.dtype, path: Path) -> np.dtype:
     raise DatasetError(f"{path}: unsupported pixel type {dtype}; use uint8, uint16 or float in [0, 1]")
 
 
+_TIFF_CHANNEL_AXES = "SC"  # tifffile's samples per pixel, and channels an ImageJ or OME file declares
+
+
 def _tiff_axes(shape: Sequence[int], axes: str, path: Path) -> tuple[list[int], tuple[int, ...]]:
     """Axis order that turns a TIFF series into (H, W, C), and the squeezed shape it applies to."""
     keep = [i for i, axis in enumerate(axes) if axis in "YX" or shape[i] > 1]
     kept_axes = "".join(axes[i] for i in keep)
     squeezed = tuple(shape[i] for i in keep)
+    stacked = [i for i in keep if axes[i] not in "YX" + _TIFF_CHANNEL_AXES]
+    if stacked:  # pages (I, Q), planes (Z) or frames (T): read as channels, 3 gray pages became one RGB image
+        images = math.prod(shape[i] for i in stacked)
+        raise DatasetError(
+            f"{path}: TIFF holds a stack of {images} images ({axes} data of shape {tuple(shape)}); advkit reads one "
+            "image per file: save each page as its own file"
+        )
     if "Y" not in kept_axes or "X" not in kept_axes or len(kept_axes) > 3:
         raise DatasetError(f"{path}: TIFF holds {axes} data of shape {tuple(shape)}; expected one 2-D image")
     order = [kept_axes.index("Y"), kept_axes.index("X")]

@@ -322,6 +322,30 @@ def test_imagefolder_sixteen_bit_tiff(tmp_path: Path) -> None:
     assert abs(float(x.max()) - 63000 / 65535) < 1e-6
 
 
+@pytest.mark.parametrize(("metadata", "axes"), [({}, "QYX"), (None, "IYX")])  # tifffile's own file, a generic one
+def test_multi_page_gray_tiff_is_refused_not_read_as_rgb(tmp_path: Path, metadata: dict | None, axes: str) -> None:
+    """3 gray pages, which tifffile reads as (3, H, W), were read as one RGB image of the 3 pages."""
+    import tifffile
+
+    pages = np.random.default_rng(3).integers(0, 256, (3, 8, 10), dtype=np.uint8)
+    (tmp_path / "c").mkdir()
+    tifffile.imwrite(tmp_path / "c" / "stack.tif", pages, photometric="minisblack", metadata=metadata)
+    message = (rf"stack.tif: TIFF holds a stack of 3 images \({axes} data of shape \(3, 8, 10\)\); advkit reads one "
+               "image per file: save each page as its own file$")
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(f"imagefolder:{tmp_path}")  # at open, from the header
+    with pytest.raises(DatasetError, match=message):
+        read_image(tmp_path / "c" / "stack.tif")
+
+
+def test_planar_rgb_tiff_is_still_one_rgb_image(tmp_path: Path) -> None:
+    import tifffile
+
+    planes = np.random.default_rng(4).integers(0, 256, (3, 8, 10), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", planes, photometric="rgb", planarconfig="separate")  # one page, SYX
+    assert np.array_equal(read_image(tmp_path / "planar.tif"), planes.transpose(1, 2, 0))
+
+
 def test_imagefolder_different_sizes_raise_with_hint(tmp_path: Path) -> None:
     write_png(tmp_path / "c" / "a.png", np.zeros((32, 32, 3), np.uint8))
     write_png(tmp_path / "c" / "b.png", np.zeros((28, 28, 3), np.uint8))
