@@ -36,6 +36,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -1420,16 +1421,28 @@ def read_paired_c(
 _ARRAY_REQUIRED = ("rgb", "ir", "label")
 
 
+def _open_npz(path: Path) -> Any:
+    """np.load of an .npz archive; a file that is not a zip at all (truncated, or text renamed .npz) is one line
+    saying so, where np.load would try it as a pickle or a bare .npy and report that instead."""
+    with open(path, "rb") as handle:
+        if not zipfile.is_zipfile(handle):  # a truncated zip loses its central directory, at the end
+            raise DatasetError(f"{path} is not a valid .npz file (not a zip archive: truncated, or another file "
+                               "renamed)")
+    return np.load(path, allow_pickle=False)
+
+
 def _array_keys(path: Path) -> list[str]:
     """Names of the arrays in an .npz or HDF5 file, without loading them."""
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            with _open_npz(path) as archive:
                 return list(archive.files)
         import h5py
 
         with h5py.File(path, "r") as handle:
             return list(handle.keys())
+    except DatasetError:
+        raise
     except Exception as exc:  # BadZipFile, OSError (not HDF5), ...
         raise DatasetError(f"cannot read array file {path}: {exc}") from exc
 
@@ -1438,12 +1451,14 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .npz (never unpickling) or the top-level datasets of an HDF5 file."""
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            with _open_npz(path) as archive:
                 return {key: archive[key] for key in archive.files}
         import h5py
 
         with h5py.File(path, "r") as handle:
             return {key: np.asarray(handle[key][()]) for key in handle if isinstance(handle[key], h5py.Dataset)}
+    except DatasetError:
+        raise
     except ValueError as exc:
         raise DatasetError(f"cannot read {path}: {exc} (store strings as fixed-width unicode, not objects)") from exc
     except MemoryError:  # its message is empty: say what ran out

@@ -358,6 +358,24 @@ def test_h5_missing_key_is_reported(tmp_path: Path) -> None:
         open_dataset(f"paired-d:{tmp_path / 'm.hdf5'}")
 
 
+@pytest.mark.parametrize("damage", ["text", "truncated", "npy"])
+@pytest.mark.parametrize("spec", ["paired-d:{}", "{}"])  # read, and detected from a bare path
+def test_npz_that_is_not_a_zip_says_so(tmp_path: Path, damage: str, spec: str) -> None:
+    """A text file renamed .npz was "contains pickled (object) data"; a truncated one "File is not a zip file"."""
+    path = tmp_path / "bad.npz"
+    np.savez(path, **_arrays())
+    if damage == "text":
+        path.write_text("id,label\n0,cat\n")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        np.save(tmp_path / "a.npy", np.zeros(3))
+        (tmp_path / "a.npy").replace(path)
+    message = r"bad\.npz is not a valid \.npz file \(not a zip archive: truncated, or another file renamed\)$"
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(spec.format(path))
+
+
 def test_npz_with_object_arrays_is_not_unpickled(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", **_arrays(ids=np.array(["a", 1, None, 2.0], dtype=object)))
     with pytest.raises(DatasetError, match="obj.npz"):
