@@ -1309,9 +1309,12 @@ def _paired_files(
         probes=ir_probes,
         root=root,
     )
-    first_multi = next((i for i, q in enumerate(ir_probes) if q.channels >= 3), None)
-    if first_multi is not None:
-        ir[first_multi]  # fail at open, not mid-run, when 3-channel IR is not gray
+    # decode one IR image now, so what is wrong with a whole dataset fails at open, not mid-run: 3-channel IR that
+    # is not gray, or float IR outside [0, 1] (Kelvin, 0..255), which no header records (TIFF's SMaxSampleValue
+    # is optional and rarely written); a later file alone out of range still fails when a batch reads it
+    check = next((i for i, q in enumerate(ir_probes) if q.channels >= 3), 0 if ir.dtype.kind == "f" else None)
+    if check is not None:
+        ir[check]
     split = _resolve_split([p.split for p in pairs], labels, options.test_fraction, options.val_fraction, options.seed)
     meta = {**meta, "alignment": "resized" if resized else "native"}
     return PairedDataset(name, rgb, ir, labels, list(class_names), split, meta)

@@ -173,6 +173,21 @@ def test_ir_with_three_identical_channels_collapses(tmp_path: Path) -> None:
         open_dataset(f"paired-a:{tmp_path}", test_fraction=0.0)
 
 
+def test_float_tiff_ir_outside_the_unit_range_fails_at_open(tmp_path: Path) -> None:
+    """32-bit float IR in Kelvin opened fine and failed only at the first batch."""
+    import tifffile
+
+    kelvin = np.linspace(250.0, 350.0, 36, dtype=np.float32).reshape(6, 6)
+    for i in range(2):
+        _png(tmp_path / "c" / f"k{i}_rgb.png", np.zeros((6, 6, 3), np.uint8))
+        tifffile.imwrite(tmp_path / "c" / f"k{i}_nir.tif", kelvin / 350.0)
+    ds = open_dataset(f"paired-a:{tmp_path}", test_fraction=0.0)
+    assert ds.ir.dtype == np.float32 and np.allclose(ds.ir[1][..., 0], kelvin / 350.0)
+    tifffile.imwrite(tmp_path / "c" / "k0_nir.tif", kelvin)
+    with pytest.raises(DatasetError, match=r"k0_nir\.tif holds float pixels that are not all in \[0, 1\]"):
+        open_dataset(f"paired-a:{tmp_path}", test_fraction=0.0)
+
+
 def test_gray_rgb_image_is_a_wrong_channel_count(tmp_path: Path) -> None:
     _png(tmp_path / "c" / "k_rgb.png", np.zeros((6, 6), np.uint8))
     _png(tmp_path / "c" / "k_nir.png", np.zeros((6, 6), np.uint8))
