@@ -209,7 +209,8 @@ def finished_run(report: Any, run_id: str, config: Mapping[str, Any]) -> dict[st
     """The summary of a complete run ``run_id`` with exactly this config, else None (so re-runs are no-ops)."""
     if not report.exists():
         return None
-    info = next((r for r in report.runs() if r.id == run_id and r.status == "complete"), None)
+    # unreadable=True: a run of a newer schema beside it must not stop this one (start_run refuses that run itself)
+    info = next((r for r in report.runs(unreadable=True) if r.id == run_id and r.status == "complete"), None)
     if info is None:
         return None
     from advkit.report.store import config_difference

@@ -201,12 +201,14 @@ def export(
 
 
 def _show_all(report: Any, json_output: bool) -> None:
-    runs = report.runs()
+    runs = report.runs(unreadable=True)  # a run of a newer schema is a row saying so, not the end of the listing
     if json_output:
-        emit_json([{"run": r.id, "kind": r.kind, "status": r.status, "created": r.created, "samples": r.n_samples,
+        emit_json([{"run": r.id, "problem": r.problem} if r.problem else
+                   {"run": r.id, "kind": r.kind, "status": r.status, "created": r.created, "samples": r.n_samples,
                     "summary": r.summary} for r in runs])
         return
-    rows = [[r.id, r.kind, r.status, r.n_samples, r.created[:16].replace("T", " "), _headline(r.summary)] for r in runs]
+    rows = [[r.id, "", "unreadable", "", "", r.problem] if r.problem else
+            [r.id, r.kind, r.status, r.n_samples, r.created[:16].replace("T", " "), _headline(r.summary)] for r in runs]
     out.print(table(f"{report.path}: {len(runs)} run(s)", ["run", "kind", "status", "samples", "created", "result"], rows, literal=True))
 
 

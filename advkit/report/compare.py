@@ -147,7 +147,7 @@ def parse_specs(specs: Sequence[str]) -> list[RunRef]:
         report = Report(path)
         if not report.exists():
             raise ReportError(f"no such report: {path}")
-        known = [r.id for r in report.runs()]
+        known = [r.id for r in report.runs(unreadable=True)]  # a run of a newer schema refuses when read, not the others
         for run in runs or known:
             if run not in known:
                 raise missing_run(path, run, known)

@@ -61,7 +61,7 @@ class ExportResult:
 
 
 def _selected(report: Report, runs: Sequence[str] | None) -> list[str]:
-    known = [r.id for r in report.runs()]
+    known = [r.id for r in report.runs(unreadable=True)]  # a run of a newer schema refuses when read, not the others
     if not runs:
         return known
     for run in runs:

@@ -657,14 +657,15 @@ def plot_report(
         raise ReportError(f"unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}")
     if max_images < 1:
         raise ReportError(f"max_images must be >= 1, got {max_images}")
-    infos = {r.id: r for r in report.runs()}
+    infos = {r.id: r for r in report.runs(unreadable=True)}  # a run of a newer schema refuses when read, not the others
     for run_id in runs or []:
         if run_id not in infos:
             from advkit.report.store import missing_run
 
             raise missing_run(report.path, run_id, list(infos))
-    ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete"]
-    incomplete = [] if runs else [i for i, r in infos.items() if r.status != "complete"]
+    # an unreadable run is not left out as if incomplete: reading it says why the whole report cannot be drawn
+    ids = list(runs) if runs else [i for i, r in infos.items() if r.status == "complete" or r.problem]
+    incomplete = [] if runs else [i for i, r in infos.items() if r.status != "complete" and not r.problem]
     data = [report.read(i) for i in ids]
     out = Path(out)
     created = not out.exists()

@@ -77,6 +77,7 @@ class RunInfo:
     finished: str
     n_samples: int  # for a running run: unique samples journaled so far
     summary: dict[str, Any]
+    problem: str = ""  # why this advkit cannot read the run (``runs(unreadable=True)`` only); the fields above are then empty
 
 
 @dataclass(frozen=True)
@@ -644,6 +645,16 @@ def _check_root(f: h5py.File, display: str) -> None:
         raise ReportError(f"{display}: /runs is missing or not a group")
 
 
+def _schema_problem(version: Any) -> str:
+    """What a listing says of a run whose ``schema_version`` this advkit does not know, or "" for one it reads
+    (a version that is no int at all is left to the attribute checks)."""
+    if not isinstance(version, int) or isinstance(version, bool) or 1 <= version <= schema.SCHEMA_VERSION:
+        return ""
+    if version > schema.SCHEMA_VERSION:
+        return f"written by a newer advkit (schema {version}): upgrade advkit to read it"
+    return f"schema {version}, which no advkit writes"
+
+
 def _check_schema_version(version: int, what: str) -> None:
     """Refuse a file or run (``what`` names it) written with a report schema this advkit does not know."""
     if version > schema.SCHEMA_VERSION:
@@ -656,6 +667,8 @@ def _check_schema_version(version: int, what: str) -> None:
 def _run_attrs(group: h5py.Group, display: str) -> dict[str, Any]:
     """All attributes of a run group, checked against ``schema.RUN_ATTRS``."""
     attrs = {key: _native(value) for key, value in group.attrs.items()}
+    if _schema_problem(attrs.get("schema_version")):  # first: another schema may lay out its other attributes otherwise
+        _check_schema_version(attrs["schema_version"], f"{display}: run {group.name.rsplit('/', 1)[-1]!r}")
     for spec in schema.RUN_ATTRS:
         value = attrs.get(spec.name, _MISSING)
         if value is _MISSING:
@@ -1063,8 +1076,11 @@ class Report:
             raise ReportError(f"{self._display}: {group.name} is not a group")
         return group
 
-    def _info(self, f: h5py.File, run_id: str) -> RunInfo:
+    def _info(self, f: h5py.File, run_id: str, *, unreadable: bool = False) -> RunInfo:
         run = self._run_group(f, run_id)
+        problem = _schema_problem(_native(run.attrs.get("schema_version")))
+        if unreadable and problem:  # its layout may differ from the one this advkit knows: nothing else is read
+            return RunInfo(run_id, "", "", "", "", 0, {}, problem)
         attrs = _run_attrs(run, self._display)
         if attrs["status"] == "complete":
             n = len(_columns(_subgroup(run, "samples", self._display), self._display, need_index=True)["index"])
@@ -1073,13 +1089,18 @@ class Report:
         return RunInfo(run_id, attrs["kind"], attrs["status"], attrs["created"], attrs["finished"], n,
                        _summary(run, self._display))
 
-    def runs(self) -> list[RunInfo]:
+    def runs(self, *, unreadable: bool = False) -> list[RunInfo]:
         """All runs, in the order their ids were first added (a run replaced with --overwrite keeps its place); running
-        runs count their journaled samples."""
+        runs count their journaled samples.
+
+        A run written with a report schema this advkit does not know is a ReportError, unless ``unreadable``: then it
+        is listed with only its id and ``problem`` (reading it by name still refuses), so one such run does not hide
+        the others.
+        """
 
         def read() -> list[RunInfo]:
             with self._open() as f:
-                return [self._info(f, run_id) for run_id in f["runs"]]
+                return [self._info(f, run_id, unreadable=unreadable) for run_id in f["runs"]]
 
         return self._retry(read)
 

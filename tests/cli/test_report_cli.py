@@ -142,9 +142,10 @@ def test_a_run_of_a_newer_schema_is_refused_in_one_line(cli: Cli, attacked: Path
     with h5py.File(attacked, "r+") as f:
         f["runs/attack-pgd"].attrs["schema_version"] = np.int64(2)
     refused = "r.h5: run 'attack-pgd' uses report schema 2; this advkit reads up to 1: upgrade advkit"
-    for args in [("report", "show", attacked), ("report", "show", attacked, "attack-pgd"),
-                 ("report", "compare", f"{attacked}:attack-pixle,attack-pgd"),
+    for args in [("report", "show", attacked, "--all"), ("report", "show", attacked, "attack-pgd"),
+                 ("report", "compare", f"{attacked}:attack-pixle,attack-pgd"), ("report", "compare", attacked),
                  ("report", "export", attacked, "--format", "json", "--out", "-"), ("report", "export", attacked),
+                 ("report", "export", attacked, "--run", "attack-pgd"), ("report", "plot", attacked),
                  ("attack", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "12", "--param", "eps=0.3",
                   "--param", "steps=5", "--out", attacked, "--run", "attack-pgd")]:
         result = cli(*args)
@@ -153,6 +154,40 @@ def test_a_run_of_a_newer_schema_is_refused_in_one_line(cli: Cli, attacked: Path
     assert not Path("r-csv").exists()
     other = cli("report", "show", attacked, "attack-pixle", "--json")  # the file's other runs still read by name
     assert other.code == 0 and other.json()["run"] == "attack-pixle", other.stderr
+
+
+def test_listing_marks_a_run_of_a_newer_schema_and_the_other_runs_still_work(cli: Cli, attacked: Path,
+                                                                            digits_checkpoint: Path) -> None:
+    """One run written by a newer advkit made `report show FILE` fail as a whole, and so `report export --run` and
+    `report compare FILE:RUN` of the other runs, which looked their names up in that listing."""
+    import h5py
+
+    with h5py.File(attacked, "r+") as f:
+        f["runs/attack-pgd"].attrs["schema_version"] = np.int64(2)
+    newer = "written by a newer advkit (schema 2): upgrade advkit to read it"
+    listing = cli("report", "show", attacked, "--json")
+    assert listing.code == 0, listing.stderr
+    rows = {row["run"]: row for row in listing.json()}
+    assert list(rows) == ["attack-pixle", "attack-pgd", "attack-worst-case"]
+    assert rows["attack-pgd"] == {"run": "attack-pgd", "problem": newer}
+    assert rows["attack-pixle"]["status"] == "complete" and rows["attack-pixle"]["samples"] == 12
+    text = cli("report", "show", attacked)
+    assert text.code == 0 and "3 run(s)" in text.stdout, text.stderr
+    pgd = next(line for line in text.stdout.splitlines() if "attack-pgd" in line)  # its row's first line
+    assert "unreadable" in pgd and "written by" in pgd, text.stdout
+
+    exported = cli("report", "export", attacked, "--format", "json", "--out", "-", "--run", "attack-pixle")
+    assert exported.code == 0, exported.stderr
+    assert [r["run"] for r in exported.json()["runs"]] == ["attack-pixle"]
+    assert cli("report", "export", attacked, "--run", "attack-pixle", "--run", "attack-worst-case").code == 0
+    assert sorted(p.name for p in Path("r-csv").iterdir()) == ["r-attack-pixle-moves.csv", "r-attack-pixle.csv",
+                                                             "r-attack-worst-case.csv"]
+    compared = cli("report", "compare", f"{attacked}:attack-pixle,attack-worst-case", "--json")
+    assert compared.code == 0 and [r["run"] for r in compared.json()["runs"]] == ["attack-pixle", "attack-worst-case"]
+    beside = cli("attack", "pgd", "--model", digits_checkpoint, "--data", "digits", "--n", "12", "--param", "eps=0.3",
+                 "--param", "steps=5", "--out", attacked, "--run", "pgd-again")  # a new run beside it is still written
+    assert beside.code == 0, beside.stderr
+    assert Report(attacked).read("pgd-again").status == "complete"
 
 
 def test_pixle_runs_record_their_moves_and_plot_them(cli: Cli, digits_checkpoint: Path) -> None:

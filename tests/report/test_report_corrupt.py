@@ -99,6 +99,10 @@ def test_a_run_of_an_unknown_schema_is_refused(report: Report, report_path: Path
             attempt()
     _assert_untouched(report_path, before)
     assert report.read("running").status == "running"  # reading another run by name still works
+    listed = report.runs(unreadable=True)  # the listing says what it cannot read rather than failing as a whole
+    assert [(r.id, r.status, bool(r.problem)) for r in listed] == [("r", "", True), ("running", "running", False)]
+    assert listed[0].problem == ("schema 0, which no advkit writes" if version < 1 else
+                                 "written by a newer advkit (schema 2): upgrade advkit to read it")
 
 
 def _damage(path: Path, edit: Callable[[h5py.Group], None]) -> None:
