@@ -170,6 +170,7 @@ def train_classifier(
     validate: Callable[[ModelWrapper], float] | None = None,
     fingerprint: dict[str, object] | None = None,
     world: World | None = None,
+    replace_state: bool = True,
 ) -> TrainOutcome:
     """Train ``net`` on the train split of ``dataset``; evaluate on val (or test) each epoch and on test at the end.
 
@@ -180,7 +181,8 @@ def train_classifier(
     score, ties by clean accuracy on the whole val split, remaining ties by the later epoch. ``validate`` needs a
     val split, so that selection never sees test images. Under torchrun (``world`` of several ranks) the net is
     wrapped in DistributedDataParallel, each rank trains on every size-th image of each epoch's seeded order,
-    and only rank 0 writes the state file.
+    and only rank 0 writes the state file. With ``replace_state=False``, a state file that training did not resume
+    from (one another process made after the caller checked there was none) is never replaced: FileExistsError.
     """
     device = torch.device(device)
     world = world or World()
@@ -231,7 +233,8 @@ def train_classifier(
         stats = {"epoch": epoch + 1, "loss": loss, "acc": acc, f"{eval_split}_acc": eval_acc, **({"val_score": score} if validate else {})}
         progress(ProgressEvent("train", done, settings.epochs * len(train_idx), stats))
         if state_path and world.is_root:
-            _save_state(state_path, net, opt, sched, history, signature, best)
+            # after the first epoch (or once resumed from) the state is this training's own: each epoch replaces it
+            _save_state(state_path, net, opt, sched, history, signature, best, replace=replace_state or epoch > 0)
     if best:
         net.load_state_dict(best["net"])  # type: ignore[arg-type]
     test_idx = dataset.indices("test")
@@ -294,7 +297,7 @@ def _data_digest(dataset: ImageDataset) -> str:
 
 
 def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],
-                signature: dict[str, object], best: dict[str, object]) -> None:
+                signature: dict[str, object], best: dict[str, object], *, replace: bool = True) -> None:
     state = {
         "settings": signature,
         "history": history,
@@ -303,7 +306,7 @@ def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: o
         "scheduler": sched.state_dict(),  # type: ignore[attr-defined]
         "best": best,
     }
-    write_atomically(path, lambda tmp: torch.save(state, tmp))  # a kill mid-save leaves the previous epoch's state
+    write_atomically(path, lambda tmp: torch.save(state, tmp), replace=replace)  # a kill mid-save leaves the previous epoch's state
 
 
 def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],

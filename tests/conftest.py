@@ -118,3 +118,45 @@ def finishing_elsewhere() -> Iterator[FinishingElsewhere]:
     yield start
     for thread in threads:
         thread.join()
+
+
+AppearsMeanwhile = Callable[[Path, str, str], Callable[[Outcome], None]]
+
+
+@pytest.fixture
+def appears_meanwhile(monkeypatch: pytest.MonkeyPatch) -> AppearsMeanwhile:
+    """``appears_meanwhile(path, when, command)``: while a command trains, another process writes ``path`` (b"theirs")
+    after the command checked its --out was free: in the first epoch, before the training state is first saved
+    (``when="epoch"``), or once training is done, before the checkpoint is saved (``when="end"``). Returns the check
+    of the command's outcome: one error line, their file as it was, and nothing of the command's own left beside it."""
+    from advkit import training
+
+    real = training.train_classifier
+
+    def arrange(path: Path, when: str, command: str) -> Callable[[Outcome], None]:
+        def train_classifier(*args: Any, **kwargs: Any) -> Any:
+            progress = kwargs.get("progress", training.no_progress)
+
+            def theirs_in_epoch(event: Any) -> None:
+                progress(event)
+                if when == "epoch" and not path.exists():
+                    path.write_bytes(b"theirs")
+
+            outcome = real(*args, **{**kwargs, "progress": theirs_in_epoch})
+            if when == "end":
+                path.write_bytes(b"theirs")
+            return outcome
+
+        def check(result: Outcome) -> None:
+            assert result.code == 1 and "Traceback" not in result.stderr and result.stderr.count("error:") == 1, result.stderr
+            assert result.stderr.strip().splitlines()[-1] == (
+                f"error: {path.name} appeared while training (another advkit {command} with this --out?) and was left as "
+                "it is; this training was not kept: write another --out, or pass --overwrite to replace it"), result.stderr
+            assert path.read_bytes() == b"theirs"
+            left = sorted(p.name for p in path.parent.iterdir() if p.suffix != ".lock")  # a report's lock file stays
+            assert left == [path.name], left  # no report, state or temporary file of the command's own
+
+        monkeypatch.setattr(training, "train_classifier", train_classifier)
+        return check
+
+    return arrange

@@ -284,10 +284,11 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # numbers and strings: JSON's spelling is valid TOML
 
 
-def training_state_path(out_path: Path, overwrite: bool, report: Path | None = None) -> Path:
-    """Where a training command keeps its per-epoch state for ``out_path``; refuses to clobber a finished checkpoint
-    or to write the ``report`` over it, and with ``overwrite`` drops the state of an earlier interrupted run, so the
-    training starts over."""
+def training_state_path(out_path: Path, overwrite: bool, report: Path | None = None) -> tuple[Path, bool]:
+    """Where a training command keeps its per-epoch state for ``out_path``, and whether the checkpoint may replace a
+    file at ``out_path`` (with ``overwrite``, or the checkpoint of the interrupted run being resumed; else one another
+    process writes there meanwhile stays). Refuses to clobber a finished checkpoint or to write the ``report`` over
+    it, and with ``overwrite`` drops the state of an earlier interrupted run, so the training starts over."""
     if out_path.suffix not in (".safetensors", ".pt", ".pth"):
         raise AdvkitError(f"--out {out_path} must end in .safetensors, .pt or .pth")
     if report is not None and report.resolve() == out_path.resolve():
@@ -299,11 +300,29 @@ def training_state_path(out_path: Path, overwrite: bool, report: Path | None = N
     except OSError as exc:
         raise AdvkitError(f"cannot create the folder of --out {out_path}: {exc.strerror or exc}") from None
     state_path = out_path.with_name(out_path.name + ".state.pt")
-    if out_path.exists() and not overwrite and not state_path.exists():
+    exists = out_path.exists()
+    if exists and not overwrite and not state_path.exists():
         raise AdvkitError(f"{out_path} already exists; pass --overwrite to replace it")
     if overwrite:
         state_path.unlink(missing_ok=True)
-    return state_path
+    return state_path, overwrite or exists
+
+
+@contextmanager
+def kept_if_appeared(writer: Any, state_path: Path, command: str) -> Iterator[None]:
+    """Around a training command's writes of its state file and checkpoint that must not replace a file: one that
+    another process created there after :func:`training_state_path` looked stays as it is, and the clash is one line.
+    The report run is abandoned and, if the checkpoint clashed, this training's state is deleted too: resuming it
+    would replace the other file."""
+    try:
+        yield
+    except FileExistsError as exc:
+        writer.abandon()
+        if Path(exc.filename) != state_path:  # a state file that appeared is theirs; ours exists after its first save
+            state_path.unlink(missing_ok=True)
+        raise AdvkitError(f"{exc.filename} appeared while training (another advkit {command} with this --out?) and was "
+                          "left as it is; this training was not kept: write another --out, or pass --overwrite to "
+                          "replace it") from None
 
 
 def start_training_run(report: Any, run_id: str, state_path: Path, **kwargs: Any) -> Any:

@@ -12,8 +12,8 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, start_training_run, table,
-    training_state_path, usage_mistakes, warn,
+    kept_if_appeared, log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, start_training_run,
+    table, training_state_path, usage_mistakes, warn,
 )
 from advkit.cli.train_cmd import Domain
 from advkit.errors import AdvkitError
@@ -88,7 +88,7 @@ def finetune(
     with world.together():  # a mistake on one rank stops every rank, printed once
         names = list(dict.fromkeys(eval_attack or EVAL_DEFAULTS))  # a repeated --eval-attack runs once
         attacks = _eval_attacks(names, eps)  # a typo or a bad setting fails now, not after training
-        state_path = training_state_path(out_path, overwrite, report)
+        state_path, replace_out = training_state_path(out_path, overwrite, report)
         loaded = _checked_model(model, unsafe_pickle, dev)
         pre = loaded.preprocessing
         opened = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
@@ -122,7 +122,8 @@ def finetune(
             _print(finished, names, method, report_path, json_output)
         return
     train_args: dict[str, Any] = dict(preprocessing=pre, device=dev, state_path=state_path, objective=spec.objective(),
-                                      validate=selection.score if selection else None, fingerprint=spec.fingerprint(), world=world)
+                                      validate=selection.score if selection else None, fingerprint=spec.fingerprint(), world=world,
+                                      replace_state=overwrite)
     with world.together():  # a report rank 0 cannot start stops the other ranks before they train
         opened_run = start_training_run(Report(report_path), run_id, state_path, kind="finetune", config=cfg, seed=seed,
                                         command=command_line(), overwrite=overwrite) if world.is_root else None
@@ -138,7 +139,7 @@ def finetune(
         log(f"keeping the epoch with the best {criterion}; val images: {validation}" if selection else f"keeping {criterion}")
         began = time.perf_counter()
         try:
-            with progress_bar() as progress:
+            with progress_bar() as progress, kept_if_appeared(writer, state_path, "finetune"):
                 outcome = train_classifier(loaded.net, ds, settings, progress=progress, **train_args)
         except AdvkitError:  # a state file of other settings, a divergence: the corrected command starts a fresh run
             writer.abandon()
@@ -151,10 +152,11 @@ def finetune(
             log(f"kept epoch {outcome.best_epoch} of {epochs} (val score {outcome.history['val_score'][best]:.3f}, clean val "
                 f"accuracy {outcome.history['eval_acc'][best]:.3f}) by {criterion}")
         # what train records, now about the fine-tuned weights (the input's accuracy and data would be stale)
-        save_checkpoint(out_path, loaded.net, loaded.architecture, loaded.arch_kwargs, pre,
-                        {**loaded.extra, "dataset": ds.name, "domain": ds.domain, "seed": seed,
-                         "test_accuracy": outcome.test_accuracy, "finetune": method, "epochs": epochs,
-                         "best_epoch": outcome.best_epoch})
+        with kept_if_appeared(writer, state_path, "finetune"):
+            save_checkpoint(out_path, loaded.net, loaded.architecture, loaded.arch_kwargs, pre,
+                            {**loaded.extra, "dataset": ds.name, "domain": ds.domain, "seed": seed,
+                             "test_accuracy": outcome.test_accuracy, "finetune": method, "epochs": epochs,
+                             "best_epoch": outcome.best_epoch}, overwrite=replace_out)
         after = ModelWrapper(loaded.net, pre).to(dev)
         columns, summary = _before_after(before, after, attacks, ds, eval_n=eval_n, corruptions=corruptions, seed=seed)
         summary.update({"seconds_per_epoch": round(seconds_per_epoch, 2), "best_epoch": outcome.best_epoch,

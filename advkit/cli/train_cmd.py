@@ -11,8 +11,8 @@ import numpy as np
 import typer
 
 from advkit.cli.common import (
-    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kv_table, log, log_complete,
-    out, parse_params, progress_bar, recorded_config, start_training_run, usage_mistakes,
+    ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, command_line, emit_json, finished_run, training_state_path, kept_if_appeared,
+    kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config, start_training_run, usage_mistakes,
 )
 from advkit.errors import AdvkitError
 
@@ -59,7 +59,7 @@ def train(
     with usage_mistakes():  # a learning rate, optimizer or schedule the training refuses is a bad option value
         settings = TrainSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, translate, hflip, seed)
     dev = resolve_device(device)
-    state_path = training_state_path(out_path, overwrite, report)
+    state_path, replace_out = training_state_path(out_path, overwrite, report)
     ds = open_images(data, None if domain is None else domain.value, **parse_params(data_param or [], "--data-param"))
     pre = fit_preprocessing(ds, channels=channels, normalise=normalise)
     arch_kwargs = {"num_classes": ds.num_classes, "in_channels": pre.channels, "input_size": list(ds.size) if ds.size[0] != ds.size[1] else ds.size[0]}
@@ -83,14 +83,16 @@ def train(
         log(f"training {arch} on {ds.name} ({ds.domain}, {len(ds.indices('train'))} train images) on {dev}")
         began = time.perf_counter()
         try:
-            with progress_bar() as progress:
-                outcome = train_classifier(net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, progress=progress)
+            with progress_bar() as progress, kept_if_appeared(writer, state_path, "train"):
+                outcome = train_classifier(net, ds, settings, preprocessing=pre, device=dev, state_path=state_path, progress=progress,
+                                           replace_state=overwrite)
         except AdvkitError:  # diverged, or unreadable images: the corrected command starts a fresh report run
             writer.abandon()
             raise
         seconds = time.perf_counter() - began
         extra = {"dataset": ds.name, "domain": ds.domain, "epochs": epochs, "seed": seed, "test_accuracy": outcome.test_accuracy}
-        save_checkpoint(out_path, net, arch, arch_kwargs, pre, extra)
+        with kept_if_appeared(writer, state_path, "train"):
+            save_checkpoint(out_path, net, arch, arch_kwargs, pre, extra, overwrite=replace_out)
         writer.add_table("history", {k: np.asarray(v) for k, v in outcome.history.items()})
         writer.append({"index": outcome.test_index, "label": outcome.test_label, "pred": outcome.test_pred})
         summary = {

@@ -69,11 +69,14 @@ def save_checkpoint(
     arch_kwargs: dict[str, Any],
     preprocessing: Preprocessing,
     extra: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = True,
 ) -> None:
     """Write weights + architecture + preprocessing; ``.safetensors`` or ``.pt`` by suffix, atomically.
 
     Refused (CheckpointError) when the file would not load back: ``architecture`` built with ``arch_kwargs`` must
     take ``net``'s weights (a ModelWrapper given for its net, or a missing input_size, failed only at load time).
+    With ``overwrite=False`` an existing file, also one another process wrote meanwhile, stays: FileExistsError.
     """
     path = Path(path)
     if path.suffix not in (".safetensors", ".pt", ".pth"):
@@ -93,9 +96,10 @@ def save_checkpoint(
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)}))
+        write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata={"advkit": json.dumps(meta)}),
+                         replace=overwrite)
     else:
-        write_atomically(path, lambda tmp: torch.save({"advkit": meta, "state_dict": state}, tmp))
+        write_atomically(path, lambda tmp: torch.save({"advkit": meta, "state_dict": state}, tmp), replace=overwrite)
 
 
 def load_checkpoint(

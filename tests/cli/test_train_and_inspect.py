@@ -261,3 +261,17 @@ def test_a_diverged_training_is_one_line_and_the_fixed_command_starts_afresh(cli
     assert not (tmp_path / "m.safetensors").exists()
     fixed = cli(*base, "--json")  # no half-made report run with the old learning rate stands in the way
     assert fixed.code == 0 and fixed.json()["test_accuracy"] > 0.5, fixed.stderr
+
+
+@pytest.mark.parametrize(("name", "when"), [("m.safetensors", "end"), ("m.safetensors.state.pt", "epoch")])
+def test_a_checkpoint_another_process_writes_meanwhile_is_left_as_it_is(cli: Cli, tmp_path: Path, appears_meanwhile: Any,
+                                                                        name: str, when: str) -> None:
+    """--out was checked before training and replaced after it: a checkpoint (or training state) another process
+    wrote there in between was silently replaced."""
+    check = appears_meanwhile(tmp_path / name, when, "train")
+    args = ["train", "--data", "digits", "--epochs", "1", "--out", "m.safetensors"]
+    check(cli(*args))
+    if when == "end":
+        assert cli(*args).code == 1  # nothing of ours left to resume over their file: "already exists"
+        replaced = cli(*args, "--overwrite")  # replacing it is still what --overwrite does
+        assert replaced.code == 0 and load_file(tmp_path / name), replaced.stderr

@@ -265,3 +265,15 @@ def test_last_trains_on_the_whole_train_split(cli: Cli, digits_checkpoint: Path,
     assert Report(Path("l.h5")).read("finetune-plain").summary["validation"] == "none (--last)"  # said "the val split of digits"
     best = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--out", "b.safetensors")
     assert best.code == 0 and f"({train} train images" not in best.stderr  # the val images come out of it
+
+
+@pytest.mark.parametrize(("name", "when"), [("ft.safetensors", "end"), ("ft.safetensors.state.pt", "epoch")])
+def test_a_checkpoint_another_process_writes_meanwhile_is_left_as_it_is(cli: Cli, digits_checkpoint: Path, tmp_path: Path,
+                                                                        appears_meanwhile: Any, name: str, when: str) -> None:
+    """As in train: a file another process wrote at --out (or its training state) after the check was replaced."""
+    check = appears_meanwhile(tmp_path / name, when, "finetune")
+    args = ["finetune", "--model", digits_checkpoint, *QUICK, "--method", "plain", "--out", "ft.safetensors"]
+    check(cli(*args))
+    if when == "end":
+        replaced = cli(*args, "--overwrite")  # replacing it is still what --overwrite does
+        assert replaced.code == 0 and (tmp_path / name).read_bytes() != b"theirs", replaced.stderr
