@@ -77,7 +77,8 @@ class RunInfo:
     finished: str
     n_samples: int  # for a running run: unique samples journaled so far
     summary: dict[str, Any]
-    problem: str = ""  # why this advkit cannot read the run (``runs(unreadable=True)`` only); the fields above are then empty
+    problem: str = ""  # why this advkit cannot read the run, a newer schema or damage (``runs(unreadable=True)`` only);
+    # the fields above are then empty
 
 
 @dataclass(frozen=True)
@@ -1077,10 +1078,21 @@ class Report:
         return group
 
     def _info(self, f: h5py.File, run_id: str, *, unreadable: bool = False) -> RunInfo:
+        if not unreadable:
+            return self._checked_info(f, run_id)
+        try:
+            run = self._run_group(f, run_id)
+            problem = _schema_problem(_native(run.attrs.get("schema_version")))
+            if problem:  # its layout may differ from the one this advkit knows: nothing else is read
+                return RunInfo(run_id, "", "", "", "", 0, {}, problem)
+            return self._checked_info(f, run_id)
+        except _JournalChanged:  # not damage: the reader reads again
+            raise
+        except ReportError as exc:  # the message names the report, which the listing already does
+            return RunInfo(run_id, "", "", "", "", 0, {}, f"damaged: {str(exc).removeprefix(f'{self._display}: ')}")
+
+    def _checked_info(self, f: h5py.File, run_id: str) -> RunInfo:
         run = self._run_group(f, run_id)
-        problem = _schema_problem(_native(run.attrs.get("schema_version")))
-        if unreadable and problem:  # its layout may differ from the one this advkit knows: nothing else is read
-            return RunInfo(run_id, "", "", "", "", 0, {}, problem)
         attrs = _run_attrs(run, self._display)
         if attrs["status"] == "complete":
             n = len(_columns(_subgroup(run, "samples", self._display), self._display, need_index=True)["index"])
@@ -1093,9 +1105,9 @@ class Report:
         """All runs, in the order their ids were first added (a run replaced with --overwrite keeps its place); running
         runs count their journaled samples.
 
-        A run written with a report schema this advkit does not know is a ReportError, unless ``unreadable``: then it
-        is listed with only its id and ``problem`` (reading it by name still refuses), so one such run does not hide
-        the others.
+        A run written with a report schema this advkit does not know, or damaged, is a ReportError, unless
+        ``unreadable``: then it is listed with only its id and ``problem`` (reading it by name still refuses), so one
+        such run does not hide the others.
         """
 
         def read() -> list[RunInfo]:

@@ -156,25 +156,28 @@ def test_a_run_of_a_newer_schema_is_refused_in_one_line(cli: Cli, attacked: Path
     assert other.code == 0 and other.json()["run"] == "attack-pixle", other.stderr
 
 
-def test_listing_marks_a_run_of_a_newer_schema_and_the_other_runs_still_work(cli: Cli, attacked: Path,
-                                                                            digits_checkpoint: Path) -> None:
-    """One run written by a newer advkit made `report show FILE` fail as a whole, and so `report export --run` and
-    `report compare FILE:RUN` of the other runs, which looked their names up in that listing."""
+@pytest.mark.parametrize(("attr", "value", "problem"), [
+    ("schema_version", np.int64(2), "written by a newer advkit (schema 2): upgrade advkit to read it"),
+    ("status", "done", "damaged: /runs/attack-pgd has status 'done', expected one of running, complete"),
+])
+def test_listing_marks_an_unreadable_run_and_the_other_runs_still_work(cli: Cli, attacked: Path, digits_checkpoint: Path,
+                                                                       attr: str, value: Any, problem: str) -> None:
+    """One run written by a newer advkit, or damaged, made `report show FILE` fail as a whole, and so `report export
+    --run` and `report compare FILE:RUN` of the other runs, which looked their names up in that listing."""
     import h5py
 
     with h5py.File(attacked, "r+") as f:
-        f["runs/attack-pgd"].attrs["schema_version"] = np.int64(2)
-    newer = "written by a newer advkit (schema 2): upgrade advkit to read it"
+        f["runs/attack-pgd"].attrs[attr] = value
     listing = cli("report", "show", attacked, "--json")
     assert listing.code == 0, listing.stderr
     rows = {row["run"]: row for row in listing.json()}
     assert list(rows) == ["attack-pixle", "attack-pgd", "attack-worst-case"]
-    assert rows["attack-pgd"] == {"run": "attack-pgd", "problem": newer}
+    assert rows["attack-pgd"] == {"run": "attack-pgd", "problem": problem}
     assert rows["attack-pixle"]["status"] == "complete" and rows["attack-pixle"]["samples"] == 12
     text = cli("report", "show", attacked)
     assert text.code == 0 and "3 run(s)" in text.stdout, text.stderr
     pgd = next(line for line in text.stdout.splitlines() if "attack-pgd" in line)  # its row's first line
-    assert "unreadable" in pgd and "written by" in pgd, text.stdout
+    assert "unreadable" in pgd and problem.split()[0] in pgd, text.stdout
 
     exported = cli("report", "export", attacked, "--format", "json", "--out", "-", "--run", "attack-pixle")
     assert exported.code == 0, exported.stderr

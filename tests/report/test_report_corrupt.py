@@ -145,6 +145,9 @@ def test_damaged_run_names_the_path(report: Report, report_path: Path, columns: 
     if "samples" not in message and "tables" not in message:  # attributes are checked when listing too
         with pytest.raises(ReportError, match=re.escape(message)):
             report.runs()
+        listed = report.runs(unreadable=True)  # or the listing says so in the run's row, not failing as a whole
+        assert [(r.id, r.status) for r in listed] == [("r", "")] and listed[0].problem.startswith("damaged: ")
+        assert message in listed[0].problem
         with pytest.raises(ReportError, match=re.escape(message)):
             report.start_run("r", kind="attack", config={}, overwrite=True)
     assert report_path.read_bytes() == before
