@@ -215,8 +215,9 @@ def _report_sets(path: Path, runs: list[str], det: LayerwiseDetector, source: st
     report = Report(path)
     if not report.exists():
         raise AdvkitError(f"no such report: {path}")
-    infos = [r for r in report.runs() if r.status == "complete"]
-    chosen = runs or [r.id for r in infos if r.kind == "attack"]
+    # a run this advkit cannot read (newer schema, damage) stays in: reading it, if chosen, says why in one line
+    infos = [r for r in report.runs(unreadable=True) if r.status == "complete" or r.problem]
+    chosen = runs or [r.id for r in infos if r.kind == "attack" or r.problem]
     if not chosen:
         raise DetectorError(f"{path} has no complete attack runs; write one with advkit attack ... --save-images")
     known = {r.id: r for r in infos}
@@ -361,7 +362,7 @@ def evaluate_cmd(
     # what the measured images and detector were: a detector refitted under the same path, or an attack run
     # replaced in --adversarial, is another config, not a run to skip as complete
     detector_sha256 = hashlib.sha256(detector.read_bytes()).hexdigest()
-    made = {info.id: info.created for info in Report(adversarial).runs()} if adversarial is not None and adversarial.exists() else {}
+    made = {info.id: info.created for info in Report(adversarial).runs(unreadable=True)} if adversarial is not None and adversarial.exists() else {}
 
     def planned(run_id: str) -> tuple[str, dict[str, Any]]:
         """The report run that measures attack run ``run_id``, and its config."""

@@ -377,3 +377,27 @@ def test_a_fit_does_not_replace_a_detector_written_meanwhile(cli, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors"]  # no temporary file left
     replaced = cli(*fit, "--overwrite")
     assert replaced.code == 0 and LayerwiseDetector.read_meta(tmp_path / "d.safetensors")["n_fit"] > 0, replaced.stderr
+
+
+def test_a_run_of_a_newer_schema_beside_the_attack_runs_stops_only_itself(cli, tmp_path: Path,
+                                                                         digits_checkpoint: Path) -> None:
+    # detect eval --adversarial looked its runs up in the strict listing: one run written by a newer advkit made
+    # the command fail even when it named another run
+    import h5py
+
+    fit = cli("detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "200", "--epochs", "1",
+              "--filters", "4", "--out", "d.safetensors")
+    assert fit.code == 0, fit.stderr
+    for name, eps in (("fgsm", "0.3"), ("pgd", "0.3")):
+        made = cli("attack", name, "--model", digits_checkpoint, "--data", "digits", "--n", "30", "--param", f"eps={eps}",
+                   "--save-images", "--out", "adv.h5")
+        assert made.code == 0, made.stderr
+    with h5py.File(tmp_path / "adv.h5", "r+") as f:
+        f["runs/attack-pgd"].attrs["schema_version"] = np.int64(99)
+    evaluate = ["detect", "eval", "--detector", "d.safetensors", "--adversarial", "adv.h5", "--supervised", "none"]
+    named = cli(*evaluate, "--run", "attack-fgsm", "--out", "ev.h5")
+    assert named.code == 0, named.stderr
+    assert Report(tmp_path / "ev.h5").read("detect-fgsm").status == "complete"
+    every = cli(*evaluate, "--out", "all.h5")  # by default every attack run, so the unreadable one too: refused
+    assert every.code == 1 and "run 'attack-pgd' uses report schema 99" in every.stderr, every.stderr
+    assert len(every.stderr.strip().splitlines()) == 1 and not (tmp_path / "all.h5").exists()
