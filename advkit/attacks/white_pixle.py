@@ -6,11 +6,12 @@ Pomponi, D'Antoni, Nicolosi, Scardapane, IEEE Access 2023 (code: github.com/jary
 ``white-pixle`` (methods.md section 2a). At the start of each restart, one forward and one backward pass give
 the input gradient of the cross-entropy at the current image; its channel-mean magnitude ``g`` (H x W) sets
 where pixels move. In ``htl`` mode, destinations are drawn with probability proportional to ``g`` (the
-pixels that matter most) and sources with probability proportional to ``1 / g`` (the ones that matter least;
-zero-gradient pixels are never sources); ``lth`` swaps the two. Each candidate moves ``k`` pixels drawn
-without replacement, where ``pixels_per_iteration`` gives k as an int, a fraction of H*W, or a (low, high)
+pixels that matter most) and sources with probability proportional to ``1 / g`` (the ones that matter least);
+``lth`` swaps the two. In either mode a zero-gradient pixel weighs 0 in both draws: it is never a source or a
+destination. Each candidate moves ``k`` pixels drawn without replacement, where ``pixels_per_iteration`` gives k as an int, a fraction of H*W, or a (low, high)
 range drawn once per restart. Inside a restart the search is greedy: a candidate that lowers the true-class
-probability becomes the current image at once. A candidate that misclassifies stops the attack. A restart
+probability becomes the current image at once. A candidate that misclassifies stops the attack (once the best
+true-class probability is below the clean image's, the reference's ``acceptance_threshold`` of 1). A restart
 that improves nothing ends the attack. Untargeted only, as in the paper.
 
 Deliberate differences from the reference code (also in docs/methods.md):
@@ -89,7 +90,7 @@ def input_gradient(model: ModelWrapper, x: torch.Tensor, y: torch.Tensor, rows: 
 
 
 def _weights(magnitude: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(destination, source) sampling weights from gradient magnitudes (N, L); zero gradients are never sources."""
+    """(destination, source) sampling weights from gradient magnitudes (N, L); a zero gradient weighs 0 in both."""
     high = magnitude
     low = torch.where(magnitude > 0, 1.0 / magnitude.clamp_min(1e-30), torch.zeros_like(magnitude))
     return (high, low) if mode == "htl" else (low, high)

@@ -54,7 +54,8 @@ def test_htl_moves_values_of_unimportant_pixels_onto_important_ones() -> None:
         assert step.dst[0] == int(magnitude[i].argmax()) and step.src[0] == int(magnitude[i].argmin())
 
 
-def test_zero_gradient_pixels_are_never_sources() -> None:
+@pytest.mark.parametrize("mode", ["htl", "lth"])
+def test_zero_gradient_pixels_are_never_sources_nor_destinations(mode: str) -> None:
     # the net only looks at the left half of the image: the right half has zero gradient
     class LeftHalf(nn.Module):
         def __init__(self) -> None:
@@ -67,9 +68,10 @@ def test_zero_gradient_pixels_are_never_sources() -> None:
     torch.manual_seed(0)
     model = ModelWrapper(LeftHalf(), Preprocessing(1, (8, 8)))
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    result = WhitePixle(pixels_per_iteration=3, restarts=5, max_iterations=10)(model, x, model(x).argmax(1))
+    result = WhitePixle(pixels_per_iteration=3, mode=mode, restarts=5, max_iterations=10)(model, x, model(x).argmax(1))
     sources = {int(s) % 8 for p in result.moves or [] for step in p.steps for s in step.src}
-    assert sources and max(sources) < 4
+    destinations = {int(d) % 8 for p in result.moves or [] for step in p.steps for d in step.dst}
+    assert sources and max(sources) < 4 and destinations and max(destinations) < 4  # docs/methods.md, both modes
 
 
 def test_query_accounting() -> None:
