@@ -8,8 +8,8 @@ the input gradient of the cross-entropy at the current image; its channel-mean m
 where pixels move. In ``htl`` mode, destinations are drawn with probability proportional to ``g`` (the
 pixels that matter most) and sources with probability proportional to ``1 / g`` (the ones that matter least);
 ``lth`` swaps the two. In either mode a zero-gradient pixel weighs 0 in both draws: it is never a source or a
-destination. Each candidate moves ``k`` pixels drawn without replacement, where ``pixels_per_iteration`` gives k as an int, a fraction of H*W, or a (low, high)
-range drawn once per restart. Inside a restart the search is greedy: a candidate that lowers the true-class
+destination. Each candidate moves ``k`` pixels drawn without replacement, where ``pixels_per_iteration`` gives
+k as an int, a fraction of H*W, or a (low, high) range drawn once per restart. Inside a restart the search is greedy: a candidate that lowers the true-class
 probability becomes the current image at once. A candidate that misclassifies stops the attack (once the best
 true-class probability is below the clean image's, the reference's ``acceptance_threshold`` of 1). A restart
 that improves nothing ends the attack. Untargeted only, as in the paper.
