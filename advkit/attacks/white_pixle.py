@@ -30,7 +30,8 @@ Deliberate differences from the reference code (also in docs/methods.md):
     MNIST-subset images at batch 3 vs 100; docs/methods.md, "Batch size and floating point").
 
 Queries: one per restart for its gradient pass (restart 0's, on the clean image, is the clean query) and one
-per candidate.
+per candidate that changes the image (one whose sources all hold their destinations' values is an iteration
+but no query; the reference queries it too).
 
 ``white-pixle-sorted`` walks the pixels by gradient rank instead of sampling. The gradient is taken once, on
 the clean image. Step i copies the ``pixels_per_iteration`` next-least-important pixels onto the next
@@ -178,20 +179,25 @@ class WhitePixle(Attack):
                 rows = idx[local]
                 step = (dst[local, it], src[local, it], torch.zeros_like(valid[local, it]), valid[local, it])
                 cand = apply_moves(base[rows], clean[rows], *step)
+                iterations[rows] += 1
+                # a candidate equal to its base (its sources hold the destinations' values) moves nothing: it is an
+                # iteration but no query, as in Pixle, and never a step (a pass of another size could score it a
+                # few bits lower, which made a no-op step depend on the batch size)
+                moved = (cand != base[rows]).flatten(1).any(1).nonzero().squeeze(1)
+                if len(moved) == 0:
+                    continue
+                local, rows, cand = local[moved], rows[moved], cand[moved]
+                step = tuple(s[moved] for s in step)
                 p = model.probabilities(cand.view(-1, c, h, w), rows)
                 check_finite(p, "WhitePixle's candidates")
                 cand_loss, success = p.gather(1, y[rows, None]).squeeze(1), p.argmax(1) != y[rows]
-                # a candidate equal to its base (its sources hold the destinations' values) moves nothing: a pass of
-                # another size can still score it a few bits lower, which made a no-op step depend on the batch size
-                moved = (cand != base[rows]).flatten(1).any(1)
-                better = moved & (cand_loss < loss[local])
-                loss[local] = torch.where(moved, torch.minimum(cand_loss, loss[local]), loss[local])
-                stop = moved & success & (loss[local] < first_loss[rows])
+                better = cand_loss < loss[local]
+                loss[local] = torch.minimum(cand_loss, loss[local])
+                stop = success & (loss[local] < first_loss[rows])
                 take = better | stop
                 base[rows[take]] = cand[take]
                 moves.append(rows[take], tuple(s[take] for s in step))
                 improved_any[local[take]] = True
-                iterations[rows] += 1
                 done[rows[stop]] = True
                 active[local[stop]] = False
             going[idx[~improved_any]] = False  # a restart without improvement ends the attack

@@ -86,6 +86,22 @@ def test_query_accounting() -> None:
     assert torch.equal(sorted_result.queries, 1 + sorted_result.iterations)
 
 
+def test_candidates_that_move_nothing_are_iterations_but_no_queries() -> None:
+    # they were charged a query each (29% of candidates on digits at k=1): nothing to learn from them
+    model, x, y = model_and_batch(n=3)
+    x[1] = 0.5  # an even image: every candidate copies 0.5 onto 0.5
+    x[2, :, :, 3:] = 0.0  # half black, so some candidates move nothing
+    y = model(x).argmax(1)
+    calls: list[int] = []
+    hook = model.net.register_forward_hook(lambda _m, inputs, _o: calls.append(len(inputs[0])))
+    result = WhitePixle(pixels_per_iteration=1, restarts=3, max_iterations=8)(model, x, y)
+    hook.remove()
+    assert result.iterations[1] == 8 and result.queries[1] == 1  # one restart (it improved nothing), no candidate
+    assert result.queries[2] < 1 + result.iterations[2]
+    # every forward of the attack is charged: the others are the uncounted class probe (1 image) and re-check
+    assert int(result.queries.sum()) == sum(calls) - 1 - len(x)
+
+
 @pytest.mark.parametrize("attack", [WhitePixle(pixels_per_iteration=2, restarts=3, max_iterations=5), SortedWhitePixle(attack_limit=5)])
 def test_images_already_adversarial_cost_one_query(attack: WhitePixle | SortedWhitePixle) -> None:
     model, x, y = model_and_batch()
