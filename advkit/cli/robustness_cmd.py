@@ -94,7 +94,7 @@ def robustness(
         ce, mce = mean_corruption_error(accuracy["model"], accuracy["baseline"])
         ratio = relative_accuracy(accuracy["model"], accuracy["baseline"])
         summary.update({"baseline.clean_accuracy": clean["baseline"], "baseline.corruption_accuracy": float(accuracy["baseline"].mean()),
-                        "mCE": mce, "relative_accuracy": float(np.nanmean(ratio))})
+                        "mCE": mce, "relative_accuracy": float(np.nanmean(ratio)) if np.isfinite(ratio).any() else float("nan")})
         for ci, name in enumerate(names):
             summary[f"{name}.CE"], summary[f"{name}.relative_accuracy"] = float(ce[ci]), float(ratio[ci])
         excluded = [name for ci, name in enumerate(names) if not np.isfinite(ce[ci])]

@@ -109,8 +109,10 @@ def mean_corruption_error(model_acc: np.ndarray, baseline_acc: np.ndarray) -> tu
 def relative_accuracy(model_acc: np.ndarray, baseline_acc: np.ndarray) -> np.ndarray:
     """Per corruption, mean over severities of acc(model) / acc(baseline) (the RGB/IR paper's ratio), for (C, S)
     accuracies; a severity the baseline gets all wrong has no ratio and is left out (:func:`ratio_excluded`)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.nanmean(np.where(baseline_acc > 0, model_acc / baseline_acc, np.nan), axis=1)
+    defined = baseline_acc > 0
+    ratios = np.where(defined, model_acc, 0.0) / np.where(defined, baseline_acc, 1.0)
+    # a mean over the defined cells only; np.nanmean would warn on a corruption with none ("Mean of empty slice")
+    return np.where(defined.any(1), ratios.sum(1) / np.maximum(defined.sum(1), 1), np.nan)
 
 
 def ratio_excluded(baseline_acc: np.ndarray, names: Sequence[str], severities: Sequence[int]) -> list[str]:

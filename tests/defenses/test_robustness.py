@@ -92,6 +92,37 @@ def test_mce_says_which_corruptions_it_leaves_out(cli: Cli, digits_checkpoint: P
     assert "(over 1 of 2 corruptions)" in table.stdout, table.stdout
 
 
+def test_a_baseline_wrong_on_every_severity_gives_no_ratio_and_no_numpy_warning(cli: Cli, digits_checkpoint: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """np.nanmean of a corruption with no defined ratio printed "RuntimeWarning: Mean of empty slice" beside the
+    command's own warning (library code never prints)."""
+    import warnings
+
+    from advkit.perturbations import robustness
+
+    measure = robustness.corruption_correct
+    calls: list[int] = []
+
+    def baseline_always_wrong(*args: Any, **kwargs: Any) -> np.ndarray:
+        correct = measure(*args, **kwargs)
+        calls.append(1)
+        return correct if len(calls) == 1 else np.zeros_like(correct)  # the model first, then the baseline
+
+    monkeypatch.setattr(robustness, "corruption_correct", baseline_always_wrong)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning fails the command instead of passing by
+        result = cli("robustness", "--model", digits_checkpoint, "--baseline", digits_checkpoint, "--data", "digits",
+                     "--n", "5", "--corruption", "fog", "--severity", "1", "--severity", "2", "--out", "w.h5", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["fog.relative_accuracy"] is None and summary["relative_accuracy"] is None
+    assert summary["relative_accuracy_excluded"] == "fog s1, fog s2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ratio = relative_accuracy(np.array([[0.5, 0.4], [0.6, 0.6]]), np.array([[0.0, 0.0], [0.5, 0.0]]))
+    assert np.isnan(ratio[0]) and ratio[1] == pytest.approx(1.2)
+
+
 def test_robustness_without_test_images_fails_before_any_work(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
     result = cli("robustness", "--model", digits_checkpoint, "--data", "digits", "--data-param", "test_fraction=0",
                  "--corruption", "fog", "--out", "r.h5")
