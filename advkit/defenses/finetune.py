@@ -9,6 +9,8 @@ gets the same per-epoch checkpoints, exact resume and reproducible data order as
   candidate of WhitePixle moving 5-40% of the pixels, kept only if it lowers the true-class probability;
   ``paper-black`` is one Pixle candidate with 10% x 10% patches. The reference code slices the batch with the
   raw ``attack_per_batch`` value (a float would crash); advkit takes a fraction of each batch.
+  A chosen image the model already misclassifies stays clean (advkit's attacks return an image that is
+  already adversarial unchanged), where the reference still perturbs it.
 - ``pgd`` (Madry et al., ICLR 2018, https://arxiv.org/abs/1706.06083): train on L-inf PGD examples (random start).
 - ``fast`` (Wong et al., ICLR 2020, https://arxiv.org/abs/2001.03994): FGSM from a uniform random start, step
   1.25 eps.

@@ -52,6 +52,21 @@ def test_paper_protocol_replaces_a_fraction_in_place(fresh_model: ModelWrapper, 
     assert torch.equal(mixed, again)  # seeded per (seed, epoch, sample)
 
 
+@pytest.mark.parametrize("method", ["paper-white", "paper-black"])
+def test_paper_protocol_leaves_a_misclassified_chosen_image_clean(method: str, fresh_model: ModelWrapper,
+                                                                 digits: ImageDataset) -> None:
+    """The deviation docs/methods.md records: the reference perturbs such an image, advkit's attacks return it clean."""
+    index = digits.indices("train")[:64]
+    x, y = digits.batch(index)
+    y = torch.where(torch.arange(len(y)) % 4 == 0, (y + 1) % 10, y)  # a quarter mislabelled, to be misclassified
+    with torch.no_grad():
+        wrong = fresh_model.logits(x).argmax(1) != y
+    objective = FinetuneObjective(FinetuneMethod(method, fraction=1.0))
+    mixed = objective._one_shot(fresh_model, x, y, index, 0, objective.white if method == "paper-white" else objective.black)
+    changed = (mixed != x).flatten(1).any(1)
+    assert not changed[wrong].any() and changed[~wrong].any()
+
+
 def test_pgd_examples_stay_in_the_ball(fresh_model: ModelWrapper, digits: ImageDataset) -> None:
     index = digits.indices("train")[:16]
     x, y = digits.batch(index)
