@@ -55,7 +55,8 @@ def corruption_correct(
                     x = corrupt_samples(x, name, severity, seed=derive_seed(seed, "corruption"), indices=idx.tolist())
                 else:
                     x = corrupt(x, name, severity)
-                correct[start : start + len(idx), ci, si] = (model.logits(x).argmax(1).cpu() == y).numpy()
+                with model.evaluating():  # as deployed, like the clean accuracy beside it (a training net's BatchNorm)
+                    correct[start : start + len(idx), ci, si] = (model.logits(x).argmax(1).cpu() == y).numpy()
             done += 1
             progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
     return correct
@@ -93,7 +94,8 @@ def published_correct(
                                    "images of --data: it must be the clean test set the corruptions were made from")
             for start in range(0, len(labels), batch_size):
                 x = to_tensor(images[start : start + batch_size]).to(model.device)  # (B, 32, 32, 3) uint8 -> (B, 3, 32, 32)
-                correct[start : start + len(x), ci, si] = model.logits(x).argmax(1).cpu().numpy() == labels[start : start + len(x)]
+                with model.evaluating():
+                    correct[start : start + len(x), ci, si] = model.logits(x).argmax(1).cpu().numpy() == labels[start : start + len(x)]
             done += 1
             progress(ProgressEvent("corruptions", done, total, {"corruption": name, "severity": severity}))
     return correct

@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from advkit.datasets import ImageDataset
 from advkit.errors import DatasetError
-from advkit.perturbations.robustness import mean_corruption_error, published_correct, ratio_excluded, relative_accuracy
+from advkit.models import ModelWrapper
+from advkit.perturbations.robustness import (
+    corruption_correct, mean_corruption_error, published_correct, ratio_excluded, relative_accuracy,
+)
 from advkit.report import Report
 
 Cli = Callable[..., Any]
@@ -27,6 +31,25 @@ def test_mce_and_ratio_by_hand() -> None:
     ratio = relative_accuracy(model, base)
     assert ratio.tolist() == pytest.approx([(0.9 / 0.8 + 0.7 / 0.6) / 2, 1.0])  # a zero baseline accuracy is skipped
     assert ratio_excluded(base, ["fog", "snow"], [1, 5]) == ["snow s5"]  # and named: it was left out silently
+
+
+def test_corruption_accuracy_is_measured_as_deployed_even_on_a_training_net(digits_model: ModelWrapper,
+                                                                            digits: ImageDataset) -> None:
+    """corruption_correct ran a net left in train mode with batch statistics, where predict (the clean accuracy beside
+    it) and the attacks use the deployed net."""
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 64, 10))
+    model = ModelWrapper(net, digits_model.preprocessing)
+    with torch.no_grad():  # running statistics far from any batch's: batch statistics would predict otherwise
+        net[1].running_mean.fill_(3.0)
+        net[1].running_var.fill_(0.01)
+    index = digits.indices("test")[:64]
+    deployed = corruption_correct(model, digits, index, ["contrast"], [1, 5])
+    net.train()  # e.g. a validation callback inside a training loop
+    assert np.array_equal(corruption_correct(model, digits, index, ["contrast"], [1, 5]), deployed)
+    assert net.training  # and the mode is given back
 
 
 def test_robustness_cli(cli: Cli, digits_checkpoint: Path, tmp_path: Path) -> None:
