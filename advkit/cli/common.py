@@ -16,6 +16,7 @@ import typing
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -376,6 +377,15 @@ def device_spelling(value: str) -> str:
         except RuntimeError:
             raise typer.BadParameter(f"unknown device {value!r}; use cpu, cuda, cuda:N or auto") from None
     return value
+
+
+def pixel_budget(value: str | float) -> float:
+    """Parser of an L-inf budget option: a number or a fraction such as ``8/255`` (a budget in 0-255 levels), the
+    spelling check_linf_budget's error recommends."""
+    try:
+        return float(Fraction(str(value)))
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"must be a number or a fraction such as 8/255, got {value!r}") from None
 
 
 def command_line() -> str:

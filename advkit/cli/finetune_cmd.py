@@ -12,7 +12,7 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line, emit_json, finished_run,
-    kept_if_appeared, log, log_complete, out, parse_params, progress_bar, recorded_config, require_preprocessing, start_training_run,
+    kept_if_appeared, log, log_complete, out, parse_params, pixel_budget, progress_bar, recorded_config, require_preprocessing, start_training_run,
     table, training_state_path, usage_mistakes, warn,
 )
 from advkit.cli.train_cmd import Domain
@@ -45,8 +45,8 @@ def finetune(
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam, adamw or sgd.")] = "adam",
     schedule: Annotated[str | None, typer.Option("--schedule", help="onecycle, cosine or constant (default: constant for paper-*, else cosine).")] = None,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of each batch the paper's protocol attacks.")] = 20 / 32,
-    eps: Annotated[float, typer.Option("--eps", help="L-inf budget of pgd/fast/trades and of the PGD evaluation.")] = 0.3,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="PGD/TRADES step size in training (default 2.5 eps / steps; fast: 1.25 eps).")] = None,
+    eps: Annotated[float, typer.Option("--eps", parser=pixel_budget, help="L-inf budget of pgd/fast/trades and of the PGD evaluation (e.g. 0.3 or 8/255).")] = 0.3,
+    alpha: Annotated[float | None, typer.Option("--alpha", parser=pixel_budget, help="PGD/TRADES step size in training (default 2.5 eps / steps; fast: 1.25 eps).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="PGD/TRADES steps in training (fast: 1).")] = 7,
     beta: Annotated[float, typer.Option("--beta", help="TRADES weight of the robustness term.")] = 6.0,
     select_best: Annotated[bool, typer.Option("--select-best/--last", help="Keep the epoch with the best robust accuracy on val images against the method's threat (PGD for pgd/fast/trades, Pixle 5 x 5 for paper-*, clean accuracy for plain).")] = True,

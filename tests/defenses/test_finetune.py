@@ -292,3 +292,16 @@ def test_a_checkpoint_another_process_writes_meanwhile_is_left_as_it_is(cli: Cli
     if when == "end":
         replaced = cli(*args, "--overwrite")  # replacing it is still what --overwrite does
         assert replaced.code == 0 and (tmp_path / name).read_bytes() != b"theirs", replaced.stderr
+
+
+def test_eps_takes_the_fraction_its_error_recommends(cli: Cli, digits_checkpoint: Path) -> None:
+    """--eps 8 said "a budget in 0-255 levels is written 8/255", and --eps 8/255 was then refused as not a number."""
+    told = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "fast", "--eps", "8", "--out", "a.safetensors")
+    assert told.code == 2 and "is written 8/255" in told.stderr
+    result = cli("finetune", "--model", digits_checkpoint, *QUICK, "--method", "fast", "--last", "--eps", "8/255",
+                 "--out", "f.safetensors")
+    assert result.code == 0, result.stderr
+    config = Report(Path("f.h5")).read("finetune-fast").config
+    assert config["eps"] == pytest.approx(8 / 255) and config["alpha"] == pytest.approx(1.25 * 8 / 255)
+    bad = cli("finetune", "--model", digits_checkpoint, *QUICK, "--eps", "8/0", "--out", "b.safetensors")
+    assert bad.code == 2 and "must be a number or a fraction such as 8/255, got '8/0'" in bad.stderr
