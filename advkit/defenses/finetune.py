@@ -86,7 +86,8 @@ class FinetuneMethod:
         if not 0 < self.fraction <= 1:
             raise SettingsError(f"fraction must lie in (0, 1], got {self.fraction}")
         if self.method == "fast":  # Wong et al.: one step of 1.25 eps from a uniform start; other steps are a mistake
-            if self.steps not in (1, FinetuneMethod.steps) or self.alpha not in (None, 1.25 * self.eps):
+            # alpha compared with a tolerance: 0.01375 for eps 0.011 is 1.25 eps, one rounding away from 1.25 * 0.011
+            if self.steps not in (1, FinetuneMethod.steps) or not (self.alpha is None or math.isclose(self.alpha, 1.25 * self.eps)):
                 raise SettingsError(f"fast takes one step of 1.25 eps (Wong et al.); steps={self.steps} and "
                                     f"alpha={self.alpha} do not apply to it")
             object.__setattr__(self, "steps", 1)

@@ -93,6 +93,8 @@ def test_fast_records_the_one_step_it_takes() -> None:
     for kwargs in ({"alpha": 0.01}, {"steps": 20}):
         with pytest.raises(SettingsError, match="fast takes one step of 1.25 eps"):
             FinetuneMethod("fast", eps=0.2, **kwargs)  # type: ignore[arg-type]
+    for eps, alpha in ((0.011, 0.01375), (9 / 255, 11.25 / 255)):  # 1.25 eps written out: refused by one rounding
+        assert FinetuneMethod("fast", eps=eps, alpha=alpha).alpha == 1.25 * eps
 
 
 def test_bad_settings() -> None:
