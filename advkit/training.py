@@ -216,7 +216,7 @@ def train_classifier(
     if world.size > 1:  # the batch size is per rank: another rank count trains another way
         signature["ranks"] = world.size
     best: dict[str, object] = {}
-    start = _resume(state_path, net, opt, sched, history, signature, best) if state_path else 0
+    start = _resume(state_path, net, opt, sched, history, signature, best, selecting=validate is not None) if state_path else 0
     for epoch in range(start, settings.epochs):
         loss, acc = _train_epoch(model, dataset, train_idx, settings, opt, sched, epoch, progress, objective, world)
         if not math.isfinite(loss):  # before anything is saved: the last good epoch's state stays resumable
@@ -310,7 +310,7 @@ def _save_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: o
 
 
 def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: object, history: dict[str, list[float]],
-            signature: dict[str, object], best: dict[str, object]) -> int:
+            signature: dict[str, object], best: dict[str, object], *, selecting: bool = False) -> int:
     if not path.exists():
         return 0
     try:
@@ -329,6 +329,12 @@ def _resume(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: objec
                 f"{path} was written with different settings ({diff}: {saved.get(diff)} vs {signature[diff]}); "
                 "delete it or train with the same settings to resume"
             )
+        # a state keeps a best epoch exactly when it selects (one is set from the first epoch on): resumed the other
+        # way, the kept weights would be its best epoch under a keep-the-last run, or a best of the later epochs only
+        if state["history"]["epoch"] and bool(state.get("best")) != selecting:
+            was, now = ("the last", "the best") if selecting else ("the best", "the last")
+            raise CheckpointError(f"{path} holds the state of a training that keeps {was} epoch, this one keeps {now} "
+                                  "(--select-best or --last in advkit finetune); resume it the same way, or delete it to start over")
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]

@@ -117,3 +117,28 @@ def test_a_one_class_dataset_is_refused_for_training_and_a_one_class_model_for_a
     one = ModelWrapper(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1)), Preprocessing(channels=1, input_size=(8, 8)))
     with pytest.raises(AdvkitError, match="the model has 1 class: no input can change its prediction"):
         create_attack("fgsm")(one, torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_resume_refuses_a_state_that_selected_epochs_the_other_way(digits: ImageDataset, tmp_path: Path) -> None:
+    """Found in review: under a new --run, `finetune --last` resumed the state of an interrupted --select-best run and
+    ended on that run's best epoch (epoch 1 of 3) instead of the last; the other way round, epochs before the resume
+    were never scored and could not be kept."""
+    from advkit.defenses.selection import with_validation_split
+
+    ds = with_validation_split(digits, seed=0)
+    pre = fit_preprocessing(ds)
+    start = create_architecture("small-cnn", in_channels=1, input_size=8).state_dict()
+    for first, then, message in ((lambda model: 0.5, None, "keeps the best epoch, this one keeps the last"),
+                                 (None, lambda model: 0.5, "keeps the last epoch, this one keeps the best")):
+        state = tmp_path / f"state-{first is None}.pt"
+
+        def run(validate: object) -> int:
+            net = create_architecture("small-cnn", in_channels=1, input_size=8)
+            net.load_state_dict(start)  # the same start model each time: its fingerprint is part of the state
+            return train_classifier(net, ds, TrainSettings(epochs=1), preprocessing=pre, state_path=state,
+                                    validate=validate).resumed_from_epoch  # type: ignore[arg-type]
+
+        assert run(first) == 0
+        with pytest.raises(CheckpointError, match=f"holds the state of a training that {message}"):
+            run(then)
+        assert run(first) == 1  # resumed the same way, it is taken up
