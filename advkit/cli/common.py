@@ -381,7 +381,11 @@ def device_spelling(value: str) -> str:
 
 def pixel_budget(value: str | float) -> float:
     """Parser of an L-inf budget option: a number or a fraction such as ``8/255`` (a budget in 0-255 levels), the
-    spelling check_linf_budget's error recommends."""
+    spelling check_linf_budget's error recommends. Numbers parse as float does (nan and inf reach the range checks)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
     try:
         return float(Fraction(str(value)))
     except (ValueError, ZeroDivisionError):

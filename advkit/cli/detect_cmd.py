@@ -19,7 +19,7 @@ import typer
 from advkit.cli.common import (
     ArchOpt, ArchParamOpt, ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, command_line,
     arch_settings, emit_json, finished_run, kv_table, log, log_complete, out, parse_params, progress_bar, recorded_config,
-    run_advice, split_choice, start_or_finished, table,
+    pixel_budget, run_advice, split_choice, start_or_finished, table,
 )
 from advkit.errors import AdvkitError, CheckpointError, DetectorError
 
@@ -317,11 +317,11 @@ def evaluate_cmd(
     supervised: Annotated[Supervised, typer.Option("--supervised", help="Supervised detector on the latent codes.")] = Supervised.svc,
     train_fraction: Annotated[float, typer.Option("--train-fraction", help="Share of samples that trains the supervised detectors.")] = 0.3,
     quick_grid: Annotated[bool, typer.Option("--quick-grid/--no-quick-grid", help="Search 3 values of C with standard scaling instead of the paper's grid.")] = False,
-    fgsm_eps: Annotated[float, typer.Option("--fgsm-eps", help="FGSM budget of the unknown-attack protocol.")] = 0.3,
+    fgsm_eps: Annotated[float, typer.Option("--fgsm-eps", parser=pixel_budget, help="FGSM budget of the unknown-attack protocol (e.g. 0.3 or 8/255).")] = 0.3,
     adaptive: Annotated[bool, typer.Option("--adaptive/--no-adaptive", help="Also run PGD against classifier + detector together.")] = False,
-    adaptive_eps: Annotated[float, typer.Option("--adaptive-eps", help="L-infinity budget of the adaptive PGD.")] = 0.3,
+    adaptive_eps: Annotated[float, typer.Option("--adaptive-eps", parser=pixel_budget, help="L-infinity budget of the adaptive PGD (e.g. 0.3 or 8/255).")] = 0.3,
     adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Steps of the adaptive PGD.")] = 40,
-    adaptive_step: Annotated[float | None, typer.Option("--adaptive-step", help="Step size of the adaptive PGD (default: 2.5 * eps / steps, as Madry et al.).")] = None,
+    adaptive_step: Annotated[float | None, typer.Option("--adaptive-step", parser=pixel_budget, help="Step size of the adaptive PGD (default: 2.5 * eps / steps, as Madry et al.).")] = None,
     adaptive_weight: Annotated[float, typer.Option("--adaptive-weight", help="Weight of the detector score in the adaptive loss.")] = 1.0,
     adaptive_n: Annotated[int, typer.Option("--adaptive-n", min=1, help="Samples attacked adaptively.")] = 100,
     model: ModelOpt = None,

@@ -9,7 +9,8 @@ import typer
 
 from advkit.cli.common import (
     ConfigOpt, DataParamOpt, DeviceOpt, JsonOpt, SeedOpt, UnsafePickleOpt, check_compatible, emit_json,
-    finished_run, log, log_complete, out, parse_params, progress_bar, recorded_config, split_choice, start_or_finished, table,
+    finished_run, log, log_complete, out, parse_params, pixel_budget, progress_bar, recorded_config, split_choice,
+    start_or_finished, table,
 )
 from advkit.errors import AdvkitError
 
@@ -34,7 +35,7 @@ def transfer(
     n: Annotated[int | None, typer.Option("--n", "--num-samples", min=0, help="Pairs per direction (0 = all kept pairs).")] = 100,
     param: Annotated[list[str] | None, typer.Option("--param", help="Attack setting key=value.")] = None,
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="The additive (FGSM, PGD) controls; the random-move control always runs.")] = True,
-    control_eps: Annotated[float, typer.Option("--control-eps", help="Linf budget of the FGSM/PGD controls.")] = 8 / 255,
+    control_eps: Annotated[float, typer.Option("--control-eps", parser=pixel_budget, help="Linf budget of the FGSM/PGD controls (e.g. 8/255).")] = 8 / 255,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     out_path: Annotated[Path, typer.Option("--out", help="HDF5 report.")] = Path("advkit-transfer.h5"),
     run: Annotated[str | None, typer.Option("--run", help="Prefix of the run names (default transfer-ATTACK); -SRC-TGT is added.")] = None,

@@ -130,6 +130,9 @@ def test_mistakes_get_one_line(cli, tmp_path: Path, digits_checkpoint: Path) -> 
     for option, value in (("--fgsm-eps", "-1"), ("--adaptive-eps", "0"), ("--fgsm-eps", "nan")):  # refused before any attack
         bad = cli("detect", "eval", "--detector", "det.safetensors", "--attack", "fgsm", option, value)
         assert bad.code == 2 and option in bad.stderr and "must lie in (0, 1]" in bad.stderr, bad.stderr
+    for option in ("--fgsm-eps", "--adaptive-eps", "--adaptive-step"):  # a fraction is a budget; 8/0 is not
+        bad = cli("detect", "eval", "--detector", "det.safetensors", "--attack", "fgsm", option, "8/0")
+        assert bad.code == 2 and option in bad.stderr and "a fraction such as 8/255, got '8/0'" in bad.stderr, bad.stderr
 
 
 def _rewrite_detector_meta(path: Path, **changes: object) -> None:
@@ -395,9 +398,10 @@ def test_a_run_of_a_newer_schema_beside_the_attack_runs_stops_only_itself(cli, t
     with h5py.File(tmp_path / "adv.h5", "r+") as f:
         f["runs/attack-pgd"].attrs["schema_version"] = np.int64(99)
     evaluate = ["detect", "eval", "--detector", "d.safetensors", "--adversarial", "adv.h5", "--supervised", "none"]
-    named = cli(*evaluate, "--run", "attack-fgsm", "--out", "ev.h5")
+    named = cli(*evaluate, "--run", "attack-fgsm", "--fgsm-eps", "8/255", "--out", "ev.h5")  # the spelling errors advise
     assert named.code == 0, named.stderr
-    assert Report(tmp_path / "ev.h5").read("detect-fgsm").status == "complete"
+    run = Report(tmp_path / "ev.h5").read("detect-fgsm")
+    assert run.status == "complete" and run.config["fgsm_eps"] == pytest.approx(8 / 255)
     every = cli(*evaluate, "--out", "all.h5")  # by default every attack run, so the unreadable one too: refused
     assert every.code == 1 and "run 'attack-pgd' uses report schema 99" in every.stderr, every.stderr
     assert len(every.stderr.strip().splitlines()) == 1 and not (tmp_path / "all.h5").exists()

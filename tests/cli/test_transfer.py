@@ -71,7 +71,7 @@ def test_transfer_both_directions_with_controls(cli: Cli, domain_models: dict[st
     assert all(np.array_equal(replayed.samples[k], reverse.samples[k]) for k in ("index", "src_adv_pred", "tgt_adv_pred"))
     # another config under the same run names fails before any attack, with advice the command takes
     clash = cli("transfer", "--source-model", domain_models["rgb"], "--target-model", domain_models["ir"], *DATA,
-                "--n", "12", "--param", "restarts=4", "--param", "max_iterations=6", "--control-eps", "0.1", "--out", "t.h5")
+                "--n", "12", "--param", "restarts=4", "--param", "max_iterations=6", "--control-eps", "1/10", "--out", "t.h5")
     assert clash.code == 1 and "already has run 'transfer-white-pixle-rgb-ir'" in clash.stderr, clash.stderr
     assert "pass --run NAME or --overwrite" in clash.stderr and "pairs both models classify correctly" not in clash.stderr
 
@@ -99,6 +99,8 @@ def test_transfer_mistakes_are_one_line(cli: Cli, domain_models: dict[str, Path]
     assert mover.code == 2 and "Invalid value for --attack: pgd does not move pixels" in mover.stderr, mover.stderr
     zero = cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--control-eps", "0")  # blamed PGD's alpha
     assert zero.code == 2 and "--control-eps: must be in (0, 1]" in zero.stderr.replace("'", ""), zero.stderr
+    fraction = cli("transfer", "--source-model", rgb, "--target-model", ir, *DATA, "--control-eps", "8/0")
+    assert fraction.code == 2 and "a fraction such as 8/255, got '8/0'" in fraction.stderr, fraction.stderr
 
 
 def test_a_model_attacked_on_the_other_domain_gets_a_warning(cli: Cli, domain_models: dict[str, Path]) -> None:
