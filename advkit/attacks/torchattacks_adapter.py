@@ -14,10 +14,11 @@ Differences from torchattacks: untargeted JSMA aims at class (y + 1) % K of the 
 hard-codes % 10); ``n_classes`` (FAB, APGDT, AutoAttack) comes from the model. Refused with one line: targeted FAB
 (torchattacks' targeted FAB stops at any wrong class), ta-pixle on non-square images (torchattacks' Pixle swaps x and
 y), DIFGSM/TIFGSM on non-square images or, on a fixed-size model, with resize_rate > 1 (their input diversity
-resizes to W x W), and EADL1/EADEN with max_iterations < 10 and abort_early (a modulo by zero). float16 images are
-attacked in float32 (in float16, most input-gradient entries underflow to 0 and FGSM/PGD move a fraction of the
-pixels, reporting a robustness the model does not have); the result is rounded back to float16, so its L-inf distance
-can exceed eps by half a float16 step.
+resizes to W x W), EADL1/EADEN with max_iterations < 10 and abort_early (a modulo by zero), and DLR-loss attacks
+(APGDT, AutoAttack, APGD/UPGD with loss=dlr) on models with fewer classes than the logits that loss reads. float16
+images are attacked in float32 (in float16, most input-gradient entries underflow to 0 and FGSM/PGD move a fraction of
+the pixels, reporting a robustness the model does not have); the result is rounded back to float16, so its L-inf
+distance can exceed eps by half a float16 step.
 
     >>> attack = create_torchattack("fgsm", eps="8/255")
     >>> round(attack.settings["eps"], 4)
@@ -219,6 +220,23 @@ class TorchattacksAttack(Attack):
             if size is not None and rate > 1:
                 raise SettingsError(f"{self.name}: resize_rate must be <= 1 for a model with a fixed input size "
                                     f"({size[0]}x{size[1]}), got {rate:g}")
+        needed = self._min_classes(targeted)
+        if needed > 2:
+            classes = model.preprocessing.num_classes or _output_classes(model, x)
+            if classes < needed:
+                instead = "loss=ce" if self.name in ("apgd", "upgd") else "apgd with loss=ce"
+                raise AdvkitError(f"{self.name}: torchattacks {self.class_name}'s DLR loss needs a model with at least "
+                                  f"{needed} classes, this one has {classes}; {instead} avoids it")
+
+    def _min_classes(self, targeted: bool) -> int:
+        """Classes torchattacks' DLR losses need: they read the 3rd largest logit, the targeted one the 4th."""
+        if self.name == "apgdt":
+            return 4
+        if self.name == "autoattack":  # every version but rand runs APGDT
+            return 3 if self._setting("version") == "rand" else 4
+        if self.name in ("apgd", "upgd") and self._setting("loss") == "dlr":
+            return 4 if targeted else 3
+        return 2
 
     def _classes(self, model: ModelWrapper, x: torch.Tensor, target: torch.Tensor | None) -> int | None:
         """The model's class count where torchattacks needs it (n_classes, untargeted JSMA), else None."""

@@ -191,3 +191,26 @@ def test_numpy_numbers_are_settings_like_pythons() -> None:
         assert torch.equal(attack(model, x, y, max_queries=budget).x_adv, python(model, x, y, max_queries=40).x_adv), name
     with pytest.raises(ValueError, match="restarts must be an int >= 1, got np.int64\\(0\\)"):
         create_attack("pixle", restarts=np.int64(0))
+
+
+@pytest.mark.parametrize(("name", "settings", "classes", "targeted", "needed"), [
+    ("apgdt", {"steps": 2}, 3, False, 4), ("autoattack", {"eps": 0.01}, 3, False, 4),
+    ("autoattack", {"eps": 0.01, "version": "rand"}, 2, False, 3), ("apgd", {"loss": "dlr", "steps": 2}, 2, False, 3),
+    ("upgd", {"loss": "dlr", "steps": 2}, 3, True, 4),
+])
+def test_dlr_loss_attacks_refuse_models_with_too_few_classes(name: str, settings: dict[str, object], classes: int,
+                                                             targeted: bool, needed: int) -> None:
+    """torchattacks' DLR loss reads the 3rd (targeted: 4th) largest logit: an IndexError traceback, or with settings
+    a SettingsError blaming them ("check these settings")."""
+    model = tiny_model(classes, 1, 4, 4)
+    x = images(3, 1, 4, 4)
+    y = predicted(model, x)
+    target = (y + 1) % classes if targeted else None
+    with pytest.raises(AdvkitError, match=rf"^{name}: torchattacks \w+'s DLR loss needs a model with at least {needed} "
+                                          rf"classes, this one has {classes}; .* avoids it$") as caught:
+        create_attack(name, **settings)(model, x, y, target=target)
+    assert not isinstance(caught.value, SettingsError)
+    bigger = tiny_model(needed, 1, 4, 4)  # enough classes: it runs
+    y = predicted(bigger, x)
+    target = (y + 1) % needed if targeted else None
+    assert create_attack(name, **settings)(bigger, x, y, target=target).queries.min() >= 1
