@@ -18,7 +18,8 @@ resizes to W x W), EADL1/EADEN with max_iterations < 10 and abort_early (a modul
 (APGDT, AutoAttack, APGD/UPGD with loss=dlr) on models with fewer classes than the logits that loss reads. float16
 images are attacked in float32 (in float16, most input-gradient entries underflow to 0 and FGSM/PGD move a fraction of
 the pixels, reporting a robustness the model does not have); the result is rounded back to float16, so its L-inf
-distance can exceed eps by half a float16 step.
+distance can exceed eps by half a float16 step. EADL1/EADEN attack float64 images in float32 too (torchattacks
+keeps their best distances in float32 and fails on float64 ones).
 
     >>> attack = create_torchattack("fgsm", eps="8/255")
     >>> round(attack.settings["eps"], 4)
@@ -59,6 +60,7 @@ _NUM_CLASSES_PARAM = "n_classes"
 _FILLED_IN = frozenset({_NUM_CLASSES_PARAM, "seed"})  # _build passes these from the model and the sample
 RGB_ONLY = {"tifgsm", "pifgsm", "pifgsmpp"}  # torchattacks builds 3-channel kernels for these
 INPUT_DIVERSITY = {"difgsm", "tifgsm"}  # torchattacks resizes their inputs to x.shape[-1] squared
+FLOAT32_ONLY = {"eadl1", "eaden"}  # torchattacks keeps their best L1 distances in float32 (torch.Tensor(list))
 # what torchattacks raises on settings it cannot run with (bad shapes, math domain errors, failed asserts)
 THIRD_PARTY_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError, IndexError, AssertionError, NotImplementedError)
 
@@ -258,7 +260,9 @@ class TorchattacksAttack(Attack):
         counter = model.counter
         if counter is None:  # Attack.__call__ always counts; direct run() calls get a private counter
             counter = QueryCounter(len(x))
-        images = x.float() if x.dtype == torch.float16 else x  # float16 gradients underflow (module docstring)
+        # float16 gradients underflow; EAD's float32 bookkeeping cannot take float64 costs (module docstring)
+        in_float32 = x.dtype == torch.float16 or (self.name in FLOAT32_ONLY and x.dtype == torch.float64)
+        images = x.float() if in_float32 else x
         try:
             with seeded_globals(int(seeds[0])):
                 return RawResult(self._call(model, images, y, target, int(seeds[0]), classes).to(x.dtype))
