@@ -8,7 +8,8 @@ subsets or populations (Square, OnePixel, Pixle, DeepFool, AutoAttack, ...) cann
 sample in a batch, so advkit notices the first such pass and attacks those samples one at a time instead,
 which makes every count exact. torchattacks draws from the global torch/NumPy generators: advkit seeds them
 from the per-sample seed inside a forked RNG state and restores them afterwards. Randomised attacks run
-batched (PGD's random start) therefore depend on the batch composition; advkit's own attacks do not.
+batched (PGD's random start; APGD or Square when no pass evaluates a subset) therefore depend on the
+batch composition; advkit's own attacks do not.
 
 Differences from torchattacks: untargeted JSMA aims at class (y + 1) % K of the model's K classes (torchattacks
 hard-codes % 10); ``n_classes`` (FAB, APGDT, AutoAttack) comes from the model. Refused with one line: targeted FAB
