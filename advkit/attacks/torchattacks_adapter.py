@@ -263,7 +263,9 @@ class TorchattacksAttack(Attack):
             counter = QueryCounter(len(x))
         # float16 gradients underflow; EAD's float32 bookkeeping cannot take float64 costs (module docstring)
         in_float32 = x.dtype == torch.float16 or (self.name in FLOAT32_ONLY and x.dtype == torch.float64)
-        images = x.float() if in_float32 else x
+        # contiguous: torchattacks .view()s its inputs (PGDL2, JSMA, PGDRS fail on channels_last), and its
+        # random draws (empty_like(x).uniform_()) land on pixels in memory order
+        images = (x.float() if in_float32 else x).contiguous()
         try:
             with seeded_globals(int(seeds[0])):
                 return RawResult(self._call(model, images, y, target, int(seeds[0]), classes).to(x.dtype))

@@ -228,3 +228,18 @@ def test_ead_attacks_float64_images(name: str) -> None:
     double = create_attack(name, **settings)(model, x.double(), y)
     assert double.x_adv.dtype == torch.float64
     assert torch.equal(double.x_adv.float(), single.x_adv) and torch.equal(double.success, single.success)
+
+
+@pytest.mark.parametrize(("name", "settings"), [("pgdl2", {"steps": 3}), ("jsma", {}), ("pgdrs", {"noise_batch_size": 2, "steps": 3}),
+                                                ("pgd", {"steps": 3}), ("jitter", {"steps": 3})])
+def test_channels_last_images_are_attacked_like_contiguous_ones(name: str, settings: dict[str, object]) -> None:
+    """A channels_last batch (or any permuted view): pgdl2, jsma and pgdrs failed on torchattacks' .view() ("view size
+    is not compatible"), and randomised attacks drew their noise in memory order, so the same images and seeds gave
+    another result (pgd's random start, jitter)."""
+    model = tiny_model(5)
+    x = images(3)
+    y = predicted(model, x)
+    seeds = torch.tensor([4, 5, 6])
+    strided = create_attack(name, **settings)(model, x.contiguous(memory_format=torch.channels_last), y, seeds=seeds)
+    dense = create_attack(name, **settings)(model, x, y, seeds=seeds)
+    assert torch.equal(strided.x_adv, dense.x_adv) and torch.equal(strided.queries, dense.queries)
