@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -189,7 +190,10 @@ class TorchattacksAttack(Attack):
             settings[_NUM_CLASSES_PARAM] = classes
         if "seed" in defaults and "seed" not in settings:  # AutoAttack's default seed=None means "the clock"
             settings["seed"] = seed % 2**31
-        with self._settings_blamed():
+        # torchattacks prints "Failed to set device automatically" for a net without parameters (a black box behind
+        # a module); its device stays None, which its .to(self.device) calls take as "where the input is"
+        quiet = redirect_stdout(io.StringIO()) if next(model.parameters(), None) is None else nullcontext()
+        with self._settings_blamed(), quiet:
             atk = cls(model, **settings)
         if target is not None:
             try:

@@ -243,3 +243,17 @@ def test_channels_last_images_are_attacked_like_contiguous_ones(name: str, setti
     strided = create_attack(name, **settings)(model, x.contiguous(memory_format=torch.channels_last), y, seeds=seeds)
     dense = create_attack(name, **settings)(model, x, y, seeds=seeds)
     assert torch.equal(strided.x_adv, dense.x_adv) and torch.equal(strided.queries, dense.queries)
+
+
+@pytest.mark.parametrize(("name", "settings"), [("square", {"n_queries": 10, "eps": 0.3}), ("pgd", {"steps": 2}),
+                                                ("deepfool", {"steps": 2})])
+def test_a_net_without_parameters_is_attacked_without_printing(name: str, settings: dict[str, object],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """torchattacks printed "Failed to set device automatically" to stdout for every attacked sample of a net with no
+    parameters (a black box behind a module), in the middle of a --json report on stdout."""
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d((2, 2)), torch.nn.Flatten())  # 4 class scores, no weights
+    model = ModelWrapper(net, Preprocessing(channels=1))
+    x = images(3, 1, 4, 4)
+    result = create_attack(name, **settings)(model, x, predicted(model, x))
+    assert capsys.readouterr().out == ""
+    assert result.queries.min() >= 1
