@@ -399,6 +399,9 @@ def evaluate_cmd(
             keep = (det.model.logits(noisy.to(det.model.device)).argmax(1).cpu() == y).numpy()
             keep &= (det.model.logits(x.to(det.model.device)).argmax(1).cpu() == y).numpy()
         idx, x, y, x_adv, noisy = idx[keep], x[keep], y[keep], x_adv[keep], noisy[keep]
+        if len(idx) < 4:  # the paper's kept samples; too few (or none, which scoring refuses) measure nothing
+            log(f"{run_id}: only {len(idx)} samples with the clean and noisy images classified correctly; skipped")
+            continue
         clean_f, adv_f, noisy_f = det.features(x), det.features(x_adv), det.features(noisy)
         # unknown protocol: FGSM images and noise matched to FGSM's L2 (not the tested attack's) train the detectors
         train_adv, train_noisy = (fgsm_training_set(det, x, y, idx, eps=fgsm_eps, seed=seed)

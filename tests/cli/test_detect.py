@@ -319,6 +319,24 @@ def test_detect_eval_gives_the_same_result_for_the_same_samples_however_supplied
     assert {k: v for k, v in a.summary.items() if "seconds" not in k} == {k: v for k, v in b.summary.items() if "seconds" not in k}
 
 
+def test_detect_eval_skips_an_attack_whose_noisy_copies_leave_too_few_samples(cli, tmp_path: Path, digits_checkpoint: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 4-sample minimum was checked before the kept-samples filter (clean and noisy correct): a large perturbation
+    whose noisy copies all fooled the model (FGSM eps 1 on 4 digits, seed 4) stopped with "error: no images to score"."""
+    from advkit.detectors import evaluate as evaluate_module
+
+    fit = cli("detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--n", "300", "--epochs", "1", "--filters", "4",
+              "--out", "d.safetensors")
+    assert fit.code == 0, fit.stderr
+    # noisy copies that are the adversarial images themselves: every one is misclassified, so no sample is kept
+    monkeypatch.setattr(evaluate_module, "matched_noise", lambda x, x_adv, indices, seed: x_adv.clone())
+    ev = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--param", "eps=0.3", "--n", "20",
+             "--supervised", "none", "--out", "e.h5")
+    assert ev.code == 1 and "Traceback" not in ev.stderr, ev.stderr
+    assert "attack-fgsm: only 0 samples with the clean and noisy images classified correctly; skipped" in ev.stderr
+    assert ev.stderr.strip().splitlines()[-1] == "error: no attack produced enough successful adversarial images to evaluate"
+
+
 def test_detect_eval_does_not_take_a_refitted_detector_or_a_replaced_attack_run_for_done(cli, tmp_path: Path,
                                                                                          digits_checkpoint: Path) -> None:
     """Its config recorded the classifier's fingerprint as 'detector_fingerprint': after a refit under the same path,
