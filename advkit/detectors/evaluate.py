@@ -142,7 +142,8 @@ def evaluate(detector: LayerwiseDetector, clean: Features, adv: Features, noisy:
 
     With ``train_fraction`` > 0 a seeded share of the samples trains the supervised detectors (positives: their
     adversarial images, negatives: their clean and noisy images); every row of the table is then measured on the
-    remaining samples only, so all detectors are compared on the same images. For the unknown-attack protocol,
+    remaining samples only, so all detectors are compared on the same images (with fewer than 10 samples on either
+    side no supervised detector is trained, and every sample is tested). For the unknown-attack protocol,
     ``train_adv`` and ``train_noisy`` (same rows, e.g. from :func:`fgsm_training_set`) replace the adversarial and
     noisy images in training. ``quick`` shrinks the grid search (see :func:`fit_supervised`).
     """
@@ -151,19 +152,20 @@ def evaluate(detector: LayerwiseDetector, clean: Features, adv: Features, noisy:
     n = len(clean.pred)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "eval-split") % 2**63)).numpy()
     n_train = int(round(train_fraction * n)) if supervised else 0
+    notes: list[str] = []
+    if n_train and (n_train < 10 or n - n_train < 10):  # no supervised detector: no sample is held back for one
+        notes.append(f"supervised detectors skipped: {n_train} training and {n - n_train} test samples (need 10 each)")
+        n_train = 0
     test = np.ones(n, bool)
     if n_train:
         test[order[:n_train]] = False
-    result = Evaluation(test_mask=test)
+    result = Evaluation(test_mask=test, notes=notes)
     parts = {"clean": clean, "adv": adv, "noisy": noisy}
     result.scores = {k: detector.scores(v) for k, v in parts.items()}
     for name in detector.score_names:
         s = {k: v[name][test] for k, v in result.scores.items()}
         _add(result, "unsupervised", name, s, fpr)
     if n_train:
-        if n_train < 10 or n - n_train < 10:
-            result.notes.append(f"supervised detectors skipped: {n_train} training and {n - n_train} test samples (need 10 each)")
-            return result
         trained_on = (clean, adv, noisy) if train_adv is None else (clean, train_adv, train_noisy)
         _add_supervised(result, detector, supervised, trained_on, (clean, adv, noisy), test, seed, fpr, quick)
     return result

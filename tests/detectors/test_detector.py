@@ -149,6 +149,18 @@ def test_evaluation_protocols_and_noisy_negatives(detector: LayerwiseDetector, p
     assert ev.get("supervised", "mahalanobis (LR)", "clean").auroc > 0.85
 
 
+def test_too_few_samples_for_a_supervised_detector_hold_none_back(detector: LayerwiseDetector, pgd_set: tuple) -> None:
+    """20 samples at a 0.3 share: the 6 training samples were held out of every row although no supervised
+    detector was trained on them (the unsupervised rows were measured on 14 of the 20)."""
+    idx, x, _, x_adv = pgd_set
+    idx, x, x_adv = idx[:20], x[:20], x_adv[:20]
+    ev = evaluate(detector, detector.features(x), detector.features(x_adv), detector.features(matched_noise(x, x_adv, idx, 0)),
+                  train_fraction=0.3, supervised="svc", seed=0, quick=True)
+    assert ev.notes == ["supervised detectors skipped: 6 training and 14 test samples (need 10 each)"]
+    assert ev.test_mask is not None and ev.test_mask.all() and not any(r.section == "supervised" for r in ev.rows)
+    assert ev.get("unsupervised", "ae", "clean").n_pos == 20
+
+
 def test_adaptive_attack_lowers_the_detector_score(detector: LayerwiseDetector, pgd_set: tuple) -> None:
     _, x, y, _ = pgd_set
     x, y = x[:30], y[:30]
