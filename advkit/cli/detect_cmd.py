@@ -390,6 +390,10 @@ def evaluate_cmd(
             log_complete(name, out_path)
             done.append(name)
             continue
+        seen = det.fitted_on(ds, idx)  # clean images the detector was fitted on would flatter every score
+        if seen.any():
+            log(f"{run_id}: {int(seen.sum())} of {len(idx)} samples left out: the detector was fitted on their clean images")
+            idx, x_adv = idx[~seen], x_adv[torch.from_numpy(~seen)]
         if len(idx) < 4:
             log(f"{run_id}: only {len(idx)} successful adversarial images; skipped")
             continue

@@ -177,6 +177,9 @@ class LayerwiseDetector:
         self.width = _feature_width(fit_features, layers, settings.kind)  # features per layer: 2, or 3 with the VAE's |logvar|
         self.calib = calib  # features of the held-out clean images
         self.meta = meta
+        # dataset indices of every image the fit used (trained on or held out), so an evaluation can leave them out;
+        # None for files written before they were recorded
+        self.fitted_indices: np.ndarray | None = None
         self._forests = self._fit_forests()
         calib_scores = self._scores(calib, calibrating=True)
         self.thresholds = {name: float(np.quantile(s, 1 - settings.fpr)) for name, s in calib_scores.items()}
@@ -225,9 +228,24 @@ class LayerwiseDetector:
         meta = {
             "fingerprint": model.fingerprint(), "input_shape": list(input_shape), "num_classes": num_classes,
             "nonnegative": nonneg, "dataset": dataset.name, "n_fit": len(fit_idx), "n_calib": len(calib_idx),
-            "train_seconds": round(train_seconds, 3), "channels": channels,
+            "train_seconds": round(train_seconds, 3), "channels": channels, "dataset_images": len(dataset),
+            "dataset_domain": dataset.domain,
         }
-        return cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error, s.kind == "vae"), calib, meta)
+        det = cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error, s.kind == "vae"), calib, meta)
+        det.fitted_indices = np.sort(indices)
+        return det
+
+    def fitted_on(self, dataset: ImageDataset, indices: np.ndarray) -> np.ndarray:
+        """(N,) bool: which of ``dataset[indices]`` this detector was fitted on (trained on or calibrated with).
+
+        The dataset counts as the fit's when its name, domain and size are the fit's; all False when they differ,
+        or for a file written before the fitted indices were recorded.
+        """
+        same = (self.meta.get("dataset"), self.meta.get("dataset_domain"), self.meta.get("dataset_images")) == (
+            dataset.name, dataset.domain, len(dataset))
+        if self.fitted_indices is None or not same:
+            return np.zeros(len(indices), bool)
+        return np.isin(indices, self.fitted_indices)
 
     def _fit_forests(self) -> dict[str, Any]:
         from sklearn.ensemble import IsolationForest
@@ -325,6 +343,8 @@ class LayerwiseDetector:
         for key, value in self.magnet.state_dict().items():
             tensors[f"magnet.{key}"] = value
         tensors["fit.features"] = torch.from_numpy(self.fit_features)
+        if self.fitted_indices is not None:
+            tensors["fit.indices"] = torch.from_numpy(self.fitted_indices.astype(np.int64))
         for f in fields(Features):
             tensors[f"calib.{f.name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.calib, f.name)))
         meta = {"format": FORMAT, "format_version": 2 if self.scores_logvar else 1, "layers": self.layers,
@@ -386,9 +406,13 @@ class LayerwiseDetector:
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise DetectorError(f"{path} is a damaged detector file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         _check_takes(model, layers, shapes, meta.get("input_shape"), path)
-        keep = ("fingerprint", "input_shape", "num_classes", "nonnegative", "dataset", "n_fit", "n_calib", "train_seconds", "channels", "model")
-        return cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
-                   {k: meta[k] for k in keep if k in meta})
+        keep = ("fingerprint", "input_shape", "num_classes", "nonnegative", "dataset", "n_fit", "n_calib", "train_seconds", "channels",
+                "model", "dataset_images", "dataset_domain")
+        det = cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
+                  {k: meta[k] for k in keep if k in meta})
+        fitted = tensors.get("fit.indices")
+        det.fitted_indices = None if fitted is None else fitted.numpy()
+        return det
 
 
 # ------------------------------------------------------------------------------------------------- helpers

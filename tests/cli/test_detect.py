@@ -337,6 +337,25 @@ def test_detect_eval_skips_an_attack_whose_noisy_copies_leave_too_few_samples(cl
     assert ev.stderr.strip().splitlines()[-1] == "error: no attack produced enough successful adversarial images to evaluate"
 
 
+def test_detect_eval_leaves_out_the_images_the_detector_was_fitted_on(cli, tmp_path: Path, digits_checkpoint: Path) -> None:
+    """A detector fitted with --split all (or test) was measured on its own fitting and calibration images, without a
+    word: their clean scores are the forest's inliers, so every AUROC came out too high."""
+    from advkit.datasets import open_dataset
+    from advkit.rng import seeded_subset
+
+    fit = cli("detect", "fit", "--model", digits_checkpoint, "--data", "digits", "--split", "all", "--n", "900", "--epochs", "1",
+              "--filters", "4", "--out", "d.safetensors")
+    assert fit.code == 0, fit.stderr
+    fitted = seeded_subset(open_dataset("digits").indices("all"), 900, 0, "detector-subset")  # the fit's --n choice
+    ev = cli("detect", "eval", "--detector", "d.safetensors", "--attack", "fgsm", "--param", "eps=0.3", "--n", "40",
+             "--supervised", "none", "--out", "e.h5")
+    assert ev.code == 0, ev.stderr
+    left_out = re.search(r"attack-fgsm: (\d+) of 40 samples left out: the detector was fitted on their clean images", ev.stderr)
+    assert left_out and int(left_out.group(1)) > 0, ev.stderr
+    measured = Report(tmp_path / "e.h5").read("detect-fgsm").samples["index"]
+    assert len(measured) >= 4 and not np.isin(measured, fitted).any()
+
+
 def test_detect_eval_does_not_take_a_refitted_detector_or_a_replaced_attack_run_for_done(cli, tmp_path: Path,
                                                                                          digits_checkpoint: Path) -> None:
     """Its config recorded the classifier's fingerprint as 'detector_fingerprint': after a refit under the same path,
