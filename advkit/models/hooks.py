@@ -67,8 +67,8 @@ def capture(net: nn.Module, names: Sequence[str], detach: bool = True) -> Iterat
         for name in names:
             def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
                 tensor = out[0] if isinstance(out, (tuple, list)) else out
-                if isinstance(tensor, torch.Tensor):
-                    features[name] = tensor.detach() if detach else tensor
+                if isinstance(tensor, torch.Tensor):  # a copy: a later in-place op (ReLU(inplace=True)) would rewrite it
+                    features[name] = tensor.detach().clone() if detach else tensor.clone()
 
             handles.append(_module(net, name).register_forward_hook(hook))
         yield features

@@ -104,3 +104,20 @@ def test_supervised_grid_search_learns_a_separable_problem() -> None:
         model = fit_supervised(x, y, kind, seed=0, quick=kind == "logreg")
         test = np.r_[rng.normal(0, 1, (50, 4)), rng.normal(2, 1, (50, 4))]
         assert auroc(model.decision_function(test[:50]), model.decision_function(test[50:])) > 0.9
+
+
+def test_a_layer_followed_by_an_in_place_relu_gives_its_own_output() -> None:
+    """small-cnn's convs are followed by ReLU(inplace=True), which rewrote the captured tensor: tapping block1.0 (a
+    Conv2d) gave relu(conv), with no negative value, for the features and for the adaptive attack's gradients."""
+    from advkit.detectors.features import layer_features
+    from advkit.models import ModelWrapper, Preprocessing
+
+    torch.manual_seed(0)
+    model = ModelWrapper(create_architecture("small-cnn", in_channels=1, input_size=8), Preprocessing())
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        conv = model.net.block1[0](model.normalise(x))
+    assert bool((conv < 0).any())
+    for grad in (False, True):
+        feats, _ = layer_features(model, ["block1.0", "block1"], x, grad=grad)
+        torch.testing.assert_close(feats["block1.0"].detach(), conv)
