@@ -463,6 +463,8 @@ def _attack_images(report: Report, run: RunData, out: Path, loader: ImageLoader,
     if IMAGES not in s and moves is None:
         raise Unavailable("no adversarial images (run the attack with --save-images)")
     rows = _pick(_column(full, "success", "b"), scored(full.samples), n)
+    if not len(rows):  # every image already misclassified (or skipped): nothing the attack did to show
+        raise Unavailable("no attacked sample the model classified correctly")
     index = s["index"][rows]
     clean = _domain_images(full, loader(run, index))
     adv, arrows = None, None

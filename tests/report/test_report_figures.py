@@ -292,3 +292,27 @@ def test_a_file_name_near_the_limit_is_written(tmp_path: Path) -> None:
     path = tmp_path / ("s" * 244 + ".csv")
     write_atomically(path, lambda tmp: tmp.write_text("a,b\n"))
     assert path.read_text() == "a,b\n" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def _misclassified_run(report: Report, *, images: bool) -> None:
+    """An attack run whose every image the model already got wrong (attacked with --include-misclassified)."""
+    labels = open_dataset("digits").labels[:4]
+    columns = {"index": np.arange(4), "label": labels, "pred": (labels + 1) % 10, "attacked": np.ones(4, bool),
+               "adv_pred": (labels + 1) % 10, "success": np.ones(4, bool), "queries": np.ones(4, np.int64),
+               "l0": np.zeros(4, np.int64), "l2": np.zeros(4, np.float32), "linf": np.zeros(4, np.float32)}
+    if images:
+        columns["adv_images"] = np.zeros((4, 1, 8, 8), np.float32)
+    with report.start_run("attack-wrong", kind="attack", config={"data": "digits", "attack": "pixle"}) as writer:
+        writer.append(columns)
+        writer.finish(attack_summary(columns))
+
+
+def test_an_image_grid_without_a_scored_sample_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    """A run with saved images but no correctly classified image reached plot_image_grid with no rows: its
+    '(0, 1, 8, 8) stacks' error stopped every other figure of the report."""
+    report = Report(tmp_path / "r.h5")
+    _misclassified_run(report, images=True)
+    attack_run(report, "attack-pixle", 6, seed=0, images=True)
+    result = plot_report(report, tmp_path / "figs", figures=["images"])
+    assert [p.name for p in result.written["images"]] == ["images-attack-pixle.png"]
+    assert result.left_out["images"] == "attack-wrong: no attacked sample the model classified correctly"
