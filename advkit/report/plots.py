@@ -392,10 +392,18 @@ def _cdf(runs: list[RunData], out: Path, result: PlotResult) -> None:
         result.skipped["cdf"] = "no attack run with per-sample success and queries"
         result.left_out.pop("cdf", None)
         return
-    curves = {}
+    curves, reasons = {}, []
     for run in chosen:
         keep = scored(run.samples)
+        if not keep.any():  # its success rate is undefined (NaN): a flat curve at 0 would read as a failed attack
+            reasons.append(f"{run.id}: no attacked sample the model classified correctly")
+            continue
         curves[run.id] = (run.samples["queries"][keep], run.samples["success"][keep])
+    if not curves:
+        result.skipped["cdf"] = "; ".join(reasons)
+        result.left_out.pop("cdf", None)
+        return
+    _note_left_out(result, "cdf", reasons)
     result.written["cdf"] = [plot_success_cdf(curves, out / "success-vs-queries.png")]
 
 

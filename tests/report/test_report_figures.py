@@ -316,3 +316,22 @@ def test_an_image_grid_without_a_scored_sample_is_skipped_with_a_reason(tmp_path
     result = plot_report(report, tmp_path / "figs", figures=["images"])
     assert [p.name for p in result.written["images"]] == ["images-attack-pixle.png"]
     assert result.left_out["images"] == "attack-wrong: no attacked sample the model classified correctly"
+
+
+def test_a_run_without_a_scored_sample_draws_no_success_curve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its success rate is NaN, but the curve drew a flat line at 0 labelled n=0, as if the attack had failed."""
+    from advkit.report import plots
+
+    drawn: dict[str, object] = {}
+    monkeypatch.setattr(plots, "plot_success_cdf", lambda curves, path, draw=plots.plot_success_cdf:
+                        (drawn.update(curves), draw(curves, path))[1])
+    report = Report(tmp_path / "r.h5")
+    _misclassified_run(report, images=False)
+    attack_run(report, "attack-pixle", 6, seed=0)
+    result = plot_report(report, tmp_path / "figs", figures=["cdf"])
+    assert list(drawn) == ["attack-pixle"]
+    assert result.left_out["cdf"] == "attack-wrong: no attacked sample the model classified correctly"
+    only = Report(tmp_path / "only.h5")
+    _misclassified_run(only, images=False)
+    with pytest.raises(ReportError, match="cannot draw cdf: attack-wrong: no attacked sample"):
+        plot_report(only, tmp_path / "figs2", figures=["cdf"])
