@@ -157,7 +157,9 @@ def plot_norm_histograms(norms: Mapping[str, Mapping[str, np.ndarray]], path: Pa
     names = {"l0": "L0 (pixels changed)", "l2": "L2", "linf": "L-inf"}
     for ax, kind in zip(axes[0], kinds):
         present = {label: np.asarray(v[kind], np.float64) for label, v in norms.items() if kind in v and len(v[kind])}
-        present = {label: values[np.isfinite(values)] for label, values in present.items()}  # a NaN made every bin NaN
+        # a NaN made every bin NaN, so it is left out of the bins, but the legend counts it
+        dropped = {label: int((~np.isfinite(values)).sum()) for label, values in present.items()}
+        present = {label: values[np.isfinite(values)] for label, values in present.items()}
         every = np.concatenate(list(present.values()))
         if not len(every):
             ax.set_title(f"{names[kind]}: no finite values")
@@ -165,7 +167,8 @@ def plot_norm_histograms(norms: Mapping[str, Mapping[str, np.ndarray]], path: Pa
         low, high = float(every.min()), float(every.max())
         bins = np.linspace(low, high if high > low else low + 1, 21)
         for label, values in present.items():
-            ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={len(values)})")
+            left_out = f", {dropped[label]} not finite, not drawn" if dropped[label] else ""
+            ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={len(values)}{left_out})")
         ax.set_xlabel(names[kind])
         ax.set_ylabel("successful samples")
         ax.legend(fontsize=7)

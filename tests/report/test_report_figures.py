@@ -335,3 +335,21 @@ def test_a_run_without_a_scored_sample_draws_no_success_curve(tmp_path: Path, mo
     _misclassified_run(only, images=False)
     with pytest.raises(ReportError, match="cannot draw cdf: attack-wrong: no attacked sample"):
         plot_report(only, tmp_path / "figs2", figures=["cdf"])
+
+
+def test_norm_histogram_legend_counts_the_values_it_cannot_draw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN L2 is left out of the bins (it made every bin NaN), but the legend said n=3 for 4 successful
+    samples, so the histogram silently disagreed with the summary's NaN l2_mean."""
+    from advkit.report import plots
+
+    legends: list[str] = []
+    save = plots._save
+
+    def spy(fig, path, dpi=100):  # type: ignore[no-untyped-def]
+        legends.extend(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.plot_norm_histograms({"r": {"l2": np.array([0.5, np.nan, 0.0, 1.0])}, "s": {"l2": np.array([0.2])}},
+                               tmp_path / "n.png")
+    assert legends == ["r (n=3, 1 not finite, not drawn)", "s (n=1)"]
