@@ -5,7 +5,7 @@ A run is named ``FILE`` (every run in it) or ``FILE:RUN`` (``FILE:RUN1,RUN2`` fo
 data (dataset, split and reader settings; either domain of a paired dataset) are compared on the sample indices
 they all share: their summaries are recomputed from the per-sample columns of those samples
 (:func:`~advkit.report.summary.attack_summary`), so a run over 100 images and one over the first 50 of them
-compare on the same 50. Attack runs of different data keep their stored summaries, since one index names
+compare on the same 50 (a worst-case run's per-attack robust accuracies too). Attack runs of different data keep their stored summaries, since one index names
 different images there. Other runs (transfer, fine-tune, robustness, train, detect) show their
 stored summaries.
 
@@ -185,6 +185,28 @@ def _subset(samples: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nd
     return {k: v[mask] for k, v in samples.items()}
 
 
+def _per_attack_summary(run: RunData, samples: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A worst-case run's ``robust_accuracy.<attack>`` and ``sanity.*`` keys over ``samples`` (as
+    ``advkit attack`` computes them), so they cover the same samples as its recomputed robust accuracy; {} for
+    other runs."""
+    names = run.config.get("attacks")
+    by_attack = samples.get("success_by_attack")
+    if run.kind != "worst-case" or not isinstance(names, list) or by_attack is None:
+        return {}
+    if by_attack.ndim != 2 or by_attack.shape[1] != len(names):
+        raise ReportError(f"run {run.id}: success_by_attack has shape {by_attack.shape}, expected one column "
+                          f"for each of its {len(names)} attacks")
+    from advkit.attacks.sanity import attack_mix_flags  # lazily: it imports torch
+
+    # success_by_attack is each attack's success & attacked already, as worst_case combines the runs
+    clean = {k: samples[k] for k in ("label", "pred", "clean_correct") if k in samples}
+    robust = {str(name): attack_summary({**clean, "success": by_attack[:, i].astype(bool)})["robust_accuracy"]
+              for i, name in enumerate(names)}
+    params = run.config.get("params_by_attack")
+    return {**{f"robust_accuracy.{name}": value for name, value in robust.items()},
+            **attack_mix_flags(robust, params if isinstance(params, dict) else None)}
+
+
 def _direction(key: str, perspective: str) -> int:
     """+1 if a higher value is better from ``perspective``, -1 if lower is better, 0 if neither side cares."""
     model_side = 0
@@ -264,7 +286,8 @@ def compare_runs(specs: Sequence[str], *, perspective: str = "auto", common: boo
                               "(--all-samples; common=False in Python)")
         for j, (run, is_attack) in enumerate(zip(runs, attack)):
             if is_attack:
-                summaries[j] = {**summaries[j], **attack_summary(_subset(run.samples, keep))}
+                samples = _subset(run.samples, keep)
+                summaries[j] = {**summaries[j], **attack_summary(samples), **_per_attack_summary(run, samples)}
                 recomputed[j] = True
     keys: list[str] = [k for k in ORDER if any(k in s for s in summaries)]
     for s in summaries:

@@ -448,3 +448,32 @@ def test_atomic_writes_give_files_the_usual_mode(tmp_path: Path) -> None:
         assert write_atomically(tmp_path / "old.bin", private).stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(umask)
+
+
+def test_compare_recomputes_a_worst_case_runs_per_attack_robust_accuracy_on_the_common_samples(tmp_path: Path) -> None:
+    """The worst case's robust_accuracy was recomputed on the shared samples, but its robust_accuracy.<attack>
+    and sanity.* rows kept the stored values over all its samples: one column over two sample sets."""
+    from advkit.attacks.runner import worst_case
+    from advkit.attacks.sanity import attack_mix_flags
+
+    report = Report(tmp_path / "r.h5")
+    index = np.arange(6)
+    params = {"square": {"eps": 0.1}, "pgd": {"eps": 0.1}}
+    per_attack = {name: _attack(report, f"attack-{name}", index, hits, attack=name, params=params[name])
+                  for name, hits in (("square", index % 2 == 0), ("pgd", index < 2))}
+    combined = worst_case(per_attack)
+    stored = {"robust_accuracy.square": 0.5, "robust_accuracy.pgd": 2 / 3}
+    with report.start_run("attack-worst-case", kind="worst-case",
+                          config={"model": "m", "data": "digits", "attacks": ["square", "pgd"],
+                                  "params_by_attack": params}) as writer:
+        writer.append(combined)
+        writer.finish({**attack_summary(combined), **stored, **attack_mix_flags(stored, params)})
+    _attack(Report(tmp_path / "few.h5"), "attack-square", index[3:], index[3:] % 2 == 0)
+    c = compare_runs([str(tmp_path / "few.h5"), f"{tmp_path / 'r.h5'}:attack-worst-case"])
+    assert c.common == 3  # samples 3, 4, 5: square fools 4, pgd none
+    assert c.row("robust_accuracy").values[1] == pytest.approx(2 / 3)
+    assert c.row("robust_accuracy.square").values[1] == pytest.approx(2 / 3)
+    assert c.row("robust_accuracy.pgd").values[1] == 1.0
+    assert c.row("sanity.black_box_robust_accuracy").values[1] == pytest.approx(2 / 3)
+    full = compare_runs([f"{tmp_path / 'r.h5'}:attack-square,attack-worst-case"])  # every sample: the stored values
+    assert full.row("robust_accuracy.square").values[1] == 0.5 and full.row("robust_accuracy.pgd").values[1] == pytest.approx(2 / 3)
