@@ -164,7 +164,8 @@ class LayerwiseDetector:
     def __init__(self, model: ModelWrapper, layers: list[str], shapes: dict[str, tuple[int, int, int]],
                  settings: DetectorSettings, autoencoders: dict[str, LayerAutoencoder], magnet: InputAutoencoder,
                  maha: dict[str, tuple[torch.Tensor, torch.Tensor]], norms: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 fit_features: np.ndarray, calib: Features, meta: dict[str, Any]) -> None:
+                 fit_features: np.ndarray, calib: Features, meta: dict[str, Any],
+                 fitted_indices: np.ndarray | None = None) -> None:
         self.model = model
         self.norms = norms  # layer -> (mean, std), each (C, 1, 1): what the autoencoders see is (f - mean) / std
         self.layers = layers
@@ -179,7 +180,7 @@ class LayerwiseDetector:
         self.meta = meta
         # dataset indices of every image the fit used (trained on or held out), so an evaluation can leave them out;
         # None for files written before they were recorded
-        self.fitted_indices: np.ndarray | None = None
+        self.fitted_indices = fitted_indices
         self._forests = self._fit_forests()
         calib_scores = self._scores(calib, calibrating=True)
         self.thresholds = {name: float(np.quantile(s, 1 - settings.fpr)) for name, s in calib_scores.items()}
@@ -231,9 +232,8 @@ class LayerwiseDetector:
             "train_seconds": round(train_seconds, 3), "channels": channels, "dataset_images": len(dataset),
             "dataset_domain": dataset.domain,
         }
-        det = cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error, s.kind == "vae"), calib, meta)
-        det.fitted_indices = np.sort(indices)
-        return det
+        return cls(model, layers, shapes, s, aes, magnet, maha, norms, features.unsupervised(s.error, s.kind == "vae"), calib, meta,
+                   np.sort(indices))
 
     def fitted_on(self, dataset: ImageDataset, indices: np.ndarray) -> np.ndarray:
         """(N,) bool: which of ``dataset[indices]`` this detector was fitted on (trained on or calibrated with).
@@ -408,11 +408,9 @@ class LayerwiseDetector:
         _check_takes(model, layers, shapes, meta.get("input_shape"), path)
         keep = ("fingerprint", "input_shape", "num_classes", "nonnegative", "dataset", "n_fit", "n_calib", "train_seconds", "channels",
                 "model", "dataset_images", "dataset_domain")
-        det = cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
-                  {k: meta[k] for k in keep if k in meta})
         fitted = tensors.get("fit.indices")
-        det.fitted_indices = None if fitted is None else fitted.numpy()
-        return det
+        return cls(model, layers, shapes, settings, aes, magnet.to(model.device).eval(), maha, norms, fit_features, calib,
+                   {k: meta[k] for k in keep if k in meta}, None if fitted is None else fitted.numpy())
 
 
 # ------------------------------------------------------------------------------------------------- helpers
